@@ -1,0 +1,1 @@
+"""Analysis: query templates, structured metrics and the pure evaluator; the Prometheus runner."""
