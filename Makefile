@@ -1,0 +1,33 @@
+# Every target installs what it needs first, so each works on a fresh Debian machine (as root).
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip --disable-pip-version-check -q
+
+.PHONY: install install-test prometheus demo test lint schema
+
+install:
+	$(PIP) install -e .
+
+install-test: prometheus
+	$(PIP) install -e '.[test]'
+
+# The real Prometheus server the analysis and scraping tests start (Debian package).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+demo: install
+	ptc plan config/zai-proxy.yaml
+
+test: install-test
+	$(PYTHON) -m pytest
+
+lint: install-test
+	ruff check .
+	ruff format --check .
+	mypy --strict controller
+	lint-imports
+
+# Regenerate config/schema.json from the config model.
+schema: install
+	ptc schema > config/schema.json

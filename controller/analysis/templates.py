@@ -1,0 +1,180 @@
+"""Query templates: the variables a template may use, rendering, and structured metric -> PromQL.
+
+Templates use ``{{ name }}`` placeholders (PromQL itself never contains ``{{``). Only the
+variables in ``KNOWN_VARIABLES`` exist; anything else is a validation error, so a typo cannot
+silently render a query that matches nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from controller.config.model import Rollout, Side, Source
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+# Variables about the rollout as a whole.
+ROLLOUT_VARIABLES = (
+    "namespace",
+    "service",
+    "window",
+    "stable_deployment",
+    "canary_deployment",
+    "stable_version",
+    "canary_version",
+    "stable_pod_regex",
+    "canary_pod_regex",
+    "service_pod_regex",
+)
+# Variables bound to the side a query is evaluated for (canary, stable or the whole service),
+# so one template serves both sides of a comparison.
+SIDE_VARIABLES = ("deployment", "version", "pod_regex", "selector")
+KNOWN_VARIABLES = frozenset(ROLLOUT_VARIABLES + SIDE_VARIABLES)
+
+
+class TemplateError(ValueError):
+    """A template uses a variable that does not exist."""
+
+
+def variables_in(template: str) -> list[str]:
+    """Every placeholder name in a template, in order."""
+    return [m.group(1) for m in _PLACEHOLDER.finditer(template)]
+
+
+def unknown_variables(template: str) -> list[str]:
+    """Placeholders that are not known variables (empty list when the template is fine)."""
+    return [v for v in variables_in(template) if v not in KNOWN_VARIABLES]
+
+
+def render(template: str, variables: Mapping[str, str]) -> str:
+    """Substitute every placeholder; TemplateError for one that has no value."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            known = ", ".join(sorted(KNOWN_VARIABLES))
+            raise TemplateError(f"unknown template variable {{{{ {name} }}}} (known: {known})")
+        return variables[name]
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def promql_duration(delta: timedelta) -> str:
+    """A PromQL range duration: whole seconds where possible, else milliseconds."""
+    ms = round(delta.total_seconds() * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def pod_regex(deployment: str) -> str:
+    """RE2 pattern matching the pods a Deployment owns: ``<deployment>-<hash>-<suffix>``.
+
+    Two dash-free segments after the name, so ``zai-proxy``'s pattern does not also match
+    ``zai-proxy-v2``'s pods.
+    """
+    return re.sub(r"([.])", r"\\\\\1", deployment) + "-[a-z0-9]+-[a-z0-9]+"
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def matcher_text(matchers: Mapping[str, str]) -> str:
+    """``{label: value}`` -> PromQL matchers; a value may start with =~, != or !~."""
+    parts = []
+    for label, raw in sorted(matchers.items()):
+        op, value = "=", raw
+        for prefix in ("=~", "!=", "!~"):
+            if raw.startswith(prefix):
+                op, value = prefix, raw[len(prefix) :]
+                break
+        parts.append(f"{label}{op}{_quote(value)}")
+    return ",".join(parts)
+
+
+def _join(*parts: str) -> str:
+    return ",".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """The PromQL for one side of one source, plus the request-count query where one exists."""
+
+    side: Side
+    value: str
+    sample: str | None
+
+
+class QueryContext:
+    """Renders a rollout's templates for a side and window."""
+
+    def __init__(self, rollout: Rollout, window: timedelta) -> None:
+        self.rollout = rollout
+        self.window = window
+        stable_regex = pod_regex(rollout.stable.deployment)
+        canary_regex = pod_regex(rollout.canary.deployment)
+        self._base: dict[str, str] = {
+            "namespace": rollout.namespace,
+            "service": rollout.service,
+            "window": promql_duration(window),
+            "stable_deployment": rollout.stable.deployment,
+            "canary_deployment": rollout.canary.deployment,
+            "stable_version": rollout.stable.version or "",
+            "canary_version": rollout.canary.version,
+            "stable_pod_regex": stable_regex,
+            "canary_pod_regex": canary_regex,
+            "service_pod_regex": f"({stable_regex}|{canary_regex})",
+        }
+
+    def variables(self, side: Side) -> dict[str, str]:
+        """All variables with the side-bound ones set for `side`."""
+        values = dict(self._base)
+        if side is Side.SERVICE:
+            values.update(deployment="", version="", pod_regex=values["service_pod_regex"])
+        else:
+            ref = self.rollout.canary if side is Side.CANARY else self.rollout.stable
+            values.update(
+                deployment=ref.deployment,
+                version=ref.version or "",
+                pod_regex=pod_regex(ref.deployment),
+            )
+        selector_template = self.rollout.analysis.selectors.for_side(side)
+        values["selector"] = render(selector_template, values | {"selector": ""})
+        return values
+
+    def compile(self, source: Source, side: Side, sample_query: str | None = None) -> CompiledQuery:
+        """The PromQL for `source` evaluated on `side`."""
+        v = self.variables(side)
+        sel, w = v["selector"], v["window"]
+        if source.query is not None:
+            sample = render(sample_query, v) if sample_query else None
+            return CompiledQuery(side, render(source.query, v), sample)
+        if source.counter_ratio is not None:
+            c = source.counter_ratio
+            num = f"{c.metric}{{{_join(sel, matcher_text(c.numerator))}}}"
+            den = f"{c.metric}{{{_join(sel, matcher_text(c.denominator))}}}"
+            return CompiledQuery(
+                side,
+                f"sum(rate({num}[{w}])) / sum(rate({den}[{w}]))",
+                f"sum(increase({den}[{w}]))",
+            )
+        if source.gauge is not None:
+            g = source.gauge
+            series = f"{g.metric}{{{_join(sel, matcher_text(g.matchers))}}}"
+            return CompiledQuery(side, f"{g.aggregate}({series})", None)
+        if source.histogram_quantile is not None:
+            h = source.histogram_quantile
+            m = _join(sel, matcher_text(h.matchers))
+            buckets = f"{h.metric}_bucket{{{m}}}[{w}]"
+            return CompiledQuery(
+                side,
+                f"histogram_quantile({h.quantile:g}, sum by (le) (rate({buckets})))",
+                f"sum(increase({h.metric}_count{{{m}}}[{w}]))",
+            )
+        if source.rate is not None:
+            r = source.rate
+            series = f"{r.metric}{{{_join(sel, matcher_text(r.matchers))}}}"
+            return CompiledQuery(side, f"sum(rate({series}[{w}]))", f"sum(increase({series}[{w}]))")
+        raise ValueError("source has no query or structured metric")

@@ -1,0 +1,31 @@
+"""Config model, loading and validation (pure: no I/O beyond reading the file)."""
+
+from controller.config.load import ConfigError, LoadedConfig, Problem, load_config, load_config_text
+from controller.config.model import (
+    Analysis,
+    CanaryRef,
+    Config,
+    DeploymentRef,
+    Metric,
+    Policy,
+    Rollout,
+    Side,
+    Step,
+)
+
+__all__ = [
+    "Analysis",
+    "CanaryRef",
+    "Config",
+    "ConfigError",
+    "DeploymentRef",
+    "LoadedConfig",
+    "Metric",
+    "Policy",
+    "Problem",
+    "Rollout",
+    "Side",
+    "Step",
+    "load_config",
+    "load_config_text",
+]

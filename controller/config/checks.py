@@ -1,0 +1,291 @@
+"""Semantic checks that a well-typed config can still fail: order, sanity, feasibility."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic.alias_generators import to_camel
+
+from controller.analysis.templates import KNOWN_VARIABLES, unknown_variables
+from controller.config.model import Analysis, Config, Metric, Rollout, Source
+from controller.plan import plan_rollout
+
+Loc = tuple[str | int, ...]
+
+
+class Severity(StrEnum):
+    """Errors stop the config from being used; warnings are printed and the config is used."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a validated model, located by its YAML key path."""
+
+    loc: Loc
+    message: str
+    severity: Severity = Severity.ERROR
+
+
+def check_config(config: Config, replicas: int | None = None) -> list[Finding]:
+    """Every semantic problem in the config, errors and warnings.
+
+    `replicas` plans the rollouts that set no `replicas` of their own for that N too.
+    """
+    return check_rollouts(list(enumerate(config.rollouts)), replicas)
+
+
+def check_rollouts(
+    indexed: Sequence[tuple[int, Rollout]], replicas: int | None = None
+) -> list[Finding]:
+    """Semantic problems of the rollouts that passed type validation, by their file index."""
+    findings: list[Finding] = []
+    seen_names: dict[str, int] = {}
+    seen_services: dict[tuple[str, str], str] = {}
+    for i, rollout in indexed:
+        base: Loc = ("rollouts", i)
+        if rollout.name in seen_names:
+            findings.append(
+                Finding(
+                    (*base, "name"),
+                    f"duplicate rollout name {rollout.name!r} "
+                    f"(also rollouts[{seen_names[rollout.name]}])",
+                )
+            )
+        seen_names.setdefault(rollout.name, i)
+        key = (rollout.namespace, rollout.service)
+        if key in seen_services:
+            findings.append(
+                Finding(
+                    (*base, "service"),
+                    f"Service {rollout.namespace}/{rollout.service} is already managed by "
+                    f"rollout {seen_services[key]!r}; one rollout per Service",
+                )
+            )
+        seen_services.setdefault(key, rollout.name)
+        findings.extend(
+            Finding((*base, *f.loc), f.message, f.severity)
+            for f in check_rollout(rollout, replicas)
+        )
+    return findings
+
+
+def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding]:
+    """Semantic problems of one rollout, located relative to it.
+
+    The plan is checked for the rollout's `replicas`, else for `replicas` if given.
+    """
+    out: list[Finding] = []
+    if rollout.stable.deployment == rollout.canary.deployment:
+        out.append(
+            Finding(
+                ("canary", "deployment"),
+                f"canary and stable are the same Deployment {rollout.canary.deployment!r}",
+            )
+        )
+    if rollout.stable.version is not None and rollout.stable.version == rollout.canary.version:
+        out.append(
+            Finding(
+                ("canary", "version"),
+                f"canary version {rollout.canary.version!r} equals stable's; the flip would "
+                "pin the Service to both",
+            )
+        )
+    if rollout.shared_selector is not None:
+        if not rollout.shared_selector:
+            out.append(Finding(("sharedSelector",), "must not be empty: it would match every pod"))
+        if rollout.version_label in rollout.shared_selector:
+            out.append(
+                Finding(
+                    ("sharedSelector", rollout.version_label),
+                    f"the shared selector must not contain the version label "
+                    f"{rollout.version_label!r}: it must match both versions",
+                )
+            )
+    if rollout.max_surge in (0, "0%") and rollout.max_unavailable in (0, "0%"):
+        out.append(
+            Finding(
+                ("maxSurge",),
+                "maxSurge and maxUnavailable cannot both be 0: no pod could ever move",
+            )
+        )
+    previous = 0.0
+    for j, step in enumerate(rollout.steps):
+        if not 0 < step.weight <= 100:
+            out.append(
+                Finding(
+                    ("steps", j, "weight"), f"expected a weight in (0, 100], got {step.weight:g}"
+                )
+            )
+        elif step.weight <= previous:
+            out.append(
+                Finding(
+                    ("steps", j, "weight"),
+                    f"weights must increase strictly: {step.weight:g} follows {previous:g}",
+                )
+            )
+        previous = max(previous, step.weight)
+        if step.weight == 100 and j < len(rollout.steps) - 1:
+            out.append(Finding(("steps", j, "weight"), "only the last step may have weight 100"))
+        if step.analysis is not None:
+            # Judge the merged analysis, but report only what the step changes: the rest is the
+            # rollout's own analysis, judged (and reported) once below.
+            changed = {to_camel(k) for k, v in step.analysis if v is not None}
+            if "interval" in changed:
+                changed.add("maxHold")  # maxHold is judged against the interval
+            out.extend(
+                Finding(("steps", j, "analysis", *f.loc), f.message, f.severity)
+                for f in check_analysis(rollout.step_analysis(j))
+                if f.loc[0] in changed
+            )
+    if rollout.steps and rollout.steps[-1].weight == 100:
+        out.append(
+            Finding(
+                ("steps", len(rollout.steps) - 1, "weight"),
+                "a 100% step scales stable to 0 before the flip: nothing stays warm for an "
+                "instant rollback",
+                Severity.WARNING,
+            )
+        )
+    out.extend(
+        Finding(("analysis", *f.loc), f.message, f.severity)
+        for f in check_analysis(rollout.analysis)
+    )
+    total = rollout.replicas or replicas
+    if total is not None and not any(f.severity is Severity.ERROR for f in out):
+        out.extend(check_plan(rollout, total))
+    return out
+
+
+def check_plan(rollout: Rollout, total: int) -> list[Finding]:
+    """Warnings for weights the replica count can only approximate; errors for dead ends."""
+    out: list[Finding] = []
+    plan = plan_rollout(rollout, total)
+    for row in plan.steps:
+        if not row.note:
+            continue
+        loc: Loc = ("steps", row.index, "weight") if row.label != "flip" else ("flip",)
+        severity = Severity.ERROR if row.note.startswith("infeasible") else Severity.WARNING
+        out.append(Finding(loc, f"with {total} replica(s): {row.note}", severity))
+    return out
+
+
+def _source_problems(source: Source, loc: Loc, provider: str) -> list[Finding]:
+    out: list[Finding] = []
+    kinds = [
+        k
+        for k in ("query", "counterRatio", "gauge", "histogramQuantile", "rate")
+        if getattr(source, _snake(k)) is not None
+    ]
+    if len(kinds) != 1:
+        got = ", ".join(kinds) if kinds else "none"
+        out.append(
+            Finding(
+                loc,
+                "expected exactly one of query, counterRatio, gauge, histogramQuantile, rate; "
+                f"got {got}",
+            )
+        )
+    if source.query is not None:
+        for name in unknown_variables(source.query):
+            out.append(Finding((*loc, "query"), _unknown_var(name)))
+        if provider == "direct":
+            out.append(
+                Finding(
+                    (*loc, "query"),
+                    "the direct provider evaluates structured metrics only; use counterRatio, "
+                    "gauge, histogramQuantile or rate",
+                )
+            )
+    return out
+
+
+def _snake(camel: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
+
+
+def _unknown_var(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1)
+    if close:
+        return f"unknown template variable {{{{ {name} }}}}; did you mean {{{{ {close[0]} }}}}?"
+    known = ", ".join(sorted(KNOWN_VARIABLES))
+    return f"unknown template variable {{{{ {name} }}}}; known variables: {known}"
+
+
+def _metric_problems(metric: Metric, loc: Loc, provider: str) -> list[Finding]:
+    out = _source_problems(metric, loc, provider)
+    if metric.sample_query is not None:
+        out.extend(
+            Finding((*loc, "sampleQuery"), _unknown_var(n))
+            for n in unknown_variables(metric.sample_query)
+        )
+    if metric.max is None and metric.min is None and metric.compare is None:
+        out.append(Finding(loc, "a metric needs a threshold: max, min or compare"))
+    if metric.max is not None and metric.min is not None and metric.min >= metric.max:
+        out.append(Finding((*loc, "min"), f"min {metric.min:g} must be below max {metric.max:g}"))
+    if metric.counter_ratio is not None:
+        for bound in ("max", "min"):
+            value = getattr(metric, bound)
+            if value is not None and not 0 <= value <= 1:
+                out.append(
+                    Finding(
+                        (*loc, bound),
+                        f"a counterRatio is a fraction in [0, 1]; {bound} {value:g} can never "
+                        f"{'be exceeded' if bound == 'max' else 'be met'} "
+                        f"(did you mean {value / 100:g}?)",
+                    )
+                )
+    for bound in ("max", "min"):
+        value = getattr(metric, bound)
+        if value is not None and value < 0 and metric.gauge is None and metric.query is None:
+            out.append(
+                Finding((*loc, bound), f"{bound} {value:g} is negative; rates and ratios are not")
+            )
+    return out
+
+
+def check_analysis(analysis: Analysis) -> list[Finding]:
+    """Problems in one analysis block (locations relative to it)."""
+    out: list[Finding] = []
+    provider = analysis.provider
+    names: set[str] = set()
+    for k, metric in enumerate(analysis.metrics):
+        loc: Loc = ("metrics", k)
+        if metric.name in names:
+            out.append(Finding((*loc, "name"), f"duplicate metric name {metric.name!r}"))
+        names.add(metric.name)
+        out.extend(_metric_problems(metric, loc, provider))
+    for side in ("canary", "stable", "service"):
+        template = str(getattr(analysis.selectors, side))
+        out.extend(
+            Finding(("selectors", side), _unknown_var(n)) for n in unknown_variables(template)
+        )
+    if analysis.capacity_gate is not None:
+        gate = analysis.capacity_gate
+        out.extend(_source_problems(gate.capacity, ("capacityGate", "capacity"), provider))
+        out.extend(_source_problems(gate.demand, ("capacityGate", "demand"), provider))
+        if gate.headroom < 1:
+            out.append(
+                Finding(
+                    ("capacityGate", "headroom"),
+                    f"headroom {gate.headroom:g} < 1 lets canary take more than it can absorb",
+                    Severity.WARNING,
+                )
+            )
+    if analysis.interval.total_seconds() <= 0:
+        out.append(Finding(("interval",), "interval must be longer than 0s"))
+    if analysis.window.total_seconds() <= 0:
+        out.append(Finding(("window",), "window must be longer than 0s"))
+    if analysis.max_hold < analysis.interval:
+        out.append(
+            Finding(
+                ("maxHold",),
+                "maxHold is shorter than one analysis interval: a step could never be judged",
+            )
+        )
+    return out

@@ -1,0 +1,433 @@
+"""The config model: global settings, defaults that rollouts inherit, and the rollouts.
+
+Field names are snake_case in Python and camelCase in YAML (``versionLabel``). Durations are
+strings in YAML (``30s``) and ``timedelta`` here. Every model rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+
+from controller.durations import DURATION_HELP, DURATION_PATTERN, format_duration, parse_duration
+
+
+def _duration_in(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__} {value!r}")
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration_in),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "description": DURATION_HELP}),
+]
+
+
+_PERCENT = r"(100|[1-9]?[0-9])%"
+
+
+def _int_or_percent_in(value: object) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError(
+            f"expected a non-negative integer or a percentage like '25%', got {value!r}"
+        )
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"expected a non-negative integer, got {value}")
+        return value
+    if isinstance(value, str) and re.fullmatch(_PERCENT, value):
+        return value
+    raise ValueError(f"expected a non-negative integer or a percentage like '25%', got {value!r}")
+
+
+IntOrPercent = Annotated[
+    int | str,
+    BeforeValidator(_int_or_percent_in),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": f"^{_PERCENT}$"},
+            ]
+        }
+    ),
+]
+
+# Kubernetes object names (DNS-1123 label / subdomain) and label values.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+Name = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
+Namespace = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY)]
+Selector = dict[LabelKey, LabelValue]
+
+
+class Model(BaseModel):
+    """Base: camelCase keys in YAML, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        frozen=True,
+        validate_default=True,
+    )
+
+
+class Policy(StrEnum):
+    """What to do when a step has been held past ``maxHold``."""
+
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+    HOLD = "hold"
+
+
+class Side(StrEnum):
+    """Which pods a query is about."""
+
+    CANARY = "canary"
+    STABLE = "stable"
+    SERVICE = "service"  # both versions: everything behind the shared selector
+
+
+# ---------------------------------------------------------------------------------------------
+# Global settings
+
+
+class PrometheusSettings(Model):
+    """How to reach Prometheus."""
+
+    url: str = "http://localhost:9090"
+    timeout: Duration = timedelta(seconds=10)
+    bearer_token_file: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_file: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+Matchers = dict[
+    str,
+    Annotated[
+        str,
+        Field(
+            description="label value; prefix with =~, != or !~ for regex or negative matches",
+        ),
+    ],
+]
+
+
+class CounterRatio(Model):
+    """rate(metric{numerator}) / rate(metric{denominator}) over the window, per side."""
+
+    metric: str
+    numerator: Matchers
+    denominator: Matchers = Field(default_factory=dict)
+
+
+class Gauge(Model):
+    """An aggregate over a gauge's series, per side."""
+
+    metric: str
+    aggregate: Literal["sum", "min", "max", "avg"] = "sum"
+    matchers: Matchers = Field(default_factory=dict)
+
+
+class HistogramQuantile(Model):
+    """histogram_quantile(q, rate(metric_bucket)) over the window, per side."""
+
+    metric: str = Field(description="histogram base name, without _bucket")
+    quantile: float = Field(gt=0, lt=1)
+    matchers: Matchers = Field(default_factory=dict)
+
+
+class Rate(Model):
+    """sum(rate(counter{matchers})) over the window, per side (requests per second)."""
+
+    metric: str
+    matchers: Matchers = Field(default_factory=dict)
+
+
+SOURCE_KINDS = ("query", "counter_ratio", "gauge", "histogram_quantile", "rate")
+
+
+class Source(Model):
+    """Where a value comes from: a raw PromQL template or one structured metric."""
+
+    query: str | None = Field(
+        default=None,
+        description="raw PromQL template; variables as {{ name }}",
+    )
+    counter_ratio: CounterRatio | None = None
+    gauge: Gauge | None = None
+    histogram_quantile: HistogramQuantile | None = None
+    rate: Rate | None = None
+
+    def kind(self) -> str | None:
+        """The one source kind that is set, or None when none or several are."""
+        chosen = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
+        return chosen[0] if len(chosen) == 1 else None
+
+
+class Compare(Model):
+    """Canary fails only if it is also worse than stable: canary > stable * factor + slack."""
+
+    factor: float = Field(default=1.0, gt=0)
+    slack: float = Field(default=0.0, ge=0)
+
+
+class Metric(Source):
+    """One analysis metric: a source, thresholds, and how long a breach must last."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$", max_length=63)]
+    max: float | None = None
+    min: float | None = None
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    compare: Compare | None = None
+    min_requests: int | None = Field(default=None, ge=0)
+    sample_query: str | None = Field(
+        default=None,
+        description="raw PromQL template counting requests in the window, for minRequests",
+    )
+
+
+class CapacityGate(Model):
+    """Hold while canary capacity < its projected share of demand x headroom."""
+
+    capacity: Source = Field(
+        description="canary's capacity in requests/s (e.g. the sum of its rate limits)"
+    )
+    demand: Source = Field(description="current demand on the whole Service in requests/s")
+    headroom: float = Field(default=1.2, gt=0)
+
+
+DEFAULT_SELECTORS: dict[Side, str] = {
+    Side.CANARY: 'namespace="{{ namespace }}",pod=~"{{ canary_pod_regex }}"',
+    Side.STABLE: 'namespace="{{ namespace }}",pod=~"{{ stable_pod_regex }}"',
+    Side.SERVICE: 'namespace="{{ namespace }}",pod=~"{{ service_pod_regex }}"',
+}
+
+
+class Selectors(Model):
+    """PromQL label matchers that pick each side's series (templates)."""
+
+    canary: str = DEFAULT_SELECTORS[Side.CANARY]
+    stable: str = DEFAULT_SELECTORS[Side.STABLE]
+    service: str = DEFAULT_SELECTORS[Side.SERVICE]
+
+    def for_side(self, side: Side) -> str:
+        """The matcher template for one side."""
+        return str(getattr(self, side.value))
+
+
+class Analysis(Model):
+    """How a rollout is judged while it runs."""
+
+    provider: Literal["prometheus", "direct"] = "prometheus"
+    interval: Duration = timedelta(seconds=30)
+    window: Duration = timedelta(minutes=2)
+    min_requests: int = Field(default=50, ge=0)
+    selectors: Selectors = Field(default_factory=Selectors)
+    metrics: list[Metric] = Field(default_factory=list)
+    capacity_gate: CapacityGate | None = None
+    on_inconclusive: Policy = Policy.PAUSE
+    on_error: Policy = Policy.PAUSE
+    max_hold: Duration = timedelta(minutes=10)
+
+
+class AnalysisOverride(Model):
+    """Per-step changes to the rollout's analysis; unset fields are inherited."""
+
+    interval: Duration | None = None
+    window: Duration | None = None
+    min_requests: int | None = Field(default=None, ge=0)
+    metrics: list[Metric] | None = None
+    capacity_gate: CapacityGate | None = None
+    on_inconclusive: Policy | None = None
+    on_error: Policy | None = None
+    max_hold: Duration | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollout
+
+
+class Step(Model):
+    """One stage: shift to a weight, then hold (and analyse) before the next."""
+
+    weight: float = Field(description="canary's share of traffic in percent, in (0, 100]")
+    hold: Duration = timedelta(minutes=1)
+    manual_gate: bool = Field(default=False, description="pause after the hold until promoted")
+    analysis: AnalysisOverride | None = None
+
+
+class Flip(Model):
+    """The final selector flip and bake."""
+
+    canary_replicas: int | None = Field(
+        default=None, ge=1, description="canary size at the flip; default: the rollout's replicas"
+    )
+    bake: Duration = timedelta(minutes=5)
+
+
+class Retention(Model):
+    """What happens to stable after the bake."""
+
+    scale_down_delay: Duration = Field(
+        default=timedelta(hours=24),
+        description="how long stable is kept (scaled to 0) so a rollback stays instant",
+    )
+    delete_stable: bool = False
+
+
+class Rollback(Model):
+    """How a rollback ends and whether the rollout may try again."""
+
+    canary_replicas: int = Field(default=0, ge=0)
+    cooldown: Duration = timedelta(minutes=5)
+    max_attempts: int = Field(
+        default=3, ge=1, description="attempts per canary spec, retries incl."
+    )
+    auto_retry: bool = Field(default=False, description="retry by itself after the cooldown")
+
+
+class Preflight(Model):
+    """The automated version of the manual 'verify v2 is healthy' step."""
+
+    probe: bool = Field(
+        default=True, description="probe each canary pod's health/metrics over HTTP"
+    )
+    port: int | None = Field(default=None, ge=1, le=65535)
+    health_path: str = "/health"
+    metrics_path: str = "/metrics"
+    expect_metrics: list[str] = Field(default_factory=list)
+
+
+class DeploymentRef(Model):
+    """A Deployment and the version label value its pods carry."""
+
+    deployment: Name
+    version: LabelValue | None = None
+
+
+class CanaryRef(DeploymentRef):
+    """The canary always carries a version label value: the flip pins to it."""
+
+    version: LabelValue
+
+
+class Rollout(Model):
+    """One service switching from stable to canary."""
+
+    name: Name
+    namespace: Namespace = "default"
+    service: Name
+    version_label: LabelKey = "version"
+    shared_selector: Selector | None = Field(
+        default=None, description="default: the Service's selector minus the version label"
+    )
+    stable: DeploymentRef
+    canary: CanaryRef
+    replicas: int | None = Field(
+        default=None, ge=1, description="default: stable's replicas when the rollout starts"
+    )
+    max_surge: IntOrPercent = "25%"
+    max_unavailable: IntOrPercent = 0
+    weight_tolerance: float = Field(
+        default=10.0, ge=0, le=100, description="percentage points a step may miss its weight by"
+    )
+    steps: list[Step] = Field(min_length=1)
+    flip: Flip = Field(default_factory=Flip)
+    retention: Retention = Field(default_factory=Retention)
+    analysis: Analysis = Field(default_factory=Analysis)
+    rollback: Rollback = Field(default_factory=Rollback)
+    preflight: Preflight = Field(default_factory=Preflight)
+
+    def spec_hash(self) -> str:
+        """A short stable hash of everything that defines this rollout."""
+        canonical = json.dumps(
+            self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def step_analysis(self, index: int) -> Analysis:
+        """The analysis in force at step `index` (the step's override over the rollout's)."""
+        override = self.steps[index].analysis if 0 <= index < len(self.steps) else None
+        if override is None:
+            return self.analysis
+        changes = {k: v for k, v in override if v is not None}
+        return self.analysis.model_copy(update=changes)
+
+
+# The keys `defaults:` may carry: every rollout field but identity and targets.
+DEFAULTABLE = (
+    "namespace",
+    "version_label",
+    "max_surge",
+    "max_unavailable",
+    "weight_tolerance",
+    "steps",
+    "flip",
+    "retention",
+    "analysis",
+    "rollback",
+    "preflight",
+)
+
+
+class RolloutDefaults(Model):
+    """Settings every rollout inherits unless it sets its own (maps merge, lists replace)."""
+
+    namespace: Namespace | None = None
+    version_label: LabelKey | None = None
+    max_surge: IntOrPercent | None = None
+    max_unavailable: IntOrPercent | None = None
+    weight_tolerance: float | None = Field(default=None, ge=0, le=100)
+    steps: list[Step] | None = None
+    flip: Flip | None = None
+    retention: Retention | None = None
+    analysis: Analysis | None = None
+    rollback: Rollback | None = None
+    preflight: Preflight | None = None
+
+
+class Config(Model):
+    """A whole config file."""
+
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    defaults: RolloutDefaults = Field(default_factory=RolloutDefaults)
+    rollouts: list[Rollout] = Field(default_factory=list)
+
+    def rollout(self, name: str) -> Rollout:
+        """The rollout called `name`; KeyError naming the ones there are."""
+        for r in self.rollouts:
+            if r.name == name:
+                return r
+        known = ", ".join(r.name for r in self.rollouts) or "none"
+        raise KeyError(f"no rollout named {name!r} (rollouts in this file: {known})")

@@ -1,0 +1,114 @@
+"""Starting a rollout, its preflight, and the phases where it rests."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from controller.config.model import Rollout
+from controller.rollout.context import Ctx, shared_selector
+from controller.rollout.types import Decision, Observed, RunPreflight
+from controller.state import Phase, RolloutState
+
+
+def start(
+    spec: Rollout,
+    previous: RolloutState | None,
+    observed: Observed,
+    target: str,
+    now: datetime,
+    attempt: int,
+) -> Decision:
+    base = RolloutState(phase=Phase.PENDING, target=target, spec_hash=spec.spec_hash())
+    if previous is not None and previous.target == target:
+        base = replace(base, history=previous.history, last_command=previous.last_command)
+    ctx = Ctx(spec, base, observed, None, now)
+    return ctx.transition(
+        Phase.PREFLIGHT,
+        "started",
+        f"rollout of {spec.canary.deployment} ({spec.canary.version}) over "
+        f"{spec.stable.deployment} started, attempt {attempt}",
+        event_reason="RolloutStarted",
+        attempt=attempt,
+        started_at=now,
+        step=0,
+        step_reached_at=None,
+        holding_since=None,
+        promoted_step=None,
+        paused_from=None,
+        flipped_at=None,
+        bake_started_at=None,
+        scaled_down_at=None,
+        finished_at=None,
+    )
+
+
+PREFLIGHT_RETRY = timedelta(seconds=10)
+
+
+def preflight(ctx: Ctx) -> Decision:
+    result = ctx.observed.preflight
+    since = ctx.state.phase_since or ctx.now
+    if result is None or result.at < since:
+        return Decision(RunPreflight(), ctx.state, "running preflight checks")
+    if result.problems:
+        return ctx.transition(
+            Phase.FAILED,
+            "preflight-failed",
+            "preflight failed: " + "; ".join(result.problems),
+            warning=True,
+            finished_at=ctx.now,
+        )
+    if result.waiting:
+        retry_at = result.at + PREFLIGHT_RETRY
+        if ctx.now >= retry_at:
+            return Decision(RunPreflight(), ctx.state, "re-running preflight checks")
+        return ctx.wait("preflight waiting: " + "; ".join(result.waiting), retry_at)
+    total = ctx.spec.replicas or ctx.observed.stable.spec_replicas
+    if total < 1:
+        return ctx.transition(
+            Phase.FAILED,
+            "preflight-failed",
+            f"stable {ctx.spec.stable.deployment} has 0 replicas and the rollout sets none: "
+            "set `replicas` in the config",
+            warning=True,
+            finished_at=ctx.now,
+        )
+    shared = shared_selector(ctx.spec, ctx.observed.selector)
+    if not shared:
+        return ctx.transition(
+            Phase.FAILED,
+            "preflight-failed",
+            f"the Service selector has no labels besides {ctx.spec.version_label!r}: "
+            "set `sharedSelector`",
+            warning=True,
+            finished_at=ctx.now,
+        )
+    return ctx.transition(
+        Phase.PROGRESSING,
+        "preflight-passed",
+        f"preflight passed; shifting {total} replica(s) in {len(ctx.spec.steps)} step(s)",
+        replicas=total,
+        shared_selector=shared,
+        step=0,
+        step_reached_at=None,
+    )
+
+
+def rolled_back(ctx: Ctx) -> Decision:
+    rb = ctx.spec.rollback
+    st = ctx.state
+    if rb.auto_retry and st.attempt < rb.max_attempts and st.finished_at is not None:
+        ready_at = st.finished_at + rb.cooldown
+        if ctx.now >= ready_at:
+            return start(ctx.spec, st, ctx.observed, st.target, ctx.now, attempt=st.attempt + 1)
+        return ctx.wait(f"rolled back; automatic retry at {ready_at.isoformat()}", ready_at)
+    return ctx.wait("rolled back")
+
+
+def idle(ctx: Ctx) -> Decision:
+    return ctx.wait(ctx.state.phase.value)
+
+
+def pending(ctx: Ctx) -> Decision:
+    return start(ctx.spec, ctx.state, ctx.observed, ctx.state.target, ctx.now, ctx.state.attempt)

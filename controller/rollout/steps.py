@@ -1,0 +1,309 @@
+"""The forward path: shift to each step, hold and judge, flip, bake, retention."""
+
+from __future__ import annotations
+
+from controller.analysis.evaluate import CapacityResult, Sample, Verdict, check_capacity
+from controller.config.model import Policy
+from controller.plan import Blocked, Move, Role, Split, flip_split, next_move, place
+from controller.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx, dur, pinned_selector
+from controller.rollout.rollback import begin_rollback
+from controller.rollout.types import Decision, DeleteDeployment, Event, EventType, PatchService
+from controller.state import Phase
+
+
+def _analysis_failed(ctx: Ctx) -> Decision | None:
+    """Roll back if analysis says fail (it already honoured `for:`)."""
+    if ctx.verdict is Verdict.FAIL and ctx.verdicts is not None:
+        failing = ", ".join(f"{m.name} {m.reason}" for m in ctx.verdicts.failing())
+        return begin_rollback(ctx, f"analysis failed: {failing}")
+    return None
+
+
+def _step_target(ctx: Ctx, index: int) -> Split | None:
+    return place(ctx.spec.steps[index].weight, ctx.limits, ctx.spec.weight_tolerance).split
+
+
+def _capacity_gate(ctx: Ctx, next_weight: float) -> CapacityResult | None:
+    """None when the gate is open (or not configured), else the closed gate's reading."""
+    gate = ctx.spec.step_analysis(ctx.state.step).capacity_gate
+    if gate is None or ctx.observed.canary.ready_replicas == 0:
+        # Without serving canary pods there is nothing to measure; the first shift is small.
+        return None
+    result = check_capacity(
+        gate,
+        ctx.observed.capacity or Sample(None),
+        ctx.observed.demand or Sample(None),
+        next_weight,
+    )
+    return None if result.verdict is Verdict.PASS else result
+
+
+def _shift(ctx: Ctx, target: Split, weight: float, what: str) -> Decision | None:
+    """Move replicas towards `target`; None once settled there."""
+    counts = ctx.observed.counts()
+    move = next_move(counts, target, ctx.limits)
+    if move is None:
+        return None
+    if isinstance(move, Blocked):
+        return ctx.wait(f"{what}: {move.reason}")
+    if move.role is Role.CANARY and move.replicas > counts.canary_spec:
+        closed = _capacity_gate(ctx, weight)
+        if closed is not None and ctx.state.promoted_step != ctx.state.step:
+            return _hold(ctx, f"capacity gate: {closed.reason}", closed.verdict)
+    if ctx.state.holding_since is not None:
+        return _release(ctx, what)
+    return ctx.scale(move, f"{what} ({target.canary} canary / {target.stable} stable)")
+
+
+def _hold(ctx: Ctx, reason: str, verdict: Verdict) -> Decision:
+    """Held past the plan: enter holding, or apply the maxHold policy once it is exceeded."""
+    analysis = ctx.spec.step_analysis(ctx.state.step)
+    if ctx.state.holding_since is None:
+        return ctx.transition(
+            Phase.HOLDING if ctx.state.phase is Phase.PROGRESSING else ctx.state.phase,
+            "hold",
+            reason,
+            holding_since=ctx.now,
+        )
+    held = ctx.now - ctx.state.holding_since
+    policy = analysis.on_error if verdict is Verdict.ERROR else analysis.on_inconclusive
+    if held >= analysis.max_hold and policy is not Policy.HOLD:
+        why = f"held {held.total_seconds():.0f}s > maxHold: {reason}"
+        if policy is Policy.ROLLBACK:
+            return begin_rollback(ctx, why)
+        return ctx.transition(
+            Phase.PAUSED,
+            "paused",
+            why + " — resume or promote to go on, abort to roll back",
+            warning=True,
+            event_reason="RolloutPaused",
+            paused_from=ctx.state.phase,
+        )
+    until = ctx.state.holding_since + analysis.max_hold if policy is not Policy.HOLD else None
+    return ctx.wait(reason, until)
+
+
+def _release(ctx: Ctx, what: str) -> Decision:
+    """Leave a hold: recorded before the move it allows."""
+    held = (ctx.now - ctx.state.holding_since).total_seconds() if ctx.state.holding_since else 0
+    phase = Phase.PROGRESSING if ctx.state.phase is Phase.HOLDING else ctx.state.phase
+    return ctx.transition(
+        phase, "hold-released", f"{what}: hold released after {held:.0f}s", holding_since=None
+    )
+
+
+def progressing(ctx: Ctx) -> Decision:
+    failed = _analysis_failed(ctx)
+    if failed is not None:
+        return failed
+    st = ctx.state
+    if ctx.observed.selector is not None and dict(ctx.observed.selector) != dict(
+        st.shared_selector
+    ):
+        return ctx.transition(
+            st.phase,
+            "select-shared",
+            f"Service selector set to the shared selector {dict(st.shared_selector)}",
+            action=PatchService(dict(st.shared_selector)),
+        )
+    step = ctx.spec.steps[min(st.step, len(ctx.spec.steps) - 1)]
+    target = _step_target(ctx, st.step)
+    if target is None:
+        return ctx.transition(
+            Phase.FAILED,
+            "failed",
+            f"step {st.step + 1}: no split of {ctx.limits.total} replicas reaches "
+            f"{step.weight:g}%; raise maxSurge",
+            warning=True,
+            finished_at=ctx.now,
+        )
+    if st.step_reached_at is None:
+        shifted = _shift(ctx, target, target.weight, f"step {st.step + 1} to {step.weight:g}%")
+        if shifted is not None:
+            return shifted
+        return ctx.transition(
+            Phase.PROGRESSING,
+            "step-reached",
+            f"step {st.step + 1}/{len(ctx.spec.steps)}: {target.canary} canary / "
+            f"{target.stable} stable ({target.weight:.1f}%), holding {dur(step.hold)}",
+            event_reason="StepReached",
+            step_reached_at=ctx.now,
+            holding_since=None,
+        )
+    # Reached: keep the split true (someone may scale by hand), then hold and judge.
+    drift = _shift(ctx, target, target.weight, f"restore step {st.step + 1}")
+    if drift is not None:
+        return drift
+    promoted = st.promoted_step == st.step
+    hold_end = st.step_reached_at + step.hold
+    if ctx.now < hold_end and not promoted:
+        return ctx.wait(f"step {st.step + 1}: holding until {hold_end.isoformat()}", hold_end)
+    if not promoted:
+        verdict = (
+            ctx.fresh_verdict(st.step_reached_at)
+            if ctx.spec.step_analysis(st.step).metrics
+            else Verdict.PASS
+        )
+        if verdict is not Verdict.PASS:
+            why = (
+                ctx.verdicts.explain()
+                if verdict is not None and ctx.verdicts is not None
+                else "no analysis result since the step was reached"
+            )
+            return _hold(
+                ctx,
+                f"step {st.step + 1}: analysis {verdict or 'pending'}: {why}",
+                verdict or Verdict.INCONCLUSIVE,
+            )
+        if step.manual_gate:
+            return ctx.transition(
+                Phase.PAUSED,
+                "manual-gate",
+                f"step {st.step + 1} passed; waiting at its manual gate: promote to go on",
+                event_reason="ManualGate",
+                paused_from=Phase.PROGRESSING,
+            )
+    return _advance(ctx)
+
+
+def _advance(ctx: Ctx) -> Decision:
+    st = ctx.state
+    nxt = st.step + 1
+    if nxt < len(ctx.spec.steps):
+        return ctx.transition(
+            Phase.PROGRESSING,
+            "advance",
+            f"step {st.step + 1} done; next: step {nxt + 1} at {ctx.spec.steps[nxt].weight:g}%",
+            event_reason="StepAdvanced",
+            step=nxt,
+            step_reached_at=None,
+            holding_since=None,
+        )
+    return ctx.transition(
+        Phase.FLIPPING,
+        "flip",
+        f"all {len(ctx.spec.steps)} steps done; scaling canary to full size for the flip",
+        event_reason="FlipStarted",
+        step=len(ctx.spec.steps),
+        step_reached_at=None,
+        holding_since=None,
+    )
+
+
+def flipping(ctx: Ctx) -> Decision:
+    failed = _analysis_failed(ctx)
+    if failed is not None:
+        return failed
+    last = _step_target(ctx, len(ctx.spec.steps) - 1) or Split(ctx.limits.total, 0)
+    before = Split(ctx.observed.canary.spec_replicas, ctx.observed.stable.spec_replicas)
+    target = flip_split(ctx.spec, ctx.limits, Split(last.canary, min(last.stable, before.stable)))
+    shifted = _shift(ctx, target, 100.0, "flip")
+    if shifted is not None:
+        return shifted
+    pinned = pinned_selector(ctx.state.shared_selector, ctx.spec, ctx.spec.canary.version)
+    return ctx.transition(
+        Phase.BAKING,
+        "flipped",
+        f"Service selector pinned to {pinned}; baking {dur(ctx.spec.flip.bake)} with "
+        f"{target.stable} stable pod(s) warm",
+        event_reason="SelectorFlipped",
+        action=PatchService(pinned),
+        flipped_at=ctx.now,
+        bake_started_at=None,
+    )
+
+
+def baking(ctx: Ctx) -> Decision:
+    failed = _analysis_failed(ctx)
+    if failed is not None:
+        return failed
+    st = ctx.state
+    pinned = pinned_selector(st.shared_selector, ctx.spec, ctx.spec.canary.version)
+    if ctx.observed.selector is not None and dict(ctx.observed.selector) != pinned:
+        return ctx.transition(
+            st.phase,
+            "flipped",
+            f"Service selector re-pinned to {pinned}",
+            action=PatchService(pinned),
+        )
+    if st.bake_started_at is None:
+        if ctx.observed.endpoints.stable > 0 or ctx.observed.endpoints.canary == 0:
+            return ctx.wait("waiting until the Service's endpoints list only canary pods")
+        return ctx.transition(
+            Phase.BAKING,
+            "bake-started",
+            f"endpoints list only canary pods; baking until "
+            f"{(ctx.now + ctx.spec.flip.bake).isoformat()}",
+            event_reason="BakeStarted",
+            bake_started_at=ctx.now,
+        )
+    bake_end = st.bake_started_at + ctx.spec.flip.bake
+    promoted = st.promoted_step == st.step
+    if ctx.now < bake_end and not promoted:
+        return ctx.wait(f"baking until {bake_end.isoformat()}", bake_end)
+    if not promoted and ctx.spec.analysis.metrics:
+        verdict = ctx.fresh_verdict(st.bake_started_at)
+        if verdict is not Verdict.PASS:
+            why = (
+                ctx.verdicts.explain()
+                if ctx.verdicts is not None and verdict
+                else "no analysis result"
+            )
+            return _hold(
+                ctx,
+                f"bake: analysis {verdict or 'pending'}: {why}",
+                verdict or Verdict.INCONCLUSIVE,
+            )
+    return ctx.transition(
+        Phase.SCALING_DOWN,
+        "bake-passed",
+        f"bake passed; scaling stable {ctx.spec.stable.deployment} to 0 and keeping it "
+        f"{dur(ctx.spec.retention.scale_down_delay)}",
+        event_reason="BakePassed",
+        holding_since=None,
+    )
+
+
+def scaling_down(ctx: Ctx) -> Decision:
+    st = ctx.state
+    stable = ctx.observed.stable
+    if st.scaled_down_at is None:
+        if stable.exists and stable.spec_replicas > 0:
+            return ctx.scale(Move(Role.STABLE, 0), "bake passed, retention starts")
+        return ctx.transition(
+            Phase.SCALING_DOWN,
+            "retention-started",
+            f"stable at 0; kept until "
+            f"{(ctx.now + ctx.spec.retention.scale_down_delay).isoformat()} for instant rollback",
+            event_reason="RetentionStarted",
+            scaled_down_at=ctx.now,
+        )
+    end = st.scaled_down_at + ctx.spec.retention.scale_down_delay
+    if ctx.now < end:
+        return ctx.wait(f"retention: stable kept at 0 until {end.isoformat()}", end)
+    if ctx.spec.retention.delete_stable and stable.exists:
+        reason = f"retention over: deleting stable Deployment {ctx.spec.stable.deployment}"
+        new = st.with_record(ctx.record("delete-stable", reason))
+        return Decision(
+            DeleteDeployment(Role.STABLE, ctx.spec.stable.deployment),
+            new,
+            reason,
+            Event(EventType.NORMAL, "StableDeleted", reason),
+        )
+    return ctx.transition(
+        Phase.COMPLETED,
+        "completed",
+        f"rollout complete: {ctx.spec.canary.deployment} ({ctx.spec.canary.version}) serves all "
+        "traffic",
+        event_reason="RolloutCompleted",
+        finished_at=ctx.now,
+    )
+
+
+def paused(ctx: Ctx) -> Decision:
+    # Paused means "do not progress", not "ignore a failing canary".
+    if ctx.state.paused_from in ACTIVE_TRAFFIC_PHASES:
+        failed = _analysis_failed(ctx)
+        if failed is not None:
+            return failed
+    return ctx.wait(f"paused: {ctx.state.message}")

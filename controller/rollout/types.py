@@ -1,0 +1,157 @@
+"""Inputs and outputs of `decide()`: what the shell observed, and the one action to take."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from controller.analysis.evaluate import Sample
+from controller.plan import Counts, Role
+from controller.state import RolloutState
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+class CommandKind(StrEnum):
+    """What a person can ask of a rollout."""
+
+    PROMOTE = "promote"
+    ABORT = "abort"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A manual command; `id` makes it apply exactly once."""
+
+    kind: CommandKind
+    id: str
+    by: str = "unknown"
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """One Deployment as observed: desired and Ready replicas (terminating pods excluded)."""
+
+    exists: bool = True
+    spec_replicas: int = 0
+    ready_replicas: int = 0
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """The preflight's findings: problems stop the rollout, waits retry it."""
+
+    at: datetime
+    problems: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Ready endpoints behind the Service, by version."""
+
+    canary: int = 0
+    stable: int = 0
+    other: int = 0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the shell saw of the cluster (and the capacity readings) for one rollout."""
+
+    stable: DeploymentView
+    canary: DeploymentView
+    selector: Mapping[str, str] | None
+    endpoints: Endpoints = Endpoints()
+    preflight: PreflightResult | None = None
+    capacity: Sample | None = None
+    demand: Sample | None = None
+
+    def counts(self) -> Counts:
+        """Spec and Ready replicas of both versions."""
+        return Counts(
+            canary_spec=self.canary.spec_replicas,
+            canary_ready=self.canary.ready_replicas,
+            stable_spec=self.stable.spec_replicas,
+            stable_ready=self.stable.ready_replicas,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Set a Deployment's replicas (through the scale subresource)."""
+
+    role: Role
+    deployment: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class PatchService:
+    """Set the Service selector and persist the state in the same patch."""
+
+    selector: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Write the state (the annotation) and nothing else."""
+
+
+@dataclass(frozen=True)
+class DeleteDeployment:
+    """Delete a Deployment (stable, after retention, when configured)."""
+
+    role: Role
+    deployment: str
+
+
+@dataclass(frozen=True)
+class RunPreflight:
+    """Run the preflight checks and call again with their result."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do until `until` (None: until something changes)."""
+
+    until: datetime | None
+
+
+Action = Scale | PatchService | Persist | DeleteDeployment | RunPreflight | Wait
+
+
+class EventType(StrEnum):
+    """Kubernetes Event types."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to emit on the Service."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One action, the state to persist with it, why, and the event to emit."""
+
+    action: Action
+    state: RolloutState
+    reason: str
+    event: Event | None = None

@@ -1,0 +1,295 @@
+"""The persisted rollout state and its versioned JSON codec.
+
+The state lives in an annotation on the Service (``ptc.dev/state``), so the selector flip and
+its record are one patch. The codec is versioned: a state written by a newer ptc is refused
+with a clear message rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+STATE_ANNOTATION = "ptc.dev/state"
+COMMAND_ANNOTATION = "ptc.dev/command"
+STATE_VERSION = 1
+HISTORY_LIMIT = 50
+
+
+class Phase(StrEnum):
+    """Where a rollout is."""
+
+    PENDING = "pending"
+    PREFLIGHT = "preflight"
+    PROGRESSING = "progressing"
+    HOLDING = "holding"
+    PAUSED = "paused"
+    FLIPPING = "flipping"
+    BAKING = "baking"
+    SCALING_DOWN = "scaling-down"
+    COMPLETED = "completed"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Nothing more happens without a new spec or a command."""
+        return self in (Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED)
+
+
+class StateError(ValueError):
+    """The persisted state cannot be read."""
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """One metric's evaluation as recorded in a decision."""
+
+    name: str
+    verdict: str
+    value: float | None = None
+    stable: float | None = None
+    threshold: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """What was decided, when, why, and from which values."""
+
+    at: datetime
+    phase: str
+    step: int
+    decision: str
+    reason: str
+    metrics: tuple[MetricRecord, ...] = ()
+    by: str = "ptc"
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Everything a restarted controller needs to resume a rollout where it was."""
+
+    phase: Phase
+    target: str  # hash of what is being rolled out (service, stable, canary): a new one restarts
+    spec_hash: str = ""
+    step: int = 0
+    replicas: int | None = None  # N, resolved when the rollout starts
+    shared_selector: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    started_at: datetime | None = None
+    phase_since: datetime | None = None
+    step_reached_at: datetime | None = None  # the step's split is in place; its hold runs
+    holding_since: datetime | None = None  # held past the hold (gate closed, no verdict)
+    promoted_step: int | None = None  # a `promote` skipped this step's hold or gate
+    paused_from: Phase | None = None
+    flipped_at: datetime | None = None
+    bake_started_at: datetime | None = None
+    scaled_down_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str = ""  # why the rollout is where it is, for people
+    last_command: str | None = None  # id of the last command applied (exactly once)
+    writer: str | None = None  # identity of the controller that wrote this
+    history: tuple[DecisionRecord, ...] = ()
+
+    def with_record(self, record: DecisionRecord, **changes: Any) -> RolloutState:
+        """A copy with `changes` applied and `record` appended to the bounded history."""
+        history = (*self.history, record)[-HISTORY_LIMIT:]
+        return replace(self, history=history, **changes)
+
+
+_DATETIME_FIELDS = {f.name for f in fields(RolloutState) if "datetime" in str(f.type)}
+_INT_FIELDS = {"step": False, "attempt": False, "replicas": True, "promoted_step": True}
+_STR_FIELDS = {
+    "target": False,
+    "spec_hash": False,
+    "message": False,
+    "last_command": True,
+    "writer": True,
+}
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # naive means UTC here, as in `_parse_ts`, not local time
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_ts(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise StateError(f"state field {name!r}: expected a timestamp string, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise StateError(f"state field {name!r}: bad timestamp {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _int(value: object, name: str, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StateError(f"state field {name!r}: expected an integer, got {value!r}")
+    return value
+
+
+def _str(value: object, name: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise StateError(f"state field {name!r}: expected a string, got {value!r}")
+    return value
+
+
+def _float(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise StateError(f"state field {name!r}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _phase(value: object, name: str, optional: bool = False) -> Phase | None:
+    if value is None and optional:
+        return None
+    for phase in Phase:
+        if value == phase.value:
+            return phase
+    known = ", ".join(p.value for p in Phase)
+    raise StateError(f"state field {name!r}: unknown phase {value!r} (known: {known})")
+
+
+def _object(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise StateError(f"state field {name!r}: expected an object, got {value!r}")
+    return value
+
+
+def _list(value: object, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise StateError(f"state field {name!r}: expected a list, got {value!r}")
+    return value
+
+
+def encode_state(state: RolloutState) -> str:
+    """The state as compact versioned JSON for the annotation."""
+    data: dict[str, Any] = {"v": STATE_VERSION}
+    for f in fields(state):
+        value = getattr(state, f.name)
+        if f.name in _DATETIME_FIELDS:
+            value = _ts(value)
+        elif f.name == "history":
+            value = [
+                {**asdict(r), "at": _ts(r.at), "metrics": [asdict(m) for m in r.metrics]}
+                for r in value
+            ]
+        elif f.name == "shared_selector":
+            value = dict(value)
+        elif isinstance(value, StrEnum):
+            value = value.value
+        data[_camel(f.name)] = value
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def decode_state(text: str) -> RolloutState:
+    """Parse an annotation written by `encode_state`; StateError says what is wrong.
+
+    Keys this version does not know are ignored (a same-version writer may add optional ones);
+    a known key with a value of the wrong type is an error naming the key.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StateError(
+            f"state annotation is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise StateError(f"state annotation is not a JSON object: {text[:60]!r}")
+    version = data.get("v")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StateError(
+            f"state annotation has no valid version field 'v' (got {version!r}; expected an "
+            f"integer from 1 to {STATE_VERSION})"
+        )
+    if version > STATE_VERSION:
+        raise StateError(
+            f"state was written by a newer ptc (state version {version}; this ptc reads up to "
+            f"{STATE_VERSION}): upgrade ptc, or remove the {STATE_ANNOTATION} annotation to "
+            "start over"
+        )
+    missing = [k for k in ("phase", "target") if k not in data]
+    if missing:
+        raise StateError(f"state annotation lacks required field(s): {', '.join(missing)}")
+    kwargs: dict[str, Any] = {}
+    for f in fields(RolloutState):
+        key = _camel(f.name)
+        if key not in data:
+            continue
+        value = data[key]
+        if f.name in _DATETIME_FIELDS:
+            value = _parse_ts(value, key)
+        elif f.name in ("phase", "paused_from"):
+            value = _phase(value, key, optional=f.name == "paused_from")
+        elif f.name in _INT_FIELDS:
+            value = _int(value, key, _INT_FIELDS[f.name])
+        elif f.name in _STR_FIELDS:
+            value = _str(value, key, _STR_FIELDS[f.name])
+        elif f.name == "history":
+            value = tuple(
+                _decode_record(r, f"history[{i}]") for i, r in enumerate(_list(value, key))
+            )
+        elif f.name == "shared_selector":
+            selector = _object(value, key)
+            value = {str(k): _str(v, f"{key}.{k}") for k, v in selector.items()}
+        kwargs[f.name] = value
+    return RolloutState(**kwargs)
+
+
+def _decode_record(raw: object, where: str) -> DecisionRecord:
+    record = _object(raw, where)
+    for key in ("at", "phase", "step", "decision", "reason"):
+        if key not in record:
+            raise StateError(f"state field {where!r}: lacks {key!r}")
+    at = _parse_ts(record["at"], f"{where}.at")
+    if at is None:
+        raise StateError(f"state field '{where}.at': expected a timestamp string, got None")
+    metrics = []
+    for j, m in enumerate(_list(record.get("metrics", []), f"{where}.metrics")):
+        mw = f"{where}.metrics[{j}]"
+        mr = _object(m, mw)
+        for key in ("name", "verdict"):
+            if key not in mr:
+                raise StateError(f"state field {mw!r}: lacks {key!r}")
+        metrics.append(
+            MetricRecord(
+                name=str(_str(mr["name"], f"{mw}.name")),
+                verdict=str(_str(mr["verdict"], f"{mw}.verdict")),
+                value=_float(mr.get("value"), f"{mw}.value"),
+                stable=_float(mr.get("stable"), f"{mw}.stable"),
+                threshold=str(_str(mr.get("threshold", ""), f"{mw}.threshold")),
+                detail=str(_str(mr.get("detail", ""), f"{mw}.detail")),
+            )
+        )
+    return DecisionRecord(
+        at=at,
+        phase=str(_str(record["phase"], f"{where}.phase")),
+        step=int(_int(record["step"], f"{where}.step") or 0),
+        decision=str(_str(record["decision"], f"{where}.decision")),
+        reason=str(_str(record["reason"], f"{where}.reason")),
+        metrics=tuple(metrics),
+        by=str(_str(record.get("by", "ptc"), f"{where}.by")),
+    )
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)

@@ -1,0 +1,169 @@
+"""Analysis evaluator: verdicts, `for:` persistence, comparison with stable, capacity gate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.analysis.evaluate import (
+    Measurement,
+    Sample,
+    Verdict,
+    check_capacity,
+    evaluate,
+    judge,
+    worst,
+)
+from controller.config.model import CapacityGate, Metric
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def metric(**kw: object) -> Metric:
+    data: dict[str, object] = {
+        "name": "bad-gateway",
+        "counterRatio": {"metric": "zai_proxy_requests_total", "numerator": {"status_code": "502"}},
+    }
+    data.update(kw)
+    return Metric.model_validate(data)
+
+
+def m(canary: Sample, stable: Sample | None = None) -> Measurement:
+    return Measurement("bad-gateway", canary, stable)
+
+
+@pytest.mark.parametrize(
+    ("spec", "canary", "stable", "verdict", "why"),
+    [
+        ({"max": 0.05}, Sample(0.01, 100), None, Verdict.PASS, "under max"),
+        ({"max": 0.05}, Sample(0.20, 100), None, Verdict.FAIL, "over max"),
+        ({"max": 0.05}, Sample(0.05, 100), None, Verdict.PASS, "max is inclusive"),
+        ({"min": 0.9}, Sample(0.5, 100), None, Verdict.FAIL, "under min"),
+        ({"max": 0.05}, Sample(None), None, Verdict.INCONCLUSIVE, "no data is never pass"),
+        ({"max": 0.05}, Sample(0.0, 10), None, Verdict.INCONCLUSIVE, "too few requests"),
+        ({"max": 0.05, "minRequests": 5}, Sample(0.0, 10), None, Verdict.PASS, "own minRequests"),
+        ({"max": 0.05}, Sample(None, error="timeout"), None, Verdict.ERROR, "query failed"),
+        # Comparison: a breach stable shares holds (upstream incident) ...
+        (
+            {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}},
+            Sample(0.20, 100),
+            Sample(0.18, 100),
+            Verdict.INCONCLUSIVE,
+            "fleet-wide breach holds",
+        ),
+        # ... a breach only canary has fails.
+        (
+            {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}},
+            Sample(0.20, 100),
+            Sample(0.01, 100),
+            Verdict.FAIL,
+            "canary-only breach fails",
+        ),
+        (
+            {"max": 0.05, "compare": {"factor": 1.5}},
+            Sample(0.04, 100),
+            Sample(0.0, 100),
+            Verdict.PASS,
+            "worse than stable but within max passes",
+        ),
+        (
+            {"max": 0.05, "compare": {"factor": 1.5}},
+            Sample(0.20, 100),
+            Sample(None),
+            Verdict.FAIL,
+            "no stable data: judged on max alone",
+        ),
+        (
+            {"compare": {"factor": 2.0}},
+            Sample(1.0, 100),
+            Sample(0.4, 100),
+            Verdict.FAIL,
+            "compare only: p95 more than doubled",
+        ),
+        (
+            {"compare": {"factor": 2.0}},
+            Sample(0.7, 100),
+            Sample(0.4, 100),
+            Verdict.PASS,
+            "compare only: within factor",
+        ),
+        (
+            {"compare": {"factor": 2.0}},
+            Sample(0.7, 100),
+            Sample(None),
+            Verdict.INCONCLUSIVE,
+            "compare only without stable data",
+        ),
+        (
+            {"compare": {"factor": 2.0}},
+            Sample(0.7, 100),
+            Sample(0.4, 3),
+            Verdict.INCONCLUSIVE,
+            "stable with too few requests is no baseline",
+        ),
+    ],
+)
+def test_judge_table(
+    spec: dict[str, object], canary: Sample, stable: Sample | None, verdict: Verdict, why: str
+) -> None:
+    got, reason = judge(metric(**spec), m(canary, stable), min_requests=50)
+    assert got is verdict, why
+    assert reason
+
+
+def test_breach_must_persist_for_the_for_duration() -> None:
+    spec = metric(max=0.05, **{"for": "2m"})
+    bad = {"bad-gateway": m(Sample(0.3, 100))}
+    first = evaluate([spec], bad, 50, T0)
+    assert first.verdict is Verdict.INCONCLUSIVE  # pending breach: no promotion, no rollback
+    assert first.metrics[0].breach_since == T0
+    middle = evaluate([spec], bad, 50, T0 + timedelta(seconds=90), first)
+    assert middle.verdict is Verdict.INCONCLUSIVE
+    assert "breaching for 90s of 120s" in middle.metrics[0].reason
+    last = evaluate([spec], bad, 50, T0 + timedelta(minutes=2), middle)
+    assert last.verdict is Verdict.FAIL
+    assert last.failing()[0].value == pytest.approx(0.3)
+
+
+def test_a_good_sample_resets_the_breach_clock() -> None:
+    spec = metric(max=0.05, **{"for": "1m"})
+    first = evaluate([spec], {"bad-gateway": m(Sample(0.3, 100))}, 50, T0)
+    good = evaluate(
+        [spec], {"bad-gateway": m(Sample(0.0, 100))}, 50, T0 + timedelta(seconds=30), first
+    )
+    assert good.verdict is Verdict.PASS and good.breach_since() == {}
+    again = evaluate(
+        [spec], {"bad-gateway": m(Sample(0.3, 100))}, 50, T0 + timedelta(seconds=70), good
+    )
+    assert again.verdict is Verdict.INCONCLUSIVE  # the clock restarted at 70s
+
+
+def test_overall_is_the_worst_and_unmeasured_is_an_error() -> None:
+    a = metric(name="a", max=0.05)
+    b = metric(name="b", max=0.05)
+    summary = evaluate([a, b], {"a": Measurement("a", Sample(0.0, 100))}, 50, T0)
+    assert summary.verdict is Verdict.ERROR
+    assert [r.verdict for r in summary.metrics] == [Verdict.PASS, Verdict.ERROR]
+    assert worst([]) is Verdict.PASS
+    assert worst([Verdict.INCONCLUSIVE, Verdict.FAIL, Verdict.ERROR]) is Verdict.FAIL
+    assert evaluate([], {}, 50, T0).verdict is Verdict.PASS
+
+
+def test_capacity_gate() -> None:
+    gate = CapacityGate.model_validate(
+        {
+            "capacity": {"gauge": {"metric": "x"}},
+            "demand": {"rate": {"metric": "y"}},
+            "headroom": 1.2,
+        }
+    )
+    # 100 rps total, next weight 50% -> needs 60 rps of canary capacity.
+    ok = check_capacity(gate, Sample(60.0), Sample(100.0), 50)
+    assert ok.verdict is Verdict.PASS and ok.needed == pytest.approx(60.0)
+    cold = check_capacity(gate, Sample(20.0), Sample(100.0), 50)
+    assert cold.verdict is Verdict.INCONCLUSIVE
+    assert "20 rps < 60 rps" in cold.reason
+    assert check_capacity(gate, Sample(None), Sample(100.0), 50).verdict is Verdict.INCONCLUSIVE
+    failed = check_capacity(gate, Sample(1.0), Sample(None, error="boom"), 50)
+    assert failed.verdict is Verdict.ERROR and "demand query failed" in failed.reason
