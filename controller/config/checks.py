@@ -107,6 +107,14 @@ def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding
                     f"{rollout.version_label!r}: it must match both versions",
                 )
             )
+    if rollout.rollback.canary_replicas > 0 and rollout.stable.version is None:
+        out.append(
+            Finding(
+                ("rollback", "canaryReplicas"),
+                "keeping canary pods after a rollback needs `stable.version`: without it the "
+                "selector cannot exclude them and they keep receiving traffic",
+            )
+        )
     if rollout.max_surge in (0, "0%") and rollout.max_unavailable in (0, "0%"):
         out.append(
             Finding(

@@ -1,0 +1,191 @@
+"""Minimal Prometheus metric families rendered in the text exposition format (version 0.0.4).
+
+The simulated pods need only counters, gauges and histograms with fixed label sets, so this
+small module replaces a `prometheus_client` dependency (whose global default registry would
+also mix every simulated pod's series into one).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LabelValues = tuple[str, ...]
+
+
+def format_value(value: float) -> str:
+    """Render a sample value the way the Go client does for the common cases."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _label_block(names: Sequence[str], values: Sequence[str]) -> str:
+    if not names:
+        return ""
+    pairs = ",".join(
+        f'{name}="{_escape_label_value(value)}"' for name, value in zip(names, values, strict=True)
+    )
+    return "{" + pairs + "}"
+
+
+class _Family:
+    kind = "untyped"
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(label_names)
+
+    def _check(self, labels: LabelValues) -> None:
+        if len(labels) != len(self.label_names):
+            raise ValueError(f"{self.name} takes labels {self.label_names}, got {labels}")
+
+    def header(self) -> list[str]:
+        """Return the `# HELP` and `# TYPE` lines."""
+        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
+
+    def samples(self) -> list[str]:
+        """Return the sample lines (without header)."""
+        raise NotImplementedError
+
+
+class Counter(_Family):
+    """A monotonically increasing counter per label set."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
+        super().__init__(name, help_text, label_names)
+        self.values: dict[LabelValues, float] = {}
+
+    def inc(self, labels: LabelValues, amount: float = 1.0) -> None:
+        """Add `amount` (>= 0) to the series with these label values."""
+        if amount < 0:
+            raise ValueError("counters only go up")
+        self._check(labels)
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def get(self, labels: LabelValues) -> float:
+        """Current value of one series (0 when it does not exist yet)."""
+        return self.values.get(labels, 0.0)
+
+    def samples(self) -> list[str]:
+        """Return the sample lines."""
+        return [
+            f"{self.name}{_label_block(self.label_names, k)} {format_value(v)}"
+            for k, v in sorted(self.values.items())
+        ]
+
+
+class Gauge(_Family):
+    """A value that can go up and down, per label set."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
+        super().__init__(name, help_text, label_names)
+        self.values: dict[LabelValues, float] = {}
+
+    def set(self, labels: LabelValues, value: float) -> None:
+        """Set the series with these label values."""
+        self._check(labels)
+        self.values[labels] = value
+
+    def get(self, labels: LabelValues) -> float:
+        """Current value of one series (0 when it does not exist yet)."""
+        return self.values.get(labels, 0.0)
+
+    def samples(self) -> list[str]:
+        """Return the sample lines."""
+        return [
+            f"{self.name}{_label_block(self.label_names, k)} {format_value(v)}"
+            for k, v in sorted(self.values.items())
+        ]
+
+
+class _HistogramSeries:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self, n_buckets: int) -> None:
+        self.buckets = [0] * n_buckets  # non-cumulative counts; +Inf is `count`
+        self.count = 0
+        self.sum = 0.0
+
+
+class Histogram(_Family):
+    """Cumulative-bucket histogram per label set."""
+
+    kind = "histogram"
+
+    def __init__(
+        self, name: str, help_text: str, label_names: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        super().__init__(name, help_text, label_names)
+        if "le" in label_names:
+            raise ValueError("'le' is reserved for histogram buckets")
+        self.bounds = sorted(float(b) for b in buckets if not math.isinf(b))
+        self.series: dict[LabelValues, _HistogramSeries] = {}
+
+    def observe(self, labels: LabelValues, value: float) -> None:
+        """Record one observation."""
+        self._check(labels)
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = _HistogramSeries(len(self.bounds))
+        index = bisect_left(self.bounds, value)  # le is inclusive: value == bound counts in it
+        if index < len(self.bounds):
+            series.buckets[index] += 1
+        series.count += 1
+        series.sum += value
+
+    def count(self, labels: LabelValues) -> int:
+        """Number of observations of one series."""
+        series = self.series.get(labels)
+        return series.count if series else 0
+
+    def samples(self) -> list[str]:
+        """Return `_bucket`, `_sum` and `_count` lines."""
+        lines: list[str] = []
+        names = (*self.label_names, "le")
+        for labels, series in sorted(self.series.items()):
+            cumulative = 0
+            for bound, n in zip(self.bounds, series.buckets, strict=True):
+                cumulative += n
+                block = _label_block(names, (*labels, format_value(bound)))
+                lines.append(f"{self.name}_bucket{block} {cumulative}")
+            block = _label_block(names, (*labels, "+Inf"))
+            lines.append(f"{self.name}_bucket{block} {series.count}")
+            plain = _label_block(self.label_names, labels)
+            lines.append(f"{self.name}_sum{plain} {format_value(series.sum)}")
+            lines.append(f"{self.name}_count{plain} {series.count}")
+        return lines
+
+
+Family = Counter | Gauge | Histogram
+
+
+def render(families: Iterable[Family]) -> str:
+    """Render families in the text exposition format; families without series are omitted."""
+    lines: list[str] = []
+    for family in families:
+        samples = family.samples()
+        if samples:
+            lines.extend(family.header())
+            lines.extend(samples)
+    return "\n".join(lines) + "\n" if lines else ""

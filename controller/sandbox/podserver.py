@@ -1,0 +1,254 @@
+"""Pod runtime for the sandbox: each simulated zai-proxy pod listens on its own loopback IP.
+
+Satisfies the workload simulator's `PodRuntime` protocol (`start_pod` / `stop_pod`). A pod
+gets a random address in 127.64.0.0/10 (random per process, so parallel test processes
+rarely collide; on a bind failure another is tried) and an HTTP listener on
+`podIP:containerPort` serving `/health` and `/metrics`, so controllers probe
+`http://podIP:8080/health` and Prometheus scrapes exactly as in a cluster. Request traffic
+does not use HTTP: the traffic generator resolves pod IPs through `pod_by_ip` and calls the
+simulated proxy in-process.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+
+from controller.sandbox.exposition import CONTENT_TYPE
+from controller.sandbox.faults import FaultProfiles
+from controller.sandbox.ratelimiter import Clock
+from controller.sandbox.zaiproxy import ProxyTuning, SimulatedZaiProxy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POD_NETWORK = "127.64.0.0/10"
+_BIND_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class PodEndpoint:
+    """A running simulated pod as the outside world sees it."""
+
+    namespace: str
+    name: str
+    deployment: str
+    ip: str
+    port: int
+    labels: Mapping[str, str]
+    proxy: SimulatedZaiProxy
+
+    @property
+    def address(self) -> str:
+        """`ip:port`, the scrape target."""
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """A pod started serving or stopped serving."""
+
+    kind: Literal["started", "stopped"]
+    pod: PodEndpoint
+
+
+PodListener = Callable[[PodEvent], None]
+
+
+class PodRuntimeError(RuntimeError):
+    """The runtime could not start a pod (e.g. no free address after several attempts)."""
+
+
+class SimulatedPodRuntime:
+    """Starts and stops simulated zai-proxy pods; implements the sandbox `PodRuntime`."""
+
+    def __init__(
+        self,
+        faults: FaultProfiles | None = None,
+        *,
+        tuning: ProxyTuning | None = None,
+        clock: Clock = time.monotonic,
+        seed: int | None = None,
+        network: str = DEFAULT_POD_NETWORK,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        self.faults = faults or FaultProfiles()
+        self.tuning = tuning
+        self._clock = clock
+        self._seed = seed
+        # Addresses come from a process-local RNG even when `seed` fixes the proxies' behaviour:
+        # parallel test processes with the same seed must not pick the same IPs.
+        self._ip_rng = random.Random()
+        self._network = ipaddress.IPv4Network(network)
+        self._shutdown_timeout = shutdown_timeout
+        self._runner: web.AppRunner | None = None
+        self._sites: dict[str, web.TCPSite] = {}  # by ip
+        self._by_ip: dict[str, PodEndpoint] = {}
+        self._by_name: dict[tuple[str, str], PodEndpoint] = {}
+        self._listeners: list[PodListener] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _ensure_runner(self) -> web.AppRunner:
+        if self._runner is None:
+            app = web.Application()
+            app.router.add_get("/health", self._health)
+            app.router.add_get("/metrics", self._metrics)
+            runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
+            )
+            await runner.setup()
+            self._runner = runner
+        return self._runner
+
+    async def close(self) -> None:
+        """Stop every pod and the HTTP runner."""
+        for namespace, name in list(self._by_name):
+            await self.stop_pod(namespace, name)
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> SimulatedPodRuntime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- PodRuntime protocol ---------------------------------------------------------------
+
+    async def start_pod(self, pod: dict[str, Any], deployment: str) -> str:
+        """Start serving this pod's /health and /metrics on a fresh loopback IP; return it."""
+        meta = pod.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        name = str(meta["name"])
+        existing = self._by_name.get((namespace, name))
+        if existing is not None:
+            return existing.ip  # idempotent: the workload may retry a start
+        rng = random.Random(self._pod_seed(namespace, name)) if self._seed is not None else None
+        proxy = SimulatedZaiProxy.from_pod(
+            pod, deployment, faults=self.faults, tuning=self.tuning, clock=self._clock, rng=rng
+        )
+        port = proxy.config.port
+        ip = await self._bind(port)
+        endpoint = PodEndpoint(
+            namespace=namespace,
+            name=name,
+            deployment=deployment,
+            ip=ip,
+            port=port,
+            labels=dict(meta.get("labels") or {}),
+            proxy=proxy,
+        )
+        self._by_ip[ip] = endpoint
+        self._by_name[(namespace, name)] = endpoint
+        self._notify(PodEvent("started", endpoint))
+        return ip
+
+    async def stop_pod(self, namespace: str, name: str) -> None:
+        """Stop serving the pod; later requests to its IP are refused or reset."""
+        endpoint = self._by_name.pop((namespace, name), None)
+        if endpoint is None:
+            return
+        self._by_ip.pop(endpoint.ip, None)
+        site = self._sites.pop(endpoint.ip, None)
+        if site is not None:
+            await site.stop()
+        self._notify(PodEvent("stopped", endpoint))
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def pod_by_ip(self, ip: str) -> SimulatedZaiProxy | None:
+        """The simulated proxy serving at `ip`, or None (nothing listens there)."""
+        endpoint = self._by_ip.get(ip)
+        return endpoint.proxy if endpoint else None
+
+    def endpoint(self, namespace: str, name: str) -> PodEndpoint | None:
+        """A running pod by name."""
+        return self._by_name.get((namespace, name))
+
+    def pods(self) -> list[PodEndpoint]:
+        """All running pods, in start order."""
+        return list(self._by_name.values())
+
+    def add_listener(self, listener: PodListener) -> None:
+        """Call `listener` synchronously whenever a pod starts or stops."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: PodListener) -> None:
+        """Stop calling `listener`."""
+        self._listeners.remove(listener)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _pod_seed(self, namespace: str, name: str) -> int:
+        return (self._seed or 0) ^ zlib.crc32(f"{namespace}/{name}".encode())
+
+    def _random_ip(self) -> str:
+        net = self._network
+        # Skip the network and broadcast addresses; both are legal on lo but look odd in logs.
+        offset = self._ip_rng.randrange(1, net.num_addresses - 1)
+        return str(net.network_address + offset)
+
+    async def _bind(self, port: int) -> str:
+        runner = await self._ensure_runner()
+        last_error: OSError | None = None
+        for _ in range(_BIND_ATTEMPTS):
+            ip = self._random_ip()
+            if ip in self._sites:
+                continue
+            site = web.TCPSite(runner, ip, port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                # Another process holds that ip:port; the site registered itself with the
+                # runner before binding, so unregister it before trying elsewhere.
+                last_error = exc
+                await site.stop()
+                if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                    raise PodRuntimeError(f"cannot listen on {ip}:{port}: {exc}") from exc
+                continue
+            self._sites[ip] = site
+            return ip
+        raise PodRuntimeError(
+            f"no free loopback address for port {port} in {self._network} after "
+            f"{_BIND_ATTEMPTS} attempts (last error: {last_error})"
+        )
+
+    def _notify(self, event: PodEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                # A broken observer (e.g. a full disk for file_sd) must not stop pod lifecycle.
+                log.exception("pod listener failed for %s %s", event.kind, event.pod.name)
+
+    def _serving(self, request: web.Request) -> SimulatedZaiProxy:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        endpoint = self._by_ip.get(sockname[0]) if sockname else None
+        if endpoint is None:
+            # The pod is gone but a keep-alive connection survived its listener: drop the
+            # connection, as a dead pod's kernel would, instead of answering.
+            if request.transport is not None:
+                request.transport.close()
+            raise web.HTTPServiceUnavailable()
+        return endpoint.proxy
+
+    async def _health(self, request: web.Request) -> web.Response:
+        proxy = self._serving(request)
+        return web.Response(text=json.dumps(proxy.health()), content_type="application/json")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        proxy = self._serving(request)
+        return web.Response(
+            body=proxy.render_metrics().encode(), headers={"Content-Type": CONTENT_TYPE}
+        )

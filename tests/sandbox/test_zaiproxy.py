@@ -1,0 +1,385 @@
+"""Simulated zai-proxy: adaptive limiter, worker cap, retries, fault injection, exposition."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import statistics
+import subprocess
+
+import pytest
+
+from controller.sandbox.exposition import Counter, Gauge, Histogram, render
+from controller.sandbox.faults import FaultProfile, FaultProfiles, Latency
+from controller.sandbox.ratelimiter import AdaptiveRateLimiter, LimiterSettings, burst_for
+from controller.sandbox.zaiproxy import (
+    DURATION_BUCKETS,
+    ProxyConfig,
+    ProxyTuning,
+    SimulatedZaiProxy,
+    image_tag,
+)
+from tests.sandbox.conftest_pods import FakeClock, make_pod, parse_exposition
+
+FAST = Latency(median=0.01, p95=0.01)
+
+
+def proxy(
+    clock: FakeClock,
+    env: dict[str, str] | None = None,
+    *,
+    faults: FaultProfiles | None = None,
+    seed: int = 7,
+    name: str = "zai-proxy-abc-1",
+    deployment: str = "zai-proxy",
+) -> SimulatedZaiProxy:
+    """A simulated pod of Deployment `deployment` in namespace `default`."""
+    return SimulatedZaiProxy.from_pod(
+        make_pod(name, env=env),
+        deployment,
+        faults=faults or FaultProfiles(FaultProfile(latency=FAST)),
+        clock=clock,
+        rng=random.Random(seed),
+    )
+
+
+def requests(p: SimulatedZaiProxy, code: str) -> float:
+    return p.requests_total.get(("POST", "/v1/messages", code, p.variant))
+
+
+# -- limiter -------------------------------------------------------------------------------
+
+
+def test_limiter_starts_at_rate_limit_initial_from_the_pod_env() -> None:
+    clock = FakeClock()
+    p = proxy(clock, {"RATE_LIMIT_INITIAL": "4", "DEPLOYMENT_VARIANT": "v2"})
+    assert p.limiter.current_rate == 4.0
+    assert p.health()["rate_limit"]["current_rate"] == 4.0
+    _, samples = parse_exposition(p.render_metrics())
+    assert ("zai_proxy_rate_limit_requests_per_second", {"variant": "v2"}, 4.0) in samples
+
+
+def test_limiter_climbs_one_window_at_a_time_toward_the_hold_point() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(LimiterSettings(initial=5.0), clock)
+    clock.advance(29.0)
+    assert limiter.record_success() is None  # window not over yet
+    assert limiter.current_rate == 5.0
+    rates: list[float] = []
+    for _ in range(4):
+        clock.advance(1.0 if not rates else 30.0)
+        assert limiter.record_success() == "increase"
+        rates.append(limiter.current_rate)
+    # Each clean window closes half the gap to ceiling x (1 - 2 %) = 49 req/s.
+    assert rates == pytest.approx([27.0, 38.0, 43.5, 46.25])
+    assert limiter.hold == pytest.approx(49.0)
+
+
+def test_limiter_grows_only_with_traffic_like_the_real_lazy_adjustment() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(LimiterSettings(initial=5.0), clock)
+    clock.advance(300.0)
+    assert limiter.current_rate == 5.0  # no outcome recorded, so nothing is judged
+
+
+def test_limiter_backs_off_on_upstream_429_windows() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(LimiterSettings(initial=49.0), clock)
+    rates = [limiter.current_rate]
+    for _ in range(3):
+        clock.advance(30.0)
+        directions = [limiter.record_429() for _ in range(10)]
+        assert directions[0] == "decrease"
+        assert directions[1:] == [None] * 9
+        rates.append(limiter.current_rate)
+    assert rates[1] == pytest.approx((0.3 * 49 + 0.7 * 50) * 0.98)
+    assert rates[0] > rates[1] > rates[2] > rates[3]
+    assert limiter.hold == pytest.approx(limiter.estimated_ceiling * 0.98)
+    assert limiter.ceiling_updated_at == clock.now
+
+
+def test_limiter_ignores_a_429_share_between_1_and_5_percent() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(LimiterSettings(initial=20.0), clock)
+    for _ in range(97):
+        limiter.record_success()
+    for _ in range(3):
+        limiter.record_429()
+    clock.advance(30.0)
+    assert limiter.record_success() is None
+    assert limiter.current_rate == 20.0
+
+
+def test_limiter_moves_to_the_ewma_hold_even_when_cold_as_the_real_proxy_does() -> None:
+    # A 429 window re-estimates the ceiling from the RATE_LIMIT_MAX assumption, so a cold
+    # pod jumps to 0.98 x (0.3 x 5 + 0.7 x 50): the real proxy's rule, quirks included.
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(LimiterSettings(initial=5.0), clock)
+    clock.advance(30.0)
+    assert limiter.record_429() == "decrease"
+    assert limiter.current_rate == pytest.approx(36.5 * 0.98)
+
+
+def test_limiter_probes_above_the_ceiling_every_probe_interval_clean_windows() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(LimiterSettings(initial=49.0, probe_interval=3), clock)
+    directions = []
+    for _ in range(3):
+        clock.advance(30.0)
+        directions.append(limiter.record_success())
+    assert directions == [None, None, "probe"]
+    assert limiter.current_rate == 50.0  # ceiling x 1.02, capped at RATE_LIMIT_MAX
+
+
+def test_token_bucket_burst_is_twice_the_rate_like_the_real_proxy() -> None:
+    assert [burst_for(r) for r in (0.0, 0.4, 2.0, 10.0, 10.7)] == [0, 1, 4, 20, 21]
+
+
+def test_requests_over_the_limit_are_answered_429_after_the_retries() -> None:
+    clock = FakeClock()
+    p = proxy(clock, {"RATE_LIMIT_INITIAL": "2", "MAX_WORKERS": "100", "MAX_RETRIES": "3"})
+    # Burst 4 passes at once, the 5th queues 0.5 s (the sandbox's max queue wait), the rest
+    # cannot get a token and end as 429 once their 3 retries are spent.
+    statuses = [p.handle().status for _ in range(10)]
+    assert statuses == [200] * 5 + [429] * 5
+    assert requests(p, "429") == 5
+    assert p.retry_attempts.get(("429", p.variant)) == 15
+    assert p.retry_attempts.get(("retry", p.variant)) == 15
+    assert p.upstream_errors.values == {}  # the limit is local: upstream never saw them
+    clock.advance(1.0)  # two more tokens
+    assert [p.handle().status for _ in range(3)] == [200, 200, 429]
+
+
+def test_local_429s_do_not_feed_the_limiter_so_a_cold_pod_keeps_climbing() -> None:
+    clock = FakeClock()
+    p = proxy(clock, {"RATE_LIMIT_INITIAL": "2", "MAX_WORKERS": "1000"})
+    for _ in range(31):
+        for _ in range(10):  # 5x the limit
+            p.handle()
+        clock.advance(1.0)
+    assert requests(p, "429") > 0
+    assert p.limiter.current_rate == pytest.approx(2 + (49 - 2) / 2)
+    assert p.rate_limit_adjustments.get(("increase", p.variant)) == 1
+
+
+def test_without_retries_a_429_counts_no_retry_attempts() -> None:
+    clock = FakeClock()
+    p = proxy(clock, {"RATE_LIMIT_INITIAL": "1", "MAX_RETRIES": "0"})
+    assert [p.handle().status for _ in range(4)] == [200, 200, 429, 429]
+    assert p.retry_attempts.values == {}
+
+
+def test_more_than_max_workers_in_flight_is_503() -> None:
+    clock = FakeClock()
+    faults = FaultProfiles(FaultProfile(latency=Latency(1.0, 1.0)))
+    p = proxy(clock, {"MAX_WORKERS": "3", "RATE_LIMIT_INITIAL": "50"}, faults=faults)
+    assert [p.handle().status for _ in range(5)] == [200, 200, 200, 503, 503]
+    assert p.in_flight == 3
+    key = ("POST", "/v1/messages", "503", p.variant)
+    assert p.request_duration.count(key) == 0  # like the proxy: 503s are counted, not timed
+    clock.advance(1.0)
+    assert p.in_flight == 0
+    assert p.handle().status == 200
+
+
+def test_fault_profile_probabilities_are_honoured() -> None:
+    clock = FakeClock()
+    faults = FaultProfiles()
+    faults.set("default", "zai-proxy-v2", FaultProfile(error_502=0.2, upstream_429=0.1))
+    env = {"RATE_LIMIT_INITIAL": "1000", "RATE_LIMIT_MAX": "1000", "MAX_WORKERS": "1000000"}
+    p = proxy(clock, env, faults=faults, deployment="zai-proxy-v2", seed=42)
+    n = 20_000
+    latencies = []
+    for _ in range(n):
+        clock.advance(0.005)
+        outcome = p.handle()
+        if outcome.status == 200:
+            latencies.append(outcome.latency)
+    assert requests(p, "502") / n == pytest.approx(0.2, abs=0.015)
+    assert requests(p, "429") / n == pytest.approx(0.1, abs=0.015)
+    assert requests(p, "503") == 0
+    # Every attempt of a doomed request reached upstream: 1 try + 3 retries.
+    assert p.upstream_errors.get(("upstream_connection", p.variant)) == 4 * requests(p, "502")
+    assert p.upstream_errors.get(("429", p.variant)) == 4 * requests(p, "429")
+    assert statistics.median(latencies) == pytest.approx(0.05, rel=0.1)
+    assert statistics.quantiles(latencies, n=20)[-1] == pytest.approx(0.15, rel=0.15)
+
+    faults.update("default", "zai-proxy-v2", error_502=0.0, upstream_429=0.0)
+    before = requests(p, "200")
+    for _ in range(1000):
+        clock.advance(0.005)
+        p.handle()
+    assert requests(p, "200") - before == 1000  # the change applies to the very next request
+
+
+def test_fault_profiles_are_per_namespace_and_deployment() -> None:
+    faults = FaultProfiles()
+    faults.set("default", "zai-proxy-v2", FaultProfile(error_502=1.0))
+    clock = FakeClock()
+    v1 = proxy(clock, faults=faults, deployment="zai-proxy")
+    v2 = proxy(clock, faults=faults, deployment="zai-proxy-v2")
+    assert {v1.handle().status for _ in range(5)} == {200}
+    assert {v2.handle().status for _ in range(5)} == {502}
+    faults.clear("default", "zai-proxy-v2")
+    assert v2.handle().status == 200
+
+
+def test_fault_profile_validation() -> None:
+    with pytest.raises(ValueError, match="probability"):
+        FaultProfile(error_502=1.5)
+    with pytest.raises(ValueError, match="exceed 1"):
+        FaultProfile(error_502=0.6, upstream_429=0.6)
+    with pytest.raises(ValueError, match="median"):
+        Latency(median=0.2, p95=0.1)
+
+
+# -- config from the pod -------------------------------------------------------------------
+
+
+def test_config_reads_the_real_env_names_and_falls_back_on_bad_values() -> None:
+    env = {
+        "RATE_LIMIT_INITIAL": "3",
+        "RATE_LIMIT_MIN": "2",
+        "RATE_LIMIT_MAX": "nonsense",
+        "RATE_LIMIT_CEILING_ALPHA": "0.5",
+        "RATE_LIMIT_HOLD_MARGIN": "1.5",
+        "RATE_LIMIT_PROBE_INTERVAL": "-1",
+        "MAX_WORKERS": "0",
+        "MAX_RETRIES": "0",
+        "SANDBOX_RATE_LIMIT_WINDOW": "2",
+    }
+    cfg = ProxyConfig.from_pod(make_pod("p", env=env, port=9090))
+    assert cfg.limiter == LimiterSettings(
+        initial=3, minimum=2, maximum=50, ceiling_alpha=0.5, hold_margin=0.02, adjustment_window=2
+    )
+    assert (cfg.max_workers, cfg.max_retries, cfg.port) == (10, 0, 9090)
+    assert cfg.variant == "production"
+    assert cfg.version == "v1.4.0"
+
+
+def test_version_comes_from_env_then_image_tag() -> None:
+    pod = make_pod("p", env={"ZAI_PROXY_VERSION": "2.0.0"}, image="registry:5000/zai:v9")
+    assert ProxyConfig.from_pod(pod).version == "2.0.0"
+    assert image_tag("registry:5000/zai-proxy") == ""
+    assert image_tag("registry:5000/zai-proxy:v2@sha256:abc") == "v2"
+    assert ProxyConfig.from_pod(make_pod("p", port=None)).port == 8080
+
+
+def test_tuning_defaults_can_be_overridden_per_runtime() -> None:
+    tuning = ProxyTuning(adjustment_window=1.0, retry_backoff=0.01, max_queue_wait=0.1)
+    cfg = ProxyConfig.from_pod(make_pod("p"), tuning=tuning)
+    assert cfg.tuning == tuning
+    assert cfg.limiter.adjustment_window == 1.0
+
+
+# -- exposition ----------------------------------------------------------------------------
+
+
+def busy_proxy() -> SimulatedZaiProxy:
+    """A pod whose metrics have every family and every status code populated."""
+    clock = FakeClock()
+    faults = FaultProfiles(FaultProfile(latency=FAST))
+    env = {"RATE_LIMIT_INITIAL": "5", "MAX_WORKERS": "20", "DEPLOYMENT_VARIANT": "v2"}
+    p = proxy(clock, env, faults=faults, deployment="zai-proxy-v2")
+    for _ in range(20):  # 10 burst + 2 queued -> 200, the rest over the limit -> 429
+        p.handle()
+    clock.advance(2.0)
+    faults.set("default", "zai-proxy-v2", FaultProfile(error_502=0.5, upstream_429=0.5))
+    for _ in range(40):  # failed requests hold a worker through their retries -> 503s
+        clock.advance(0.2)
+        p.handle()
+    faults.clear("default", "zai-proxy-v2")
+    clock.advance(30.0)
+    p.handle()  # the window closes with mostly 429s -> a decrease
+    return p
+
+
+EXPECTED_LABELS = {
+    "zai_proxy_requests_total": {"method", "path", "status_code", "variant"},
+    "zai_proxy_request_duration_seconds_bucket": {"method", "path", "status_code", "variant", "le"},
+    "zai_proxy_request_duration_seconds_sum": {"method", "path", "status_code", "variant"},
+    "zai_proxy_request_duration_seconds_count": {"method", "path", "status_code", "variant"},
+    "zai_proxy_rate_limit_requests_per_second": {"variant"},
+    "zai_proxy_rate_limit_adjustments_total": {"direction", "variant"},
+    "zai_proxy_upstream_errors_total": {"error_type", "variant"},
+    "zai_proxy_build_info": {"version", "variant", "commit", "build_time"},
+    "zai_proxy_concurrent_requests": {"variant"},
+    "zai_proxy_max_workers": {"variant"},
+    "zai_proxy_worker_utilization_ratio": {"variant"},
+    "zai_proxy_retry_attempts_total": {"reason", "variant"},
+}
+
+
+def test_exposition_has_the_real_metric_names_and_labels() -> None:
+    p = busy_proxy()
+    types, samples = parse_exposition(p.render_metrics())
+    assert types["zai_proxy_requests_total"] == "counter"
+    assert types["zai_proxy_request_duration_seconds"] == "histogram"
+    assert types["zai_proxy_rate_limit_requests_per_second"] == "gauge"
+    seen = {name for name, _, _ in samples}
+    assert seen == set(EXPECTED_LABELS)
+    for name, labels, _ in samples:
+        assert set(labels) == EXPECTED_LABELS[name], name
+        if "variant" in labels:
+            assert labels["variant"] == "v2"
+    codes = {lab["status_code"] for n, lab, _ in samples if n == "zai_proxy_requests_total"}
+    assert codes == {"200", "429", "502", "503"}
+    build = [lab for n, lab, _ in samples if n == "zai_proxy_build_info"]
+    assert build == [
+        {"version": "v1.4.0", "variant": "v2", "commit": "unknown", "build_time": "unknown"}
+    ]
+
+
+def test_histogram_uses_the_real_buckets_and_is_cumulative() -> None:
+    p = busy_proxy()
+    _, samples = parse_exposition(p.render_metrics())
+    series = [
+        (lab["le"], v)
+        for n, lab, v in samples
+        if n == "zai_proxy_request_duration_seconds_bucket" and lab["status_code"] == "200"
+    ]
+    assert [le for le, _ in series] == [*(str(b) for b in DURATION_BUCKETS), "+Inf"]
+    counts = [v for _, v in series]
+    assert counts == sorted(counts)
+    total = next(
+        v
+        for n, lab, v in samples
+        if n == "zai_proxy_request_duration_seconds_count" and lab["status_code"] == "200"
+    )
+    assert counts[-1] == total == requests(p, "200")
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
+def test_exposition_passes_promtool_check_metrics() -> None:
+    text = busy_proxy().render_metrics()
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
+def test_label_values_are_escaped() -> None:
+    counter = Counter("x_total", "Help with \\ backslash\nand newline", ("a",))
+    counter.inc(('quote " backslash \\ newline \n',), 2)
+    gauge = Gauge("y", "a gauge", ())
+    gauge.set((), 0.25)
+    histogram = Histogram("z_seconds", "a histogram", (), (1.0, 0.5))
+    histogram.observe((), 0.5)
+    text = render([counter, gauge, histogram])
+    assert 'x_total{a="quote \\" backslash \\\\ newline \\n"} 2' in text
+    assert 'z_seconds_bucket{le="0.5"} 1' in text  # le is inclusive
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_health_has_the_real_shape() -> None:
+    p = busy_proxy()
+    body = p.health()
+    assert body["status"] == "ok"
+    assert set(body["rate_limit"]) >= {"current_rate", "ceiling", "hold", "restored_from_state"}
+    assert body["rate_limit"]["current_rate"] == p.limiter.current_rate
+    assert body["quota"] == {"enabled": False, "fresh": False}
