@@ -170,6 +170,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if all(p.feasible for _, p in plans) else EXIT_BAD_INPUT
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """Run the sandbox until interrupted."""
+    import asyncio
+
+    from controller.sandbox.serve import options_from_args, serve
+
+    if args.rate < 0 or args.ready_delay < 0:
+        raise UsageError("--rate and --ready-delay must be >= 0")
+    options = options_from_args(
+        workdir=args.workdir,
+        port=args.port,
+        control_port=args.control_port,
+        rate=args.rate,
+        prometheus=args.prometheus,
+        ready_delay=args.ready_delay,
+    )
+    try:
+        asyncio.run(serve(options, args.scenario))
+    except OSError as exc:
+        print(f"ptc sandbox: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the config JSON schema."""
     sys.stdout.write(schema_json())
@@ -231,7 +255,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("schema", help="print the config file's JSON schema")
+    p = sub.add_parser(
+        "sandbox",
+        help="run an in-process Kubernetes API + simulated zai-proxy pods + traffic",
+        description=(
+            "Run the sandbox until interrupted: a Kubernetes API subset on 127.0.0.1 (reachable "
+            "with the kubeconfig it prints), a workload simulator, simulated zai-proxy pods, a "
+            "traffic generator routing through the Service, a real Prometheus scraping the pods "
+            "when the `prometheus` binary is installed, and an HTTP control endpoint "
+            "(GET /status, POST /faults, POST /traffic)."
+        ),
+    )
+    p.add_argument("--scenario", choices=("zai-proxy",), help="set up a world (default: empty)")
+    p.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
+    p.add_argument("--control-port", type=int, default=0, help="control port (default: free)")
+    p.add_argument("--workdir", metavar="DIR", help="where the kubeconfig and data go (temp)")
+    p.add_argument("--rate", type=float, default=20.0, help="requests/s of traffic (20)")
+    p.add_argument(
+        "--ready-delay", type=float, default=1.0, help="seconds until a new pod is Ready (1)"
+    )
+    p.add_argument(
+        "--prometheus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start a real Prometheus (default: if installed)",
+    )
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser(
+        "schema",
+        help="print the config file's JSON schema",
+        description=(
+            "Print the JSON schema of a config file (as committed in config/schema.json), for "
+            "editors and CI: ptc schema > config/schema.json"
+        ),
+    )
     p.set_defaults(func=cmd_schema)
     return parser
 

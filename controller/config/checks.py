@@ -9,9 +9,11 @@ from enum import StrEnum
 
 from pydantic.alias_generators import to_camel
 
-from controller.analysis.templates import KNOWN_VARIABLES, unknown_variables
+# Module imports, not names: templates and plan import controller.config.model, so when either
+# is imported first this module runs while that one is half-initialised.
+from controller import plan as planner
+from controller.analysis import templates
 from controller.config.model import Analysis, Config, Metric, Rollout, Source
-from controller.plan import plan_rollout
 
 Loc = tuple[str | int, ...]
 
@@ -173,7 +175,7 @@ def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding
 def check_plan(rollout: Rollout, total: int) -> list[Finding]:
     """Warnings for weights the replica count can only approximate; errors for dead ends."""
     out: list[Finding] = []
-    plan = plan_rollout(rollout, total)
+    plan = planner.plan_rollout(rollout, total)
     for row in plan.steps:
         if not row.note:
             continue
@@ -200,7 +202,7 @@ def _source_problems(source: Source, loc: Loc, provider: str) -> list[Finding]:
             )
         )
     if source.query is not None:
-        for name in unknown_variables(source.query):
+        for name in templates.unknown_variables(source.query):
             out.append(Finding((*loc, "query"), _unknown_var(name)))
         if provider == "direct":
             out.append(
@@ -218,10 +220,10 @@ def _snake(camel: str) -> str:
 
 
 def _unknown_var(name: str) -> str:
-    close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1)
+    close = difflib.get_close_matches(name, sorted(templates.KNOWN_VARIABLES), n=1)
     if close:
         return f"unknown template variable {{{{ {name} }}}}; did you mean {{{{ {close[0]} }}}}?"
-    known = ", ".join(sorted(KNOWN_VARIABLES))
+    known = ", ".join(sorted(templates.KNOWN_VARIABLES))
     return f"unknown template variable {{{{ {name} }}}}; known variables: {known}"
 
 
@@ -230,7 +232,7 @@ def _metric_problems(metric: Metric, loc: Loc, provider: str) -> list[Finding]:
     if metric.sample_query is not None:
         out.extend(
             Finding((*loc, "sampleQuery"), _unknown_var(n))
-            for n in unknown_variables(metric.sample_query)
+            for n in templates.unknown_variables(metric.sample_query)
         )
     if metric.max is None and metric.min is None and metric.compare is None:
         out.append(Finding(loc, "a metric needs a threshold: max, min or compare"))
@@ -271,7 +273,8 @@ def check_analysis(analysis: Analysis) -> list[Finding]:
     for side in ("canary", "stable", "service"):
         template = str(getattr(analysis.selectors, side))
         out.extend(
-            Finding(("selectors", side), _unknown_var(n)) for n in unknown_variables(template)
+            Finding(("selectors", side), _unknown_var(n))
+            for n in templates.unknown_variables(template)
         )
     if analysis.capacity_gate is not None:
         gate = analysis.capacity_gate

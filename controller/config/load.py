@@ -267,6 +267,17 @@ _PATTERN_HELP = {
 }
 
 
+def _key_line(node: CommentedMap, key: str) -> int | None:
+    """The line of `key` in a mapping, looking through YAML merge keys (``<<: *base``)."""
+    if key in node.lc.data:
+        return int(node.lc.key(key)[0]) + 1
+    for item in getattr(node, "merge", None) or []:
+        source = item[1] if isinstance(item, tuple) else item
+        if isinstance(source, CommentedMap) and key in source:
+            return _key_line(source, key)
+    return None
+
+
 class _Locator:
     """Maps key paths in the validated (merged) data back to lines of the original file."""
 
@@ -285,7 +296,7 @@ class _Locator:
         in_list = False
         for depth, part in enumerate(loc):
             if isinstance(node, CommentedMap) and isinstance(part, str) and part in node:
-                line = node.lc.key(part)[0] + 1
+                line = _key_line(node, part) or line
                 node = node[part]
             elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
                 line = node.lc.item(part)[0] + 1

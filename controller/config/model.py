@@ -96,6 +96,7 @@ class Model(BaseModel):
         alias_generator=to_camel,
         frozen=True,
         validate_default=True,
+        allow_inf_nan=False,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -80,8 +81,8 @@ class Ctx:
                 MetricRecord(
                     name=m.name,
                     verdict=m.verdict.value,
-                    value=m.value,
-                    stable=m.stable,
+                    value=_finite(m.value),
+                    stable=_finite(m.stable),
                     threshold=m.threshold,
                     detail=m.reason,
                 )
@@ -145,6 +146,11 @@ class Ctx:
         if self.verdicts is None or since is None or self.verdicts.at < since:
             return None
         return self.verdicts.verdict
+
+
+def _finite(x: float | None) -> float | None:
+    # Prometheus answers NaN for 0/0; JSON has no NaN, and the record is JSON.
+    return x if x is not None and math.isfinite(x) else None
 
 
 def camel(text: str) -> str:

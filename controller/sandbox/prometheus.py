@@ -394,7 +394,7 @@ class PrometheusServer:
     async def wait_for_data(
         self,
         promql: str,
-        timeout: float,  # noqa: ASYNC109 - the bound is the point: every wait must end on its own
+        timeout: float,
         predicate: Callable[[list[Sample]], bool] | None = None,
         *,
         interval: float = 0.25,

@@ -227,7 +227,7 @@ class TrafficGenerator:
     async def wait_for(
         self,
         predicate: Callable[[TrafficStats], bool],
-        timeout: float,  # noqa: ASYNC109 - the bound is the point: every wait must end on its own
+        timeout: float,
     ) -> TrafficStats:
         """Wait until `predicate(stats)` holds after some tick; TimeoutError after `timeout` s."""
         async with asyncio.timeout(timeout):
