@@ -170,6 +170,51 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if all(p.feasible for _, p in plans) else EXIT_BAD_INPUT
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the controller until SIGTERM/SIGINT."""
+    import asyncio
+
+    from controller.daemon import Controller, DaemonOptions
+    from controller.kube import KubeError
+    from controller.log import configure_logging
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stderr)
+        return EXIT_BAD_INPUT
+    config = loaded.config
+    if args.prometheus_url:
+        config = config.model_copy(
+            update={"prometheus": config.prometheus.model_copy(update={"url": args.prometheus_url})}
+        )
+    host, _, port = args.listen.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"--listen expects HOST:PORT, got {args.listen!r}")
+    try:
+        configure_logging(args.log_format, args.log_level)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _print_problems(loaded.warnings, sys.stderr)
+    options = DaemonOptions(
+        kubeconfig=args.kubeconfig,
+        listen_host=host or "0.0.0.0",
+        listen_port=int(port),
+        namespaces=tuple(args.namespace or ()),
+        config_source=args.config,
+        **({"identity": args.identity} if args.identity else {}),
+    )
+    try:
+        asyncio.run(Controller(config, options).run())
+    except KubeError as exc:
+        print(f"ptc run: Kubernetes API: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except OSError as exc:
+        print(f"ptc run: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the sandbox until interrupted."""
     import asyncio
@@ -254,6 +299,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "run",
+        help="run the controller (the daemon) until SIGTERM",
+        description=(
+            "Run the controller: watch each rollout's Deployments, Pods, Service and "
+            "EndpointSlices, shift traffic step by step, judge each step on Prometheus, flip, "
+            "bake, keep stable for the retention window, and roll back on a breach. Serves "
+            "/healthz, /readyz, /metrics and /api/v1/rollouts. SIGTERM finishes the write in "
+            "flight and exits 0."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    p.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NS",
+        help="only manage rollouts in NS (repeatable; default: all in the config)",
+    )
+    p.add_argument(
+        "--listen",
+        default="0.0.0.0:8080",
+        metavar="HOST:PORT",
+        help="HTTP server address (default 0.0.0.0:8080)",
+    )
+    p.add_argument("--prometheus-url", metavar="URL", help="override prometheus.url")
+    p.add_argument("--identity", help="this instance's name in state and Events (host name)")
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="json when stderr is not a terminal (auto)",
+    )
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "sandbox",

@@ -86,6 +86,7 @@ class RolloutState:
     phase_since: datetime | None = None
     step_reached_at: datetime | None = None  # the step's split is in place; its hold runs
     holding_since: datetime | None = None  # held past the hold (gate closed, no verdict)
+    hold_kind: str | None = None  # what the current hold waits on: analysis or capacity
     promoted_step: int | None = None  # a `promote` skipped this step's hold or gate
     paused_from: Phase | None = None
     flipped_at: datetime | None = None

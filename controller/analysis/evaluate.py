@@ -148,6 +148,9 @@ def judge(metric: Metric, m: Measurement, min_requests: int) -> tuple[Verdict, s
     if metric.compare is None:
         return (Verdict.FAIL if breach_abs else Verdict.PASS), shown
     s = m.stable
+    if s is not None and s.error is not None:
+        # Without the baseline a fleet-wide incident cannot be told from a bad canary.
+        return Verdict.ERROR, f"{_fmt(value)}; stable query failed: {s.error}"
     stable_known = (
         s is not None
         and s.error is None
@@ -195,7 +198,11 @@ def evaluate(
             continue
         verdict, reason = judge(metric, m, min_requests)
         breach_at: datetime | None = None
-        if verdict is Verdict.FAIL:
+        if verdict in (Verdict.ERROR, Verdict.INCONCLUSIVE):
+            # A failed query or a thin window says nothing about the breach: keep its clock,
+            # or an occasional timeout would stop a sustained breach from ever failing.
+            breach_at = since.get(metric.name)
+        elif verdict is Verdict.FAIL:
             breach_at = since.get(metric.name, now)
             lasted = now - breach_at
             if lasted < metric.for_:

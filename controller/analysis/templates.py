@@ -71,10 +71,11 @@ def promql_duration(delta: timedelta) -> str:
 def pod_regex(deployment: str) -> str:
     """RE2 pattern matching the pods a Deployment owns: ``<deployment>-<hash>-<suffix>``.
 
-    Two dash-free segments after the name, so ``zai-proxy``'s pattern does not also match
-    ``zai-proxy-v2``'s pods.
+    Two dash-free segments after the name (the pod-template-hash, at most 10 characters, and
+    a 5-character suffix), so ``zai-proxy``'s pattern matches neither ``zai-proxy-v2``'s pods
+    nor a StatefulSet's ``zai-proxy-redis-0``.
     """
-    return re.sub(r"([.])", r"\\\\\1", deployment) + "-[a-z0-9]+-[a-z0-9]+"
+    return re.sub(r"([.])", r"\\\\\1", deployment) + "-[a-z0-9]{1,10}-[a-z0-9]{5}"
 
 
 def _quote(value: str) -> str:
@@ -157,7 +158,9 @@ class QueryContext:
             den = f"{c.metric}{{{_join(sel, matcher_text(c.denominator))}}}"
             return CompiledQuery(
                 side,
-                f"sum(rate({num}[{w}])) / sum(rate({den}[{w}]))",
+                # A numerator series that was never created (no 502 yet) is a 0, not "no data";
+                # an empty denominator still gives no data.
+                f"(sum(rate({num}[{w}])) or vector(0)) / sum(rate({den}[{w}]))",
                 f"sum(increase({den}[{w}]))",
             )
         if source.gauge is not None:

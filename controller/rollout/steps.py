@@ -49,21 +49,26 @@ def _shift(ctx: Ctx, target: Split, weight: float, what: str) -> Decision | None
     if move.role is Role.CANARY and move.replicas > counts.canary_spec:
         closed = _capacity_gate(ctx, weight)
         if closed is not None and ctx.state.promoted_step != ctx.state.step:
-            return _hold(ctx, f"capacity gate: {closed.reason}", closed.verdict)
+            return _hold(ctx, f"capacity gate: {closed.reason}", closed.verdict, "capacity")
     if ctx.state.holding_since is not None:
         return _release(ctx, what)
     return ctx.scale(move, f"{what} ({target.canary} canary / {target.stable} stable)")
 
 
-def _hold(ctx: Ctx, reason: str, verdict: Verdict) -> Decision:
-    """Held past the plan: enter holding, or apply the maxHold policy once it is exceeded."""
+def _hold(ctx: Ctx, reason: str, verdict: Verdict, kind: str = "analysis") -> Decision:
+    """Held past the plan: enter holding, or apply the maxHold policy once it is exceeded.
+
+    The hold is recorded when it starts and when what it waits on (`kind`) changes, so the
+    state says why; a reason whose numbers merely change is not rewritten each evaluation.
+    """
     analysis = ctx.spec.step_analysis(ctx.state.step)
-    if ctx.state.holding_since is None:
+    if ctx.state.holding_since is None or ctx.state.hold_kind != kind:
         return ctx.transition(
             Phase.HOLDING if ctx.state.phase is Phase.PROGRESSING else ctx.state.phase,
             "hold",
             reason,
-            holding_since=ctx.now,
+            holding_since=ctx.state.holding_since or ctx.now,
+            hold_kind=kind,
         )
     held = ctx.now - ctx.state.holding_since
     policy = analysis.on_error if verdict is Verdict.ERROR else analysis.on_inconclusive

@@ -64,6 +64,7 @@ async def zai_proxy_scenario(
     canary_rate_limit_initial: float = 2.0,
     stable_rate_limit_initial: float = 10.0,
     namespace: str = NAMESPACE,
+    canary_env: dict[str, str] | None = None,
 ) -> ZaiProxyScenario:
     """The seed's world: Service `zai-proxy` (app: zai-proxy), v1 without a version label, v2.
 
@@ -111,6 +112,7 @@ async def zai_proxy_scenario(
                 "DEPLOYMENT_VARIANT": "v2",
                 "RATE_LIMIT_INITIAL": f"{canary_rate_limit_initial:g}",
                 "MAX_WORKERS": "50",
+                **(canary_env or {}),
             },
         )
     )

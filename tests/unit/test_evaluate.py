@@ -139,6 +139,31 @@ def test_a_good_sample_resets_the_breach_clock() -> None:
     assert again.verdict is Verdict.INCONCLUSIVE  # the clock restarted at 70s
 
 
+def test_a_failed_query_keeps_the_breach_clock() -> None:
+    spec = metric(max=0.05, **{"for": "1m"})
+    bad = {"bad-gateway": m(Sample(0.3, 100))}
+    first = evaluate([spec], bad, 50, T0)
+    blip = evaluate(
+        [spec],
+        {"bad-gateway": m(Sample(None, error="timeout"))},
+        50,
+        T0 + timedelta(seconds=30),
+        first,
+    )
+    assert blip.verdict is Verdict.ERROR and blip.metrics[0].breach_since == T0
+    last = evaluate([spec], bad, 50, T0 + timedelta(seconds=60), blip)
+    assert last.verdict is Verdict.FAIL  # the breach lasted 60s despite the blip
+
+
+def test_stable_query_error_is_an_error_not_a_judgement_on_max_alone() -> None:
+    got, reason = judge(
+        metric(max=0.05, compare={"factor": 1.5}),
+        m(Sample(0.2, 100), Sample(None, error="boom")),
+        min_requests=50,
+    )
+    assert got is Verdict.ERROR and "stable query failed" in reason
+
+
 def test_overall_is_the_worst_and_unmeasured_is_an_error() -> None:
     a = metric(name="a", max=0.05)
     b = metric(name="b", max=0.05)

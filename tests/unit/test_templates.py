@@ -24,10 +24,11 @@ from controller.config.model import Source
 
 REPO = Path(__file__).resolve().parents[2]
 
-CANARY_SEL = 'namespace="devpod",pod=~"zai-proxy-v2-[a-z0-9]+-[a-z0-9]+"'
-STABLE_SEL = 'namespace="devpod",pod=~"zai-proxy-[a-z0-9]+-[a-z0-9]+"'
+CANARY_SEL = 'namespace="devpod",pod=~"zai-proxy-v2-[a-z0-9]{1,10}-[a-z0-9]{5}"'
+STABLE_SEL = 'namespace="devpod",pod=~"zai-proxy-[a-z0-9]{1,10}-[a-z0-9]{5}"'
 SERVICE_SEL = (
-    'namespace="devpod",pod=~"(zai-proxy-[a-z0-9]+-[a-z0-9]+|zai-proxy-v2-[a-z0-9]+-[a-z0-9]+)"'
+    'namespace="devpod",'
+    'pod=~"(zai-proxy-[a-z0-9]{1,10}-[a-z0-9]{5}|zai-proxy-v2-[a-z0-9]{1,10}-[a-z0-9]{5})"'
 )
 SELECTORS = {Side.CANARY: CANARY_SEL, Side.STABLE: STABLE_SEL, Side.SERVICE: SERVICE_SEL}
 
@@ -57,7 +58,7 @@ def test_counter_ratio(ctx: QueryContext, zai: Rollout, side: Side) -> None:
     q = ctx.compile(zai.analysis.metrics[0], side)
     assert q.side is side
     assert q.value == (
-        f'sum(rate(zai_proxy_requests_total{{{sel},status_code="429"}}[120s])) / '
+        f'(sum(rate(zai_proxy_requests_total{{{sel},status_code="429"}}[120s])) or vector(0)) / '
         f"sum(rate(zai_proxy_requests_total{{{sel}}}[120s]))"
     )
     # The sample counts the denominator's requests.
@@ -76,7 +77,7 @@ def test_counter_ratio_with_denominator_matchers(zai: Rollout) -> None:
     )
     q = QueryContext(zai, timedelta(seconds=30)).compile(source, Side.CANARY)
     assert q.value == (
-        f'sum(rate(http_requests_total{{{CANARY_SEL},code=~"5.."}}[30s])) / '
+        f'(sum(rate(http_requests_total{{{CANARY_SEL},code=~"5.."}}[30s])) or vector(0)) / '
         f'sum(rate(http_requests_total{{{CANARY_SEL},route!="/health"}}[30s]))'
     )
     assert q.sample == f'sum(increase(http_requests_total{{{CANARY_SEL},route!="/health"}}[30s]))'
@@ -144,7 +145,7 @@ def test_raw_query_with_side_bound_variables(ctx: QueryContext) -> None:
         f'sum(rate(x{{ {CANARY_SEL} ,deployment="zai-proxy-v2",version="v2"}}[120s])) / on() '
         "zai-proxy"
     )
-    assert canary.sample == 'sum(increase(x{pod=~"zai-proxy-v2-[a-z0-9]+-[a-z0-9]+"}[120s]))'
+    assert canary.sample == 'sum(increase(x{pod=~"zai-proxy-v2-[a-z0-9]{1,10}-[a-z0-9]{5}"}[120s]))'
     stable = ctx.compile(source, Side.STABLE)
     assert stable.value == (
         f'sum(rate(x{{ {STABLE_SEL} ,deployment="zai-proxy",version=""}}[120s])) / on() zai-proxy'
@@ -161,9 +162,11 @@ def test_variables_per_side(ctx: QueryContext) -> None:
         "canary_deployment": "zai-proxy-v2",
         "stable_version": "",
         "canary_version": "v2",
-        "stable_pod_regex": "zai-proxy-[a-z0-9]+-[a-z0-9]+",
-        "canary_pod_regex": "zai-proxy-v2-[a-z0-9]+-[a-z0-9]+",
-        "service_pod_regex": "(zai-proxy-[a-z0-9]+-[a-z0-9]+|zai-proxy-v2-[a-z0-9]+-[a-z0-9]+)",
+        "stable_pod_regex": "zai-proxy-[a-z0-9]{1,10}-[a-z0-9]{5}",
+        "canary_pod_regex": "zai-proxy-v2-[a-z0-9]{1,10}-[a-z0-9]{5}",
+        "service_pod_regex": (
+            "(zai-proxy-[a-z0-9]{1,10}-[a-z0-9]{5}|zai-proxy-v2-[a-z0-9]{1,10}-[a-z0-9]{5})"
+        ),
     }
     assert ctx.variables(Side.CANARY) == common | {
         "deployment": "zai-proxy-v2",
@@ -190,7 +193,8 @@ def test_custom_selectors_use_side_variables(zai: Rollout) -> None:
     custom = QueryContext(Rollout.model_validate(data), timedelta(minutes=1))
     q = custom.compile(zai.analysis.metrics[1], Side.CANARY)
     assert q.value == (
-        'sum(rate(zai_proxy_requests_total{app="zai-proxy",version="v2",status_code="502"}[60s]))'
+        '(sum(rate(zai_proxy_requests_total{app="zai-proxy",version="v2",status_code="502"}[60s]))'
+        " or vector(0))"
         ' / sum(rate(zai_proxy_requests_total{app="zai-proxy",version="v2"}[60s]))'
     )
 
@@ -245,7 +249,7 @@ def test_pod_regex_matches_its_deployments_pods_only() -> None:
 
 def test_pod_regex_escapes_dots_for_a_promql_string() -> None:
     text = pod_regex("api.v1")
-    assert text == "api\\\\.v1-[a-z0-9]+-[a-z0-9]+"
+    assert text == "api\\\\.v1-[a-z0-9]{1,10}-[a-z0-9]{5}"
     pattern = unquote_promql(text)
     assert re.fullmatch(pattern, "api.v1-5d9c-abcde")
     assert not re.fullmatch(pattern, "apixv1-5d9c-abcde")

@@ -1,0 +1,314 @@
+"""The per-rollout analysis loop: every interval, measure -> evaluate -> report.
+
+One `AnalysisRunner` per running rollout. Each evaluation takes a snapshot of the rollout spec
+and step (so `set_step()` and `update()` take effect at the next evaluation, never halfway
+through one), asks the provider for the metrics (and the capacity gate's capacity and demand),
+judges them with the pure evaluator - carrying the previous summary so ``for:`` persists
+across evaluations - logs one structured line and hands an `AnalysisReport` to the callback.
+
+Scheduling is on a fixed grid (``start, start + interval, ...``) like a Prometheus rule group:
+an evaluation that overruns skips the ticks it missed instead of running several back to back,
+and evaluations never overlap. Time comes from the injected `clock` and `sleep`, so tests step
+through hours of intervals without waiting.
+
+The capacity gate's verdict needs the *next* step's weight, which only the reconciler knows;
+the runner therefore reports the raw (capacity, demand) samples and the reconciler calls
+`check_capacity`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from controller.analysis.evaluate import (
+    AnalysisSummary,
+    Measurement,
+    Sample,
+    Verdict,
+    evaluate,
+)
+from controller.analysis.provider import Provider
+from controller.config.model import Analysis, Rollout
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Config validation rejects a zero interval; this floor only keeps a bad value from spinning.
+MIN_INTERVAL = timedelta(seconds=1)
+
+
+def utc_now() -> datetime:
+    """The default clock: timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """One evaluation: the verdicts plus what the reconciler needs to act on them.
+
+    `step` and `spec_hash` say what was judged, so a report that arrives after the reconciler
+    has moved on can be recognised as stale. `capacity` and `demand` are None when the step's
+    analysis has no capacity gate.
+    """
+
+    rollout: str
+    spec_hash: str
+    step: int
+    summary: AnalysisSummary
+    capacity: Sample | None = None
+    demand: Sample | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        """The overall verdict of the metrics (the capacity gate is judged by the caller)."""
+        return self.summary.verdict
+
+
+OnResult = Callable[[AnalysisReport], Awaitable[None] | None]
+
+
+class AnalysisRunner:
+    """Evaluates one rollout's analysis every interval until stopped."""
+
+    def __init__(
+        self,
+        rollout: Rollout,
+        provider: Provider,
+        on_result: OnResult,
+        *,
+        step: int = 0,
+        previous: AnalysisSummary | None = None,
+        clock: Clock = utc_now,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        """`previous` restores ``for:`` state (e.g. persisted before a controller restart)."""
+        self._rollout = rollout
+        self._step = step
+        self._provider = provider
+        self._on_result = on_result
+        self._clock = clock
+        self._sleep = sleep
+        self._previous = previous
+        self._last: AnalysisReport | None = None
+        self._task: asyncio.Task[None] | None = None
+        # evaluate_once() may be called by hand (e.g. a manual retry) while the loop runs;
+        # evaluations must still not overlap, or `previous` would be raced.
+        self._lock = asyncio.Lock()
+
+    # -- what the caller controls ---------------------------------------------------------
+
+    @property
+    def rollout(self) -> Rollout:
+        """The spec the next evaluation will use."""
+        return self._rollout
+
+    @property
+    def step(self) -> int:
+        """The step the next evaluation will judge."""
+        return self._step
+
+    def set_step(self, index: int) -> None:
+        """Judge step `index` from the next evaluation on (its analysis override applies)."""
+        if not 0 <= index < len(self._rollout.steps):
+            raise IndexError(
+                f"rollout {self._rollout.name!r} has steps 0..{len(self._rollout.steps) - 1}, "
+                f"not {index}"
+            )
+        self._step = index
+
+    def update(self, rollout: Rollout) -> None:
+        """Use a reloaded spec from the next evaluation on.
+
+        ``for:`` state carries over a reload (a breach does not restart its clock because a
+        comment changed), but not over a change of the canary or stable being compared.
+        """
+        if rollout.name != self._rollout.name:
+            raise ValueError(f"runner for {self._rollout.name!r} got rollout {rollout.name!r}")
+        if (rollout.canary, rollout.stable, rollout.namespace) != (
+            self._rollout.canary,
+            self._rollout.stable,
+            self._rollout.namespace,
+        ):
+            self._previous = None
+        self._rollout = rollout
+        self._step = min(self._step, len(rollout.steps) - 1)
+
+    # -- what the caller reads ------------------------------------------------------------
+
+    @property
+    def last(self) -> AnalysisReport | None:
+        """The latest report, None before the first evaluation."""
+        return self._last
+
+    @property
+    def capacity(self) -> tuple[Sample, Sample] | None:
+        """The latest (canary capacity, Service demand), None without a capacity gate."""
+        last = self._last
+        if last is None or last.capacity is None or last.demand is None:
+            return None
+        return last.capacity, last.demand
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop task is alive."""
+        return self._task is not None and not self._task.done()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start evaluating now and every interval after (no-op if already running)."""
+        if self.running:
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"analysis-runner:{self._rollout.name}"
+        )
+
+    async def stop(self) -> None:
+        """Cancel the loop (and any evaluation in progress) and wait until it has ended."""
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        if task is asyncio.current_task():
+            return  # stop() called from the callback: the cancellation ends us on return
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves: do not swallow that
+
+    async def _loop(self) -> None:
+        due = self._clock()
+        while True:
+            try:
+                await self.evaluate_once()
+            except Exception:
+                # evaluate_once() handles provider and callback failures itself; this is a
+                # bug elsewhere. Log it and keep the schedule rather than die silently.
+                log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+            interval = max(self._analysis().interval, MIN_INTERVAL)
+            due += interval
+            now = self._clock()
+            if due < now:
+                missed = math.floor((now - due) / interval) + 1
+                due += missed * interval
+                log.warning(
+                    "analysis evaluation overran its interval",
+                    rollout=self._rollout.name,
+                    interval_s=interval.total_seconds(),
+                    skipped=missed,
+                )
+            # Never sleep longer than one interval, even if the clock stepped backwards.
+            await self._sleep(min(due - now, interval).total_seconds())
+
+    def _analysis(self) -> Analysis:
+        return self._rollout.step_analysis(self._step)
+
+    async def evaluate_once(self) -> AnalysisReport:
+        """Measure, judge and report once; failures of the provider become ERROR verdicts."""
+        async with self._lock:
+            # Snapshot: a set_step()/update() during the queries applies to the next one.
+            rollout, step = self._rollout, self._step
+            analysis = rollout.step_analysis(step)
+            at = self._clock()
+            gate = analysis.capacity_gate
+            measurements, capacity = await asyncio.gather(
+                self._measure(rollout, analysis),
+                self._capacity(rollout, analysis) if gate is not None else _none(),
+            )
+            summary = evaluate(
+                analysis.metrics, measurements, analysis.min_requests, at, self._previous
+            )
+            self._previous = summary
+            report = AnalysisReport(
+                rollout=rollout.name,
+                spec_hash=rollout.spec_hash(),
+                step=step,
+                summary=summary,
+                capacity=capacity[0] if capacity is not None else None,
+                demand=capacity[1] if capacity is not None else None,
+            )
+            self._last = report
+            elapsed = self._clock() - at
+            _log_report(report, elapsed)
+            await self._deliver(report)
+            return report
+
+    async def _measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+        try:
+            return await self._provider.measure(rollout, analysis)
+        except Exception as exc:
+            # Providers should not raise; if one does, every metric is an error (never a pass).
+            log.exception("analysis provider failed", rollout=rollout.name, call="measure")
+            failed = Sample(None, error=f"provider failed: {exc!r}")
+            return {m.name: Measurement(m.name, failed) for m in analysis.metrics}
+
+    async def _capacity(self, rollout: Rollout, analysis: Analysis) -> tuple[Sample, Sample]:
+        assert analysis.capacity_gate is not None
+        try:
+            return await self._provider.capacity(rollout, analysis.capacity_gate, analysis.window)
+        except Exception as exc:
+            log.exception("analysis provider failed", rollout=rollout.name, call="capacity")
+            failed = Sample(None, error=f"provider failed: {exc!r}")
+            return failed, failed
+
+    async def _deliver(self, report: AnalysisReport) -> None:
+        try:
+            result = self._on_result(report)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            # The reconciler's problem must not stop the analysis of the rollout.
+            log.exception("analysis callback failed", rollout=report.rollout, step=report.step)
+
+
+async def _none() -> None:
+    return None
+
+
+def _sample_fields(sample: Sample | None) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {"value": sample.value, "requests": sample.requests, "error": sample.error}
+
+
+def _log_report(report: AnalysisReport, elapsed: timedelta) -> None:
+    """The one canonical line per evaluation: enough to reconstruct the decision."""
+    summary = report.summary
+    level = log.warning if summary.verdict in (Verdict.FAIL, Verdict.ERROR) else log.info
+    fields: dict[str, Any] = {
+        "rollout": report.rollout,
+        "step": report.step,
+        "verdict": str(summary.verdict),
+        "at": summary.at.isoformat(),
+        "duration_s": round(elapsed.total_seconds(), 3),
+        "metrics": [
+            {
+                "name": m.name,
+                "verdict": str(m.verdict),
+                "value": m.value,
+                "stable": m.stable,
+                "threshold": m.threshold,
+                "reason": m.reason,
+            }
+            for m in summary.metrics
+        ],
+    }
+    if report.capacity is not None:
+        fields["capacity"] = _sample_fields(report.capacity)
+        fields["demand"] = _sample_fields(report.demand)
+    level("analysis evaluated", **fields)
+
+
+__all__ = ["AnalysisReport", "AnalysisRunner", "Clock", "OnResult", "Sleep", "utc_now"]

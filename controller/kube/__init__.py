@@ -1,0 +1,69 @@
+"""The only part of ptc that talks to the Kubernetes API (kr8s async underneath).
+
+- :class:`Kube` — connect, reads, writes (scale subresource, Service patch with optimistic
+  concurrency, Deployment delete), best-effort Events, Leases, and shared :class:`Informer`\\ s.
+- Frozen views: :class:`PodInfo`, :class:`DeploymentInfo`, :class:`ServiceInfo`,
+  :class:`EndpointSliceInfo` / :class:`EndpointInfo`, :class:`LeaseInfo`, :class:`ObjectRef`.
+- Errors: :class:`KubeError` > :class:`NotFound`, :class:`Conflict`, :class:`Forbidden`
+  (> :class:`Unauthorized`), :class:`Invalid`, :class:`Gone`, :class:`Unavailable`.
+- :data:`PERMISSIONS` — the exact RBAC the adapter needs.
+
+Modules: ``client`` (Kube), ``informer``, ``transport`` (kr8s, timeouts, error translation),
+``policy`` (timeouts, retries, backoff), ``types``, ``errors``, ``resources``, ``permissions``.
+"""
+
+from controller.kube.client import Kube, selector_string
+from controller.kube.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    KubeError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from controller.kube.informer import ADDED, DELETED, MODIFIED, Informer, InformerStats
+from controller.kube.permissions import PERMISSIONS, Permission
+from controller.kube.policy import KubePolicy
+from controller.kube.resources import Kind
+from controller.kube.types import (
+    DeploymentInfo,
+    EndpointInfo,
+    EndpointSliceInfo,
+    FrozenMap,
+    LeaseInfo,
+    ObjectRef,
+    PodInfo,
+    ServiceInfo,
+)
+
+__all__ = [
+    "ADDED",
+    "DELETED",
+    "MODIFIED",
+    "PERMISSIONS",
+    "Conflict",
+    "DeploymentInfo",
+    "EndpointInfo",
+    "EndpointSliceInfo",
+    "Forbidden",
+    "FrozenMap",
+    "Gone",
+    "Informer",
+    "InformerStats",
+    "Invalid",
+    "Kind",
+    "Kube",
+    "KubeError",
+    "KubePolicy",
+    "LeaseInfo",
+    "NotFound",
+    "ObjectRef",
+    "Permission",
+    "PodInfo",
+    "ServiceInfo",
+    "Unauthorized",
+    "Unavailable",
+    "selector_string",
+]

@@ -1,0 +1,44 @@
+"""Structured logging: JSON lines in a cluster (stdout not a TTY), readable lines in a terminal.
+
+Every reconciler binds `rollout`, `namespace`, `phase` and `step` in contextvars, so each line a
+rollout's task logs carries them without passing a logger around.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+Format = Literal["auto", "json", "console"]
+
+
+def configure_logging(fmt: Format = "auto", level: str = "info") -> None:
+    """Configure structlog (and stdlib logging underneath) once per process."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}: use debug, info, warning or error")
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(message)s"
+    )

@@ -1,0 +1,564 @@
+"""One rollout's reconciler: observe from the caches, `decide()`, execute the one action, repeat.
+
+Woken by watch events (its Deployments, their Pods, its Service and EndpointSlices), analysis
+results and timers; it never polls the API server. Reads come from the informers' caches; after
+a write, the written value is trusted until the watch echoes it (so a lagging cache never makes
+the reconciler repeat an action). The state goes to the Service annotation before anything acts
+on it; a scale is an absolute count, so repeating one after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from controller.analysis.evaluate import AnalysisSummary, Verdict
+from controller.analysis.provider import Provider
+from controller.analysis.runner import AnalysisReport, AnalysisRunner
+from controller.config.model import Rollout
+from controller.kube import (
+    Conflict,
+    DeploymentInfo,
+    EndpointSliceInfo,
+    Informer,
+    Kube,
+    KubeError,
+    NotFound,
+    ObjectRef,
+    PodInfo,
+    ServiceInfo,
+)
+from controller.metrics import Metrics
+from controller.plan import Limits, place
+from controller.preflight import check_world, probe_pods
+from controller.rollout import (
+    Command,
+    CommandKind,
+    Decision,
+    DeleteDeployment,
+    DeploymentView,
+    Endpoints,
+    Observed,
+    PatchService,
+    Persist,
+    PreflightResult,
+    RunPreflight,
+    Scale,
+    Wait,
+    decide,
+    shared_selector,
+)
+from controller.state import (
+    COMMAND_ANNOTATION,
+    STATE_ANNOTATION,
+    Phase,
+    RolloutState,
+    StateError,
+    decode_state,
+    encode_state,
+)
+
+log = structlog.get_logger("ptc.reconciler")
+
+ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.HOLDING, Phase.FLIPPING, Phase.BAKING, Phase.PAUSED)
+ERROR_BACKOFF = (1.0, 30.0)  # seconds: first retry after an API failure, cap
+
+
+class Caches:
+    """The informers of one namespace."""
+
+    def __init__(
+        self,
+        pods: Informer[PodInfo],
+        deployments: Informer[DeploymentInfo],
+        services: Informer[ServiceInfo],
+        endpointslices: Informer[EndpointSliceInfo],
+    ) -> None:
+        self.pods = pods
+        self.deployments = deployments
+        self.services = services
+        self.endpointslices = endpointslices
+
+
+def parse_command(raw: str | None) -> Command | None:
+    """The command annotation (JSON ``{"kind", "id", "by"}``); None if absent or malformed."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return Command(CommandKind(data["kind"]), id=str(data["id"]), by=str(data.get("by", "?")))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class RolloutReconciler:
+    """Drives one rollout; `run()` until `stop()`."""
+
+    def __init__(
+        self,
+        spec: Rollout,
+        kube: Kube,
+        caches: Caches,
+        provider: Provider | None,
+        metrics: Metrics,
+        *,
+        identity: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        may_write: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.spec = spec
+        self.kube = kube
+        self.caches = caches
+        self.provider = provider
+        self.metrics = metrics
+        self.identity = identity
+        self.clock = clock
+        self.may_write = may_write
+        self.wake = asyncio.Event()
+        self._stopping = False
+        self._own_service: ServiceInfo | None = None
+        self._pending_scale: dict[str, int] = {}
+        self._preflight: PreflightResult | None = None
+        self._report: AnalysisReport | None = None
+        self._runner: AnalysisRunner | None = None
+        self._last_decision: Decision | None = None
+        self._last_problem: str | None = None
+        self._last_wait_reason: str | None = None
+        self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def interested(self, kind: str, obj: Any) -> bool:
+        """Whether a watch event concerns this rollout."""
+        s = self.spec
+        if kind == "deployments":
+            return bool(obj.name in (s.stable.deployment, s.canary.deployment))
+        if kind == "pods":
+            return bool(obj.deployment in (s.stable.deployment, s.canary.deployment))
+        if kind == "services":
+            return bool(obj.name == s.service)
+        if kind == "endpointslices":
+            return bool(obj.service == s.service)
+        return False
+
+    def on_event(self, kind: str, event_type: str, obj: Any) -> None:
+        """Informer callback: drop trusted local copies the watch has caught up with; wake."""
+        own = self._own_service
+        if kind == "services" and own is not None and obj.resource_version == own.resource_version:
+            self._own_service = None
+        if kind == "deployments":
+            want = self._pending_scale.get(obj.name)
+            if want is not None and obj.spec_replicas == want:
+                self._pending_scale.pop(obj.name, None)
+        self.wake.set()
+
+    async def _on_report(self, report: AnalysisReport) -> None:
+        self._report = report
+        for m in report.summary.metrics:
+            self.metrics.verdicts.labels(
+                self.spec.namespace, self.spec.name, m.name, m.verdict.value
+            ).inc()
+            if m.value is not None:
+                self.metrics.analysis_value.labels(
+                    self.spec.namespace, self.spec.name, m.name, "canary"
+                ).set(m.value)
+            if m.stable is not None:
+                self.metrics.analysis_value.labels(
+                    self.spec.namespace, self.spec.name, m.name, "stable"
+                ).set(m.stable)
+        self.wake.set()
+
+    def stop(self) -> None:
+        """Ask the loop to end after the action in flight."""
+        self._stopping = True
+        self.wake.set()
+
+    # -- observation -----------------------------------------------------------------------
+
+    def service(self) -> ServiceInfo | None:
+        """The Service as last written by us (until echoed) or as the cache has it."""
+        return self._own_service or self.caches.services.get(self.spec.service)
+
+    def _view(self, name: str) -> tuple[DeploymentView, DeploymentInfo | None]:
+        dep = self.caches.deployments.get(name)
+        if dep is None:
+            return DeploymentView(exists=False), None
+        spec_replicas = self._pending_scale.get(name, dep.spec_replicas)
+        ready = sum(
+            1
+            for p in self.caches.pods.items()
+            if p.deployment == name and p.ready and not p.terminating
+        )
+        return DeploymentView(True, spec_replicas, ready), dep
+
+    def observe(self, svc: ServiceInfo) -> Observed:
+        """Everything decide() needs, from the caches (no API calls)."""
+        stable, _ = self._view(self.spec.stable.deployment)
+        canary, _ = self._view(self.spec.canary.deployment)
+        by_ip: dict[str, str | None] = {}
+        for s in self.caches.endpointslices.items():
+            if s.service != self.spec.service:
+                continue
+            for e in s.endpoints:
+                if e.ready and not e.terminating:
+                    by_ip[e.ip] = e.pod
+        pods = {p.name: p for p in self.caches.pods.items()}
+        counts = {"canary": 0, "stable": 0, "other": 0}
+        for pod_name in by_ip.values():
+            pod = pods.get(pod_name) if pod_name else None
+            owner = pod.deployment if pod else None
+            if owner == self.spec.canary.deployment:
+                counts["canary"] += 1
+            elif owner == self.spec.stable.deployment:
+                counts["stable"] += 1
+            else:
+                counts["other"] += 1
+        capacity = demand = None
+        if self._report is not None:
+            capacity, demand = self._report.capacity, self._report.demand
+        return Observed(
+            stable=stable,
+            canary=canary,
+            selector=dict(svc.selector),
+            endpoints=Endpoints(**counts),
+            preflight=self._preflight,
+            capacity=capacity,
+            demand=demand,
+        )
+
+    def _summary(self, state: RolloutState | None) -> AnalysisSummary | None:
+        report = self._report
+        if (
+            report is None
+            or state is None
+            or report.step != min(state.step, len(self.spec.steps) - 1)
+        ):
+            return None
+        return report.summary
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile until stopped."""
+        structlog.contextvars.bind_contextvars(
+            rollout=self.spec.name, namespace=self.spec.namespace
+        )
+        failures = 0
+        try:
+            while not self._stopping:
+                self.wake.clear()
+                try:
+                    wait = await self.reconcile_once()
+                    failures = 0
+                except Conflict:
+                    self._log.info("state changed under us; re-reading the Service")
+                    await self._refresh_service()
+                    continue
+                except KubeError as exc:
+                    failures += 1
+                    self.metrics.api_errors.labels(type(exc).__name__).inc()
+                    delay = min(ERROR_BACKOFF[0] * 2 ** (failures - 1), ERROR_BACKOFF[1])
+                    delay *= random.uniform(0.8, 1.2)
+                    self._log.warning(
+                        "api error; retrying", error=str(exc), retry_in=round(delay, 1)
+                    )
+                    await self._sleep(delay)
+                    continue
+                if wait is not None:
+                    await self._wait(wait)
+        finally:
+            if self._runner is not None:
+                await self._runner.stop()
+                self._runner = None
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+
+    async def _wait(self, wait: Wait) -> None:
+        if wait.until is None:
+            await self.wake.wait()
+            return
+        seconds = (wait.until - self.clock()).total_seconds()
+        if seconds > 0:
+            await self._sleep(seconds)
+
+    async def _refresh_service(self) -> None:
+        with contextlib.suppress(NotFound):
+            self._own_service = await self.kube.get_service(self.spec.namespace, self.spec.service)
+
+    async def reconcile_once(self) -> Wait | None:
+        """One decide() and its action; the Wait to sleep on, or None to go again at once."""
+        svc = self.service()
+        if svc is None:
+            return self._problem(f"Service {self.spec.namespace}/{self.spec.service} not found")
+        state: RolloutState | None = None
+        raw_state = svc.annotations.get(STATE_ANNOTATION)
+        if raw_state:
+            try:
+                state = decode_state(raw_state)
+            except StateError as exc:
+                return self._problem(f"cannot read {STATE_ANNOTATION}: {exc}")
+        self._sync_runner(state)
+        observed = self.observe(svc)
+        now = self.clock()
+        command = parse_command(svc.annotations.get(COMMAND_ANNOTATION))
+        decision = decide(self.spec, state, observed, self._summary(state), now, command)
+        self._last_decision = decision
+        self._last_problem = None
+        if not self.may_write() and not isinstance(decision.action, Wait | RunPreflight):
+            return Wait(None)  # a follower watches but never writes
+        structlog.contextvars.bind_contextvars(
+            phase=decision.state.phase.value, step=decision.state.step
+        )
+        await self._execute(decision, svc, state, observed)
+        self._export(decision.state, observed)
+        return decision.action if isinstance(decision.action, Wait) else None
+
+    def _problem(self, message: str) -> Wait:
+        if message != self._last_problem:
+            self._log.warning(message)
+            self._last_problem = message
+        return Wait(None)
+
+    async def _execute(
+        self,
+        decision: Decision,
+        svc: ServiceInfo,
+        old: RolloutState | None,
+        observed: Observed,
+    ) -> None:
+        action = decision.action
+        new_state = replace(decision.state, writer=self.identity)
+        name = type(action).__name__
+        started = time.perf_counter()
+        if isinstance(action, RunPreflight):
+            await self._run_preflight(svc, observed)
+            return
+        if isinstance(action, Wait):
+            if decision.reason != self._last_wait_reason:
+                self._log.info("waiting", reason=decision.reason, until=_iso(action.until))
+                self._last_wait_reason = decision.reason
+            return
+        self._last_wait_reason = None
+        if isinstance(action, Scale):
+            await self.kube.scale(self.spec.namespace, action.deployment, action.replicas)
+            self._pending_scale[action.deployment] = action.replicas
+            await self._persist(svc, new_state)
+        elif isinstance(action, DeleteDeployment):
+            with contextlib.suppress(NotFound):
+                await self.kube.delete_deployment(self.spec.namespace, action.deployment)
+            await self._persist(svc, new_state)
+        elif isinstance(action, PatchService):
+            self._own_service = await self.kube.patch_service(
+                self.spec.namespace,
+                self.spec.service,
+                resource_version=svc.resource_version,
+                selector=action.selector,
+                annotations={STATE_ANNOTATION: encode_state(new_state)},
+            )
+        elif isinstance(action, Persist):
+            await self._persist(svc, new_state)
+        self.metrics.actions.labels(name).observe(time.perf_counter() - started)
+        self._log.info(
+            decision.state.history[-1].decision if decision.state.history else name,
+            action=name,
+            reason=decision.reason,
+            phase=decision.state.phase.value,
+            step=decision.state.step,
+        )
+        if decision.event is not None:
+            if decision.event.reason == "RollbackStarted":
+                self.metrics.rollbacks.labels(self.spec.namespace, self.spec.name).inc()
+            await self.kube.emit_event(
+                self.spec.namespace,
+                ObjectRef("Service", self.spec.namespace, self.spec.service, svc.uid),
+                decision.event.type.value,
+                decision.event.reason,
+                decision.event.message,
+            )
+
+    async def _persist(self, svc: ServiceInfo, state: RolloutState) -> None:
+        current = self.service() or svc
+        self._own_service = await self.kube.patch_service(
+            self.spec.namespace,
+            self.spec.service,
+            resource_version=current.resource_version,
+            annotations={STATE_ANNOTATION: encode_state(state)},
+        )
+
+    async def _run_preflight(self, svc: ServiceInfo, observed: Observed) -> None:
+        now = self.clock()
+        shared = shared_selector(self.spec, svc.selector)
+        findings = check_world(
+            self.spec,
+            shared,
+            self.caches.deployments.get(self.spec.stable.deployment),
+            self.caches.deployments.get(self.spec.canary.deployment),
+            self.caches.pods.items(),
+        )
+        for warning in findings.warnings:
+            self._log.warning("preflight warning", warning=warning)
+        problems = list(findings.problems)
+        if not problems and not findings.waiting:
+            problems.extend(await probe_pods(self.spec, findings.probe_targets))
+        self._preflight = PreflightResult(now, tuple(problems), findings.waiting)
+        self._log.info(
+            "preflight",
+            problems=list(problems),
+            waiting=list(findings.waiting),
+            probed=len(findings.probe_targets),
+        )
+
+    def _sync_runner(self, state: RolloutState | None) -> None:
+        """Run analysis while the rollout carries canary traffic; judge the state's step."""
+        active = state is not None and state.phase in ANALYSIS_PHASES and not self._stopping
+        if self.provider is None or not (
+            self.spec.analysis.metrics or self.spec.analysis.capacity_gate
+        ):
+            return
+        if active and state is not None:
+            step = min(state.step, len(self.spec.steps) - 1)
+            if self._runner is None:
+                self._runner = AnalysisRunner(
+                    self.spec, self.provider, self._on_report, step=step, clock=self.clock
+                )
+                self._runner.start()
+            elif self._runner.step != step:
+                self._runner.set_step(step)
+        elif self._runner is not None:
+            runner, self._runner = self._runner, None
+            asyncio.get_running_loop().create_task(
+                runner.stop(), name=f"stop-runner:{self.spec.name}"
+            )
+
+    def _export(self, state: RolloutState, observed: Observed) -> None:
+        ns, name = self.spec.namespace, self.spec.name
+        self.metrics.set_phase(ns, name, state.phase)
+        self.metrics.step.labels(ns, name).set(state.step)
+        total = observed.endpoints.canary + observed.endpoints.stable
+        actual = 100.0 * observed.endpoints.canary / total if total else 0.0
+        self.metrics.weight_actual.labels(ns, name).set(actual)
+        self.metrics.weight_desired.labels(ns, name).set(self.desired_weight(state))
+
+    def desired_weight(self, state: RolloutState | None) -> float:
+        """The weight the current phase asks for (split weight, 100 after the flip)."""
+        if state is None or state.phase in (Phase.PENDING, Phase.PREFLIGHT, Phase.FAILED):
+            return 0.0
+        if state.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
+            return 0.0
+        if state.step >= len(self.spec.steps) or state.phase in (
+            Phase.FLIPPING,
+            Phase.BAKING,
+            Phase.SCALING_DOWN,
+            Phase.COMPLETED,
+        ):
+            return 100.0
+        limits = Limits.for_rollout(self.spec, state.replicas or self.spec.replicas or 1)
+        split = place(self.spec.steps[state.step].weight, limits, self.spec.weight_tolerance).split
+        return split.weight if split else 0.0
+
+    # -- status for the API ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The rollout as /api/v1/rollouts shows it."""
+        svc = self.service()
+        state: RolloutState | None = None
+        error = None
+        if svc is not None and svc.annotations.get(STATE_ANNOTATION):
+            try:
+                state = decode_state(svc.annotations[STATE_ANNOTATION])
+            except StateError as exc:
+                error = str(exc)
+        observed = self.observe(svc) if svc is not None else None
+        total = (observed.endpoints.canary + observed.endpoints.stable) if observed else 0
+        report = self._report
+        return {
+            "name": self.spec.name,
+            "namespace": self.spec.namespace,
+            "service": self.spec.service,
+            "stable": self.spec.stable.deployment,
+            "canary": self.spec.canary.deployment,
+            "phase": state.phase.value if state else None,
+            "step": state.step if state else None,
+            "steps": len(self.spec.steps),
+            "attempt": state.attempt if state else None,
+            "message": state.message if state else (error or self._last_problem or ""),
+            "waiting": self._last_decision.reason if self._last_decision else None,
+            "weight": {
+                "desired": self.desired_weight(state),
+                "actual": round(100.0 * observed.endpoints.canary / total, 2)
+                if observed and total
+                else 0.0,
+            },
+            "replicas": {
+                "stable": {
+                    "spec": observed.stable.spec_replicas,
+                    "ready": observed.stable.ready_replicas,
+                }
+                if observed
+                else None,
+                "canary": {
+                    "spec": observed.canary.spec_replicas,
+                    "ready": observed.canary.ready_replicas,
+                }
+                if observed
+                else None,
+            },
+            "selector": dict(svc.selector) if svc else None,
+            "analysis": None
+            if report is None
+            else {
+                "at": _iso(report.summary.at),
+                "step": report.step,
+                "verdict": report.summary.verdict.value,
+                "metrics": [
+                    {
+                        "name": m.name,
+                        "verdict": m.verdict.value,
+                        "value": m.value,
+                        "stable": m.stable,
+                        "threshold": m.threshold,
+                        "reason": m.reason,
+                    }
+                    for m in report.summary.metrics
+                ],
+            },
+            "decisions": [
+                {
+                    "at": _iso(r.at),
+                    "phase": r.phase,
+                    "step": r.step,
+                    "decision": r.decision,
+                    "reason": r.reason,
+                    "by": r.by,
+                    "metrics": [
+                        {
+                            "name": m.name,
+                            "verdict": m.verdict,
+                            "value": m.value,
+                            "threshold": m.threshold,
+                        }
+                        for m in r.metrics
+                    ],
+                }
+                for r in (state.history[-10:] if state else ())
+            ],
+            "writer": state.writer if state else None,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+__all__ = ["Caches", "RolloutReconciler", "Verdict", "parse_command"]

@@ -1,0 +1,197 @@
+"""A scenario harness: the sandbox with real Prometheus, the controller, an invariant monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kr8s._api import Api as _KrApi
+
+from controller.config.model import Config
+from controller.daemon import Controller, DaemonOptions
+from controller.sandbox.invariants import InvariantMonitor
+from controller.sandbox.scenarios import zai_proxy_scenario
+from controller.sandbox.world import Sandbox, SandboxOptions
+from controller.sandbox.zaiproxy import ProxyTuning
+
+NS, SERVICE, STABLE, CANARY = "devpod", "zai-proxy", "zai-proxy", "zai-proxy-v2"
+FAST = ProxyTuning(retry_backoff=0.001, max_queue_wait=0.05, adjustment_window=1.0)
+
+BAD_GATEWAY = {
+    "name": "bad-gateway-ratio",
+    "counterRatio": {"metric": "zai_proxy_requests_total", "numerator": {"status_code": "502"}},
+    "max": 0.05,
+    "for": "2s",
+}
+RATE_LIMITED = {
+    "name": "rate-limited-ratio",
+    "counterRatio": {"metric": "zai_proxy_requests_total", "numerator": {"status_code": "429"}},
+    "max": 0.10,
+    "for": "2s",
+    "compare": {"factor": 1.5, "slack": 0.02},
+}
+
+
+def rollout_spec(**overrides: Any) -> dict[str, Any]:
+    """The seed's rollout with durations shortened for tests."""
+    spec: dict[str, Any] = {
+        "name": "zai-proxy",
+        "namespace": NS,
+        "service": SERVICE,
+        "sharedSelector": {"app": "zai-proxy"},
+        "stable": {"deployment": STABLE},
+        "canary": {"deployment": CANARY, "version": "v2"},
+        "replicas": 4,
+        "maxSurge": 1,
+        "maxUnavailable": 0,
+        "steps": [
+            {"weight": 25, "hold": "3s"},
+            {"weight": 50, "hold": "3s"},
+            {"weight": 75, "hold": "3s"},
+        ],
+        "flip": {"bake": "3s"},
+        "retention": {"scaleDownDelay": "2s"},
+        "analysis": {
+            "interval": "1s",
+            "window": "5s",
+            "minRequests": 5,
+            "maxHold": "60s",
+            "metrics": [BAD_GATEWAY],
+        },
+        "rollback": {"cooldown": "1s"},
+        "preflight": {"expectMetrics": ["zai_proxy_requests_total"]},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@dataclass
+class World:
+    """What a scenario test gets."""
+
+    sandbox: Sandbox
+    monitor: InvariantMonitor
+
+    def service(self) -> dict[str, Any]:
+        return self.sandbox.api.get("services", SERVICE, NS)
+
+    def state(self) -> dict[str, Any] | None:
+        raw = (self.service()["metadata"].get("annotations") or {}).get("ptc.dev/state")
+        return json.loads(raw) if raw else None
+
+    def replicas(self, deployment: str) -> tuple[int, int]:
+        dep = self.sandbox.api.get("deployments", deployment, NS)
+        return dep["spec"]["replicas"], (dep.get("status") or {}).get("readyReplicas", 0)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            e
+            for kind in ("events", "events.k8s.io/v1/Event")
+            for e in self._list(kind)
+            if (e.get("involvedObject") or e.get("regarding") or {}).get("name") == SERVICE
+        ]
+
+    def _list(self, kind: str) -> list[dict[str, Any]]:
+        try:
+            return self.sandbox.api.list(kind, NS)
+        except Exception:
+            return []
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any] | None], bool], timeout: float, what: str
+    ) -> dict[str, Any] | None:
+        """Wait until predicate(state) holds; fail on an invariant violation or the timeout."""
+        watch = self.sandbox.api.store.watch(None, NS, cuttable=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                state = self.state()
+                if self.monitor.violations:
+                    raise AssertionError(f"invariant violated: {self.monitor.violations[0]}")
+                if predicate(state):
+                    return state
+                left = deadline - loop.time()
+                if left <= 0:
+                    phase = state and (state.get("phase"), state.get("step"), state.get("message"))
+                    raise AssertionError(f"timed out waiting for {what}; last state: {phase}")
+                await watch.next(min(left, 0.2))
+        finally:
+            watch.close()
+
+    async def wait_phase(self, *phases: str, timeout: float = 90.0) -> dict[str, Any]:
+        state = await self.wait_for(
+            lambda s: s is not None and s.get("phase") in phases, timeout, f"phase {phases}"
+        )
+        assert state is not None
+        return state
+
+
+@asynccontextmanager
+async def sandbox_world(
+    tmp_path: Path,
+    *,
+    stable_replicas: int = 4,
+    canary_rate_limit_initial: float = 500,
+    stable_rate_limit_initial: float = 500,
+    traffic_rate: float = 60,
+    prometheus: bool = True,
+    floor: int = 4,
+    canary_env: dict[str, str] | None = None,
+) -> AsyncIterator[World]:
+    """The zai-proxy scenario with Prometheus and the invariant monitor running."""
+    _KrApi._instances.clear()
+    options = SandboxOptions(
+        workdir=tmp_path / "sandbox",
+        ready_delay=0.3,
+        termination_grace=0.3,
+        traffic_rate=traffic_rate,
+        prometheus=prometheus,
+        scrape_interval=1.0,
+        seed=11,
+        tuning=FAST,
+    )
+    async with Sandbox(options) as sandbox:
+        await zai_proxy_scenario(
+            sandbox,
+            stable_replicas=stable_replicas,
+            canary_rate_limit_initial=canary_rate_limit_initial,
+            stable_rate_limit_initial=stable_rate_limit_initial,
+            canary_env=canary_env,
+        )
+        monitor = InvariantMonitor(sandbox, NS, SERVICE, STABLE, CANARY, floor)
+        monitor.start()
+        try:
+            yield World(sandbox, monitor)
+        finally:
+            await monitor.stop()
+    _KrApi._instances.clear()
+
+
+@asynccontextmanager
+async def running_controller(world: World, spec: dict[str, Any]) -> AsyncIterator[Controller]:
+    """The controller in-process against the world, stopped cleanly afterwards."""
+    sandbox = world.sandbox
+    assert sandbox.kubeconfig is not None
+    prometheus = {"url": sandbox.prometheus.url, "timeout": "2s"} if sandbox.prometheus else {}
+    config = Config.model_validate({"prometheus": prometheus, "rollouts": [spec]})
+    controller = Controller(
+        config,
+        DaemonOptions(
+            kubeconfig=str(sandbox.kubeconfig),
+            listen_host="127.0.0.1",
+            listen_port=0,
+            identity="test-controller",
+        ),
+    )
+    task = asyncio.create_task(controller.run(), name="controller")
+    try:
+        yield controller
+    finally:
+        controller.stop()
+        await asyncio.wait_for(task, timeout=30)
