@@ -222,6 +222,19 @@ def evaluate(
     return AnalysisSummary(now, worst([r.verdict for r in results]), tuple(results))
 
 
+def without_stable_baseline(summary: AnalysisSummary, metrics: Sequence[Metric]) -> AnalysisSummary:
+    """The summary once stable serves no traffic (after the flip).
+
+    A metric judged only against stable (``compare`` without ``max``/``min``) has no baseline
+    then; it stays in the record but no longer counts towards the overall verdict.
+    """
+    relative = {
+        m.name for m in metrics if m.compare is not None and m.max is None and m.min is None
+    }
+    counted = [r.verdict for r in summary.metrics if r.name not in relative]
+    return AnalysisSummary(summary.at, worst(counted), summary.metrics, summary.capacity)
+
+
 def _secs(delta: timedelta) -> str:
     return f"{delta.total_seconds():g}s"
 
@@ -273,5 +286,6 @@ __all__ = [
     "check_capacity",
     "evaluate",
     "judge",
+    "without_stable_baseline",
     "worst",
 ]

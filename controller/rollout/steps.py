@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from controller.analysis.evaluate import CapacityResult, Sample, Verdict, check_capacity
+from controller.analysis.evaluate import (
+    CapacityResult,
+    Sample,
+    Verdict,
+    check_capacity,
+    without_stable_baseline,
+)
 from controller.config.model import Policy
 from controller.plan import Blocked, Move, Role, Split, flip_split, next_move, place
 from controller.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx, dur, pinned_selector
@@ -219,6 +225,9 @@ def flipping(ctx: Ctx) -> Decision:
 
 
 def baking(ctx: Ctx) -> Decision:
+    if ctx.verdicts is not None:
+        # Stable serves nothing after the flip: metrics judged only against it cannot count.
+        ctx.verdicts = without_stable_baseline(ctx.verdicts, ctx.spec.analysis.metrics)
     failed = _analysis_failed(ctx)
     if failed is not None:
         return failed

@@ -13,6 +13,7 @@ from controller.analysis.evaluate import (
     check_capacity,
     evaluate,
     judge,
+    without_stable_baseline,
     worst,
 )
 from controller.config.model import CapacityGate, Metric
@@ -162,6 +163,23 @@ def test_stable_query_error_is_an_error_not_a_judgement_on_max_alone() -> None:
         min_requests=50,
     )
     assert got is Verdict.ERROR and "stable query failed" in reason
+
+
+def test_after_the_flip_compare_only_metrics_do_not_count() -> None:
+    p95 = metric(name="p95", compare={"factor": 2.0})
+    errors = metric(name="errors", max=0.05)
+    summary = evaluate(
+        [p95, errors],
+        {
+            "p95": Measurement("p95", Sample(0.5, 100), Sample(None)),
+            "errors": Measurement("errors", Sample(0.0, 100)),
+        },
+        50,
+        T0,
+    )
+    assert summary.verdict is Verdict.INCONCLUSIVE  # no stable baseline for p95
+    after = without_stable_baseline(summary, [p95, errors])
+    assert after.verdict is Verdict.PASS and len(after.metrics) == 2
 
 
 def test_overall_is_the_worst_and_unmeasured_is_an_error() -> None:
