@@ -215,6 +215,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_command(args: argparse.Namespace) -> int:
+    """Send a manual command to a running controller and wait for its acknowledgement."""
+    import asyncio
+
+    from controller.commands import CommandError, RolloutNotFound, send_command
+    from controller.kube import KubeError
+    from controller.rollout import CommandKind
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    try:
+        result = asyncio.run(
+            send_command(
+                CommandKind(args.command),
+                args.rollout,
+                args.namespace,
+                kubeconfig=args.kubeconfig,
+                timeout=args.timeout,
+                by=args.by,
+            )
+        )
+    except RolloutNotFound as exc:
+        print(f"ptc {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (CommandError, KubeError) as exc:
+        print(f"ptc {args.command}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    verdict = "applied" if result.applied else "refused"
+    print(f"{args.command} {verdict}: rollout {args.rollout} is {result.phase}: {result.message}")
+    return EXIT_OK if result.applied else EXIT_RUNTIME
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the sandbox until interrupted."""
     import asyncio
@@ -246,6 +278,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+COMMAND_HELP = {
+    "promote": "skip the current hold, gate or bake and go on",
+    "abort": "roll back now",
+    "pause": "stop progressing (analysis still rolls back on a breach)",
+    "resume": "go on after a pause",
+    "retry": "start again after a rollback (cooldown and maxAttempts apply)",
+}
+
+
+def _command_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rollout", metavar="ROLLOUT", help="the rollout's name in the config")
+    p.add_argument("--namespace", "-n", default="default", help="its namespace (default)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the ack (30)")
+    p.add_argument("--by", help="who gives the command (default: user@host)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,6 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="info", help="debug, info, warning or error")
     p.set_defaults(func=cmd_run)
+
+    for name, summary in COMMAND_HELP.items():
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=(
+                f"{summary[0].upper()}{summary[1:]}. Writes the ptc.dev/command annotation on "
+                "the rollout's Service and waits until the controller acknowledges it in the "
+                "state, then prints the phase. Exit 0 applied, 1 refused or not acknowledged, "
+                "2 unknown rollout."
+            ),
+        )
+        _command_args(p)
+        p.set_defaults(func=cmd_command)
 
     p = sub.add_parser(
         "sandbox",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import socket
 from collections.abc import Callable
@@ -19,7 +20,8 @@ import structlog
 
 from controller.analysis.prometheus import PrometheusProvider
 from controller.analysis.provider import Provider
-from controller.config.model import Config
+from controller.config import ConfigError, load_config
+from controller.config.model import Config, Rollout
 from controller.kube import Kube
 from controller.metrics import Metrics
 from controller.reconciler import Caches, RolloutReconciler
@@ -30,6 +32,7 @@ log = structlog.get_logger("ptc.daemon")
 KINDS = ("pods", "deployments", "services", "endpointslices")
 SYNC_TIMEOUT = 60.0
 STOP_GRACE = 20.0
+RELOAD_INTERVAL = 2.0  # seconds between looks at the config file
 
 
 @dataclass
@@ -70,6 +73,9 @@ class Controller:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
+        self.generation = 1
+        self._config_digest = _digest_file(options.config_source)
+        self.last_reload_error: str | None = None
 
     def rollouts(self) -> list[dict[str, Any]]:
         """Status of every rollout (for /api/v1/rollouts)."""
@@ -123,16 +129,7 @@ class Controller:
             )
             self.caches[ns] = caches
         for spec in rollouts:
-            reconciler = RolloutReconciler(
-                spec,
-                self.kube,
-                self.caches[spec.namespace],
-                self.provider,
-                self.metrics,
-                identity=self.options.identity,
-                clock=self.clock,
-            )
-            self.reconcilers.append(reconciler)
+            self.reconcilers.append(self._reconciler(spec))
         for ns, caches in self.caches.items():
             for kind in KINDS:
                 informer = getattr(caches, kind)
@@ -150,9 +147,124 @@ class Controller:
             config=self.options.config_source,
         )
         for reconciler in self.reconcilers:
-            task = asyncio.create_task(reconciler.run(), name=f"reconcile:{reconciler.spec.name}")
+            self._start_reconciler(reconciler)
+        if self.options.config_source:
+            task = asyncio.create_task(self._watch_config(), name="config-reload")
             task.add_done_callback(self._reconciler_ended)
             self._tasks.append(task)
+
+    def _start_reconciler(self, reconciler: RolloutReconciler) -> None:
+        task = asyncio.create_task(reconciler.run(), name=f"reconcile:{reconciler.spec.name}")
+        task.add_done_callback(self._reconciler_ended)
+        self._tasks.append(task)
+
+    # -- config hot reload ---------------------------------------------------------------
+
+    async def _watch_config(self) -> None:
+        """Look at the config file every few seconds; apply a valid change, refuse a bad one.
+
+        A ConfigMap mount changes by swapping a symlink, so the file is re-read through its
+        path each time and compared by content, not by inode or mtime.
+        """
+        path = self.options.config_source
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=RELOAD_INTERVAL)
+            digest = await asyncio.to_thread(_digest_file, path)
+            if digest is None or digest == self._config_digest:
+                continue
+            self._config_digest = digest
+            await self.reload(path)
+
+    async def reload(self, path: str) -> bool:
+        """Load `path` and apply it; False (last good config kept) if it is invalid."""
+        try:
+            loaded = load_config(path)
+        except ConfigError as exc:
+            self.last_reload_error = str(exc)
+            log.error(
+                "config reload refused; keeping the last good config",
+                file=path,
+                problems=[str(p) for p in exc.problems],
+            )
+            for reconciler in self.reconcilers:
+                await reconciler.emit(
+                    "Warning",
+                    "ConfigRejected",
+                    f"config reload refused, last good config (generation {self.generation}) "
+                    f"stays in force: " + "; ".join(str(p) for p in exc.problems)[:900],
+                )
+            return False
+        self.last_reload_error = None
+        self.generation += 1
+        self.metrics.config_generation.set(self.generation)
+        new = {(r.namespace, r.name): r for r in loaded.config.rollouts}
+        existing = {(r.spec.namespace, r.spec.name): r for r in self.reconcilers}
+        for key, reconciler in existing.items():
+            spec = new.get(key)
+            if spec is None:
+                log.warning(
+                    "rollout removed from the config; no longer managed (cluster left as it is)",
+                    rollout=key[1],
+                    namespace=key[0],
+                )
+                reconciler.stop()
+                self.reconcilers.remove(reconciler)
+                continue
+            outcome = reconciler.update_spec(spec, self.generation)
+            if outcome == "applied":
+                await reconciler.emit(
+                    "Normal", "ConfigApplied", f"config generation {self.generation} applied"
+                )
+            elif outcome == "deferred":
+                await reconciler.emit(
+                    "Warning",
+                    "ConfigDeferred",
+                    f"config generation {self.generation} names a new stable/canary; refused "
+                    "while the rollout in flight runs: it applies once that one has ended "
+                    "(abort it to apply sooner)",
+                )
+            log.info("config reloaded", rollout=key[1], outcome=outcome, generation=self.generation)
+        for key, spec in new.items():
+            if key not in existing and (
+                not self.options.namespaces or spec.namespace in self.options.namespaces
+            ):
+                await self._add_rollout(spec)
+        return True
+
+    async def _add_rollout(self, spec: Rollout) -> None:
+        assert self.kube is not None
+        if spec.namespace not in self.caches:
+            caches = Caches(
+                self.kube.informer("pods", spec.namespace),
+                self.kube.informer("deployments", spec.namespace),
+                self.kube.informer("services", spec.namespace),
+                self.kube.informer("endpointslices", spec.namespace),
+            )
+            self.caches[spec.namespace] = caches
+            for kind in KINDS:
+                informer = getattr(caches, kind)
+                informer.subscribe(self._router(spec.namespace, kind))
+                await informer.start()
+            for kind in KINDS:
+                await getattr(caches, kind).wait_synced(SYNC_TIMEOUT)
+        reconciler = self._reconciler(spec)
+        reconciler.generation = self.generation
+        self.reconcilers.append(reconciler)
+        self._start_reconciler(reconciler)
+        log.info("rollout added by a config reload", rollout=spec.name, namespace=spec.namespace)
+
+    def _reconciler(self, spec: Rollout) -> RolloutReconciler:
+        assert self.kube is not None
+        return RolloutReconciler(
+            spec,
+            self.kube,
+            self.caches[spec.namespace],
+            self.provider,
+            self.metrics,
+            identity=self.options.identity,
+            clock=self.clock,
+        )
 
     def _router(self, namespace: str, kind: str) -> Callable[[str, Any], None]:
         def route(event_type: str, obj: Any) -> None:
@@ -189,3 +301,14 @@ class Controller:
             await self.kube.close()
         await self.server.stop()
         log.info("controller stopped")
+
+
+def _digest_file(path: str) -> str | None:
+    """sha256 of the file's content; None when there is no file or it cannot be read."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return None

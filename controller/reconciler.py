@@ -56,6 +56,7 @@ from controller.rollout import (
     Wait,
     decide,
     shared_selector,
+    target_hash,
 )
 from controller.state import (
     COMMAND_ANNOTATION,
@@ -133,6 +134,9 @@ class RolloutReconciler:
         self._last_decision: Decision | None = None
         self._last_problem: str | None = None
         self._last_wait_reason: str | None = None
+        self._pending_spec: Rollout | None = None
+        self._pending_generation = 1
+        self.generation = 1  # the config generation this reconciler's spec comes from
         self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
 
     # -- wiring ----------------------------------------------------------------------------
@@ -175,6 +179,37 @@ class RolloutReconciler:
                 self.metrics.analysis_value.labels(
                     self.spec.namespace, self.spec.name, m.name, "stable"
                 ).set(m.stable)
+        self.wake.set()
+
+    def update_spec(self, spec: Rollout, generation: int) -> str:
+        """Take a reloaded spec: `applied`, or `deferred` while a rollout of another target runs.
+
+        Thresholds, steps and timings apply at the next evaluation. A new stable/canary is a
+        new rollout: refused while one is in flight (it finishes, or is aborted, on the spec it
+        started with) and applied as soon as the current one has ended.
+        """
+        if spec == self.spec:
+            self._pending_spec = None
+            return "unchanged"
+        svc = self.service()
+        state = None
+        if svc is not None and svc.annotations.get(STATE_ANNOTATION):
+            with contextlib.suppress(StateError):
+                state = decode_state(svc.annotations[STATE_ANNOTATION])
+        in_flight = state is not None and not state.phase.terminal
+        if in_flight and target_hash(spec) != target_hash(self.spec):
+            self._pending_spec = spec
+            self._pending_generation = generation
+            return "deferred"
+        self._apply_spec(spec, generation)
+        return "applied"
+
+    def _apply_spec(self, spec: Rollout, generation: int) -> None:
+        self.spec = spec
+        self.generation = generation
+        self._pending_spec = None
+        if self._runner is not None:
+            self._runner.update(spec)
         self.wake.set()
 
     def stop(self) -> None:
@@ -308,6 +343,9 @@ class RolloutReconciler:
                 state = decode_state(raw_state)
             except StateError as exc:
                 return self._problem(f"cannot read {STATE_ANNOTATION}: {exc}")
+        if self._pending_spec is not None and (state is None or state.phase.terminal):
+            self._log.info("applying the deferred config: a new rollout target")
+            self._apply_spec(self._pending_spec, self._pending_generation)
         self._sync_runner(state)
         observed = self.observe(svc)
         now = self.clock()
@@ -386,6 +424,19 @@ class RolloutReconciler:
                 decision.event.reason,
                 decision.event.message,
             )
+
+    async def emit(self, type_: str, reason: str, message: str) -> None:
+        """An Event on the rollout's Service (best effort)."""
+        svc = self.service()
+        if svc is None:
+            return
+        await self.kube.emit_event(
+            self.spec.namespace,
+            ObjectRef("Service", self.spec.namespace, self.spec.service, svc.uid),
+            type_,
+            reason,
+            message,
+        )
 
     async def _persist(self, svc: ServiceInfo, state: RolloutState) -> None:
         current = self.service() or svc
@@ -554,6 +605,8 @@ class RolloutReconciler:
                 for r in (state.history[-10:] if state else ())
             ],
             "writer": state.writer if state else None,
+            "configGeneration": self.generation,
+            "pendingConfig": self._pending_spec is not None,
         }
 
 

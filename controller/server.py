@@ -59,6 +59,8 @@ class Server:
             "identity": self.controller.options.identity,
             "leader": True,
             "rollouts": len(self.controller.reconcilers),
+            "configGeneration": self.controller.generation,
+            "lastReloadError": self.controller.last_reload_error,
         }
         return web.json_response(body, status=200 if ready else 503)
 

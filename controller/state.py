@@ -77,6 +77,7 @@ class RolloutState:
 
     phase: Phase
     target: str  # hash of what is being rolled out (service, stable, canary): a new one restarts
+    rollout: str = ""  # the rollout's name in the config (so `ptc promote NAME` finds it)
     spec_hash: str = ""
     step: int = 0
     replicas: int | None = None  # N, resolved when the rollout starts

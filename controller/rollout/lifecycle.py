@@ -19,9 +19,14 @@ def start(
     now: datetime,
     attempt: int,
 ) -> Decision:
-    base = RolloutState(phase=Phase.PENDING, target=target, spec_hash=spec.spec_hash())
-    if previous is not None and previous.target == target:
-        base = replace(base, history=previous.history, last_command=previous.last_command)
+    base = RolloutState(
+        phase=Phase.PENDING, target=target, spec_hash=spec.spec_hash(), rollout=spec.name
+    )
+    if previous is not None:
+        # A command already applied stays applied, even for a new rollout on the Service.
+        base = replace(base, last_command=previous.last_command)
+        if previous.target == target:
+            base = replace(base, history=previous.history)
     ctx = Ctx(spec, base, observed, None, now)
     return ctx.transition(
         Phase.PREFLIGHT,

@@ -173,20 +173,39 @@ async def sandbox_world(
     _KrApi._instances.clear()
 
 
+def config_document(world: World, *specs: dict[str, Any]) -> dict[str, Any]:
+    """A config file's content for the world (Prometheus URL filled in when there is one)."""
+    sandbox = world.sandbox
+    prometheus = {"url": sandbox.prometheus.url, "timeout": "2s"} if sandbox.prometheus else {}
+    return {"prometheus": prometheus, "rollouts": list(specs)}
+
+
 @asynccontextmanager
-async def running_controller(world: World, spec: dict[str, Any]) -> AsyncIterator[Controller]:
-    """The controller in-process against the world, stopped cleanly afterwards."""
+async def running_controller(
+    world: World,
+    spec: dict[str, Any],
+    *,
+    config_file: Path | None = None,
+    identity: str = "test-controller",
+) -> AsyncIterator[Controller]:
+    """The controller in-process against the world, stopped cleanly afterwards.
+
+    With `config_file`, the config is written there and watched for hot reloads.
+    """
     sandbox = world.sandbox
     assert sandbox.kubeconfig is not None
-    prometheus = {"url": sandbox.prometheus.url, "timeout": "2s"} if sandbox.prometheus else {}
-    config = Config.model_validate({"prometheus": prometheus, "rollouts": [spec]})
+    document = config_document(world, spec)
+    if config_file is not None:
+        config_file.write_text(json.dumps(document))
+    config = Config.model_validate(document)
     controller = Controller(
         config,
         DaemonOptions(
             kubeconfig=str(sandbox.kubeconfig),
             listen_host="127.0.0.1",
             listen_port=0,
-            identity="test-controller",
+            identity=identity,
+            config_source=str(config_file) if config_file else "",
         ),
     )
     task = asyncio.create_task(controller.run(), name="controller")

@@ -392,6 +392,20 @@ def test_a_new_target_waits_while_in_flight_and_restarts_when_done() -> None:
     assert fresh.state.phase is Phase.PREFLIGHT and fresh.state.target == target_hash(v3)
 
 
+def test_a_command_applied_before_a_new_rollout_is_not_applied_again() -> None:
+    driver = Driver(make_spec())
+    driver.run(Phase.PROGRESSING, first=True)
+    driver.step(cmd(CommandKind.ABORT))
+    driver.run(Phase.ROLLED_BACK)
+    v3 = make_spec(canary={"deployment": "zai-proxy-v3", "version": "v3"})
+    driver.spec = v3
+    started = driver.step(cmd(CommandKind.ABORT))  # the annotation still holds abort-1
+    assert started.state.phase is Phase.PREFLIGHT and started.state.last_command == "abort-1"
+    assert started.state.rollout == "zai-proxy"
+    d = driver.step(cmd(CommandKind.ABORT))
+    assert d.state.phase is not Phase.ROLLING_BACK
+
+
 def test_threshold_change_is_not_a_new_rollout() -> None:
     assert target_hash(make_spec()) == target_hash(make_spec(maxSurge=2))
 
