@@ -16,8 +16,8 @@ prometheus:
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
-demo: install
-	ptc plan config/zai-proxy.yaml
+demo: install prometheus
+	ptc demo
 
 test: install-test
 	$(PYTHON) -m pytest

@@ -247,6 +247,120 @@ def cmd_command(args: argparse.Namespace) -> int:
     return EXIT_OK if result.applied else EXIT_RUNTIME
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show rollouts: once, or live with --watch."""
+    import asyncio
+
+    from controller.kube import KubeError
+    from controller.status_source import StatusError
+
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    try:
+        return asyncio.run(_status(args))
+    except StatusError as exc:
+        print(f"ptc status: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if "no rollout named" in str(exc) else EXIT_RUNTIME
+    except KubeError as exc:
+        print(f"ptc status: Kubernetes API: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+async def _status(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    from datetime import UTC, datetime
+
+    from rich.console import Group
+    from rich.live import Live
+
+    from controller.kube import Kube
+    from controller.status import decisions_table, status_table
+    from controller.status_source import ClusterStatus, from_controller, select
+
+    kube: Kube | None = None
+    cluster: ClusterStatus | None = None
+    try:
+        if not args.controller:
+            kube = await Kube.connect(args.kubeconfig)
+            cluster = await _cluster_status(kube, args.namespace)
+
+        async def fetch() -> list[dict[str, Any]]:
+            if cluster is not None:
+                return select(cluster.documents(), args.rollout)
+            return select(await from_controller(args.controller), args.rollout)
+
+        console = Console(no_color=args.no_color, highlight=False)
+        if not console.is_terminal:
+            console = Console(no_color=True, highlight=False, width=max(console.width, 140))
+        if not args.watch:
+            docs = await fetch()
+            if args.output == "json":
+                print(json.dumps(docs if args.rollout is None else docs[0], indent=2))
+            elif args.output == "yaml":
+                _print_yaml(docs if args.rollout is None else docs[0])
+            else:
+                now = datetime.now(UTC)
+                console.print(status_table(docs, now))
+                for doc in docs:
+                    console.print(decisions_table(doc))
+            return EXIT_OK
+        with Live(console=console, auto_refresh=False, transient=False) as live:
+            while True:
+                docs = await fetch()
+                now = datetime.now(UTC)
+                live.update(
+                    Group(status_table(docs, now), *(decisions_table(d) for d in docs)),
+                    refresh=True,
+                )
+                if cluster is not None:
+                    cluster.changed.clear()
+                    # Woken by a watch event, or after the interval for the hold countdown.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(cluster.changed.wait(), timeout=args.interval)
+                else:
+                    await asyncio.sleep(args.interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        if kube is not None:
+            await kube.close()
+
+
+async def _cluster_status(kube: Any, namespace: str) -> Any:
+    from controller.status_source import ClusterStatus
+
+    cluster = ClusterStatus(kube, namespace)
+    await cluster.start()
+    return cluster
+
+
+def _print_yaml(data: Any) -> None:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(data, sys.stdout)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo: a complete rollout, then a rolled-back one, on the sandbox."""
+    import asyncio
+
+    from controller.demo import run_demo
+    from controller.log import configure_logging
+
+    if args.speed <= 0:
+        raise UsageError("--speed must be positive")
+    # The view shows what matters; the controller's own log only for problems.
+    configure_logging("console", "error")
+    color = not args.no_color and sys.stdout.isatty()
+    result = asyncio.run(
+        run_demo(speed=args.speed, color=color, prometheus=False if args.no_prometheus else None)
+    )
+    return EXIT_OK if result.ok else EXIT_RUNTIME
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the sandbox until interrupted."""
     import asyncio
@@ -385,6 +499,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", help="debug, info, warning or error")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser(
+        "status",
+        help="show rollouts: phase, step, weights, hold, analysis, why waiting",
+        description=(
+            "Show each rollout's phase, step k/n, desired vs actual weight, a progress bar for "
+            "the current hold, its analysis values against thresholds (✓ pass, ✗ fail, "
+            "? inconclusive, ! error), what it waits on, and its last decisions. Reads the state "
+            "from the cluster (the Services' ptc.dev/state annotations and the Deployments), or "
+            "from a controller's /api/v1/rollouts with --controller (which adds live analysis)."
+        ),
+    )
+    p.add_argument("rollout", nargs="?", metavar="ROLLOUT", help="only this rollout")
+    p.add_argument("--namespace", "-n", default="default", help="namespace to read (default)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    p.add_argument("--controller", metavar="URL", help="read from a controller's HTTP API")
+    p.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
+    p.add_argument("--watch", "-w", action="store_true", help="update in place until Ctrl-C")
+    p.add_argument("--interval", type=float, default=1.0, help="--watch refresh in seconds (1)")
+    p.add_argument("--no-color", action="store_true", help="plain text")
+    p.set_defaults(func=cmd_status)
+
     for name, summary in COMMAND_HELP.items():
         p = sub.add_parser(
             name,
@@ -398,6 +533,27 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _command_args(p)
         p.set_defaults(func=cmd_command)
+
+    p = sub.add_parser(
+        "demo",
+        help="watch ptc roll zai-proxy forward, then roll a bad version back (sandbox)",
+        description=(
+            "Start the sandbox with the seed's zai-proxy world and traffic, start the controller "
+            "in-process, and play two rollouts: v1 -> v2 completes (steps, a capacity hold while "
+            "v2 warms up, flip, bake, v1 scaled to 0 and kept), then v2 -> v3 starts answering "
+            "502s and is rolled back. Uses a real Prometheus if `prometheus` is installed, "
+            "else the direct provider (ptc scrapes the pods). About two minutes at --speed 1."
+        ),
+    )
+    p.add_argument("--speed", type=float, default=1.0, help="time compression (2 = twice as fast)")
+    p.add_argument("--scenario", choices=("zai-proxy",), default="zai-proxy", help="the world")
+    p.add_argument("--no-color", action="store_true", help="no colours")
+    p.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="use the direct provider even if Prometheus is installed",
+    )
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
         "sandbox",
@@ -442,6 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ptc` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from controller.log import configure_logging
+
+    # Quiet by default: only `ptc run` (and the demo) log at info.
+    configure_logging("auto", "warning")
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -14,6 +14,7 @@ import contextlib
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -38,7 +39,6 @@ from controller.kube import (
     ServiceInfo,
 )
 from controller.metrics import Metrics
-from controller.plan import Limits, place
 from controller.preflight import check_world, probe_pods
 from controller.rollout import (
     Command,
@@ -67,6 +67,7 @@ from controller.state import (
     decode_state,
     encode_state,
 )
+from controller.status import iso, status_document
 
 log = structlog.get_logger("ptc.reconciler")
 
@@ -136,6 +137,7 @@ class RolloutReconciler:
         self._last_wait_reason: str | None = None
         self._pending_spec: Rollout | None = None
         self._pending_generation = 1
+        self._demand: deque[tuple[datetime, float]] = deque()
         self.generation = 1  # the config generation this reconciler's spec comes from
         self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
 
@@ -167,6 +169,15 @@ class RolloutReconciler:
 
     async def _on_report(self, report: AnalysisReport) -> None:
         self._report = report
+        if report.demand is not None and report.demand.value is not None:
+            # Keep a window of demand readings: right after pods churn, a rate over series
+            # that Prometheus has not scraped yet (or just marked stale) under-states demand,
+            # and the capacity gate must not open on a dip that is only in the data.
+            now = report.summary.at
+            window = self.spec.step_analysis(report.step).window
+            self._demand.append((now, report.demand.value))
+            while self._demand and self._demand[0][0] < now - window:
+                self._demand.popleft()
         for m in report.summary.metrics:
             self.metrics.verdicts.labels(
                 self.spec.namespace, self.spec.name, m.name, m.verdict.value
@@ -260,6 +271,8 @@ class RolloutReconciler:
         capacity = demand = None
         if self._report is not None:
             capacity, demand = self._report.capacity, self._report.demand
+            if demand is not None and demand.value is not None and self._demand:
+                demand = replace(demand, value=max(v for _, v in self._demand))
         return Observed(
             stable=stable,
             canary=canary,
@@ -384,7 +397,7 @@ class RolloutReconciler:
             return
         if isinstance(action, Wait):
             if decision.reason != self._last_wait_reason:
-                self._log.info("waiting", reason=decision.reason, until=_iso(action.until))
+                self._log.info("waiting", reason=decision.reason, until=iso(action.until))
                 self._last_wait_reason = decision.reason
             return
         self._last_wait_reason = None
@@ -502,26 +515,13 @@ class RolloutReconciler:
         self.metrics.weight_desired.labels(ns, name).set(self.desired_weight(state))
 
     def desired_weight(self, state: RolloutState | None) -> float:
-        """The weight the current phase asks for (split weight, 100 after the flip)."""
-        if state is None or state.phase in (Phase.PENDING, Phase.PREFLIGHT, Phase.FAILED):
-            return 0.0
-        if state.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
-            return 0.0
-        if state.step >= len(self.spec.steps) or state.phase in (
-            Phase.FLIPPING,
-            Phase.BAKING,
-            Phase.SCALING_DOWN,
-            Phase.COMPLETED,
-        ):
-            return 100.0
-        limits = Limits.for_rollout(self.spec, state.replicas or self.spec.replicas or 1)
-        split = place(self.spec.steps[state.step].weight, limits, self.spec.weight_tolerance).split
-        return split.weight if split else 0.0
+        """The weight of the split in place (0 before the first step, 100 after the flip)."""
+        return state.weight if state is not None else 0.0
 
     # -- status for the API ----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """The rollout as /api/v1/rollouts shows it."""
+        """The rollout as /api/v1/rollouts shows it (see `controller.status`)."""
         svc = self.service()
         state: RolloutState | None = None
         error = None
@@ -531,45 +531,11 @@ class RolloutReconciler:
             except StateError as exc:
                 error = str(exc)
         observed = self.observe(svc) if svc is not None else None
-        total = (observed.endpoints.canary + observed.endpoints.stable) if observed else 0
         report = self._report
-        return {
-            "name": self.spec.name,
-            "namespace": self.spec.namespace,
-            "service": self.spec.service,
-            "stable": self.spec.stable.deployment,
-            "canary": self.spec.canary.deployment,
-            "phase": state.phase.value if state else None,
-            "step": state.step if state else None,
-            "steps": len(self.spec.steps),
-            "attempt": state.attempt if state else None,
-            "message": state.message if state else (error or self._last_problem or ""),
-            "waiting": self._last_decision.reason if self._last_decision else None,
-            "weight": {
-                "desired": self.desired_weight(state),
-                "actual": round(100.0 * observed.endpoints.canary / total, 2)
-                if observed and total
-                else 0.0,
-            },
-            "replicas": {
-                "stable": {
-                    "spec": observed.stable.spec_replicas,
-                    "ready": observed.stable.ready_replicas,
-                }
-                if observed
-                else None,
-                "canary": {
-                    "spec": observed.canary.spec_replicas,
-                    "ready": observed.canary.ready_replicas,
-                }
-                if observed
-                else None,
-            },
-            "selector": dict(svc.selector) if svc else None,
-            "analysis": None
-            if report is None
-            else {
-                "at": _iso(report.summary.at),
+        analysis = None
+        if report is not None:
+            analysis = {
+                "at": iso(report.summary.at),
                 "step": report.step,
                 "verdict": report.summary.verdict.value,
                 "metrics": [
@@ -583,35 +549,38 @@ class RolloutReconciler:
                     }
                     for m in report.summary.metrics
                 ],
-            },
-            "decisions": [
-                {
-                    "at": _iso(r.at),
-                    "phase": r.phase,
-                    "step": r.step,
-                    "decision": r.decision,
-                    "reason": r.reason,
-                    "by": r.by,
-                    "metrics": [
-                        {
-                            "name": m.name,
-                            "verdict": m.verdict,
-                            "value": m.value,
-                            "threshold": m.threshold,
-                        }
-                        for m in r.metrics
-                    ],
-                }
-                for r in (state.history[-10:] if state else ())
-            ],
-            "writer": state.writer if state else None,
-            "configGeneration": self.generation,
-            "pendingConfig": self._pending_spec is not None,
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+            }
+        return status_document(
+            name=self.spec.name,
+            namespace=self.spec.namespace,
+            service=self.spec.service,
+            stable=self.spec.stable.deployment,
+            canary=self.spec.canary.deployment,
+            steps=len(self.spec.steps),
+            state=state,
+            replicas={
+                "stable": {
+                    "spec": observed.stable.spec_replicas,
+                    "ready": observed.stable.ready_replicas,
+                },
+                "canary": {
+                    "spec": observed.canary.spec_replicas,
+                    "ready": observed.canary.ready_replicas,
+                },
+            }
+            if observed
+            else None,
+            endpoints={"canary": observed.endpoints.canary, "stable": observed.endpoints.stable}
+            if observed
+            else None,
+            selector=svc.selector if svc else None,
+            analysis=analysis,
+            waiting=self._last_decision.reason if self._last_decision else None,
+            problem=error or self._last_problem,
+            now=self.clock(),
+            generation=self.generation,
+            pending_config=self._pending_spec is not None,
+        )
 
 
 __all__ = ["Caches", "RolloutReconciler", "Verdict", "parse_command"]

@@ -78,6 +78,9 @@ class RolloutState:
     phase: Phase
     target: str  # hash of what is being rolled out (service, stable, canary): a new one restarts
     rollout: str = ""  # the rollout's name in the config (so `ptc promote NAME` finds it)
+    stable: str = ""  # the Deployments, for status readers that have no config
+    canary: str = ""
+    steps: int = 0
     spec_hash: str = ""
     step: int = 0
     replicas: int | None = None  # N, resolved when the rollout starts
@@ -88,6 +91,8 @@ class RolloutState:
     step_reached_at: datetime | None = None  # the step's split is in place; its hold runs
     holding_since: datetime | None = None  # held past the hold (gate closed, no verdict)
     hold_kind: str | None = None  # what the current hold waits on: analysis or capacity
+    weight: float = 0.0  # canary weight of the split in place (percent; 100 after the flip)
+    hold_until: datetime | None = None  # when the current hold, bake or retention ends
     promoted_step: int | None = None  # a `promote` skipped this step's hold or gate
     paused_from: Phase | None = None
     flipped_at: datetime | None = None

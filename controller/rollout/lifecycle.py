@@ -20,7 +20,13 @@ def start(
     attempt: int,
 ) -> Decision:
     base = RolloutState(
-        phase=Phase.PENDING, target=target, spec_hash=spec.spec_hash(), rollout=spec.name
+        phase=Phase.PENDING,
+        target=target,
+        spec_hash=spec.spec_hash(),
+        rollout=spec.name,
+        stable=spec.stable.deployment,
+        canary=spec.canary.deployment,
+        steps=len(spec.steps),
     )
     if previous is not None:
         # A command already applied stays applied, even for a new rollout on the Service.

@@ -18,6 +18,8 @@ def begin_rollback(ctx: Ctx, reason: str, by: str = "ptc") -> Decision:
         by=by,
         holding_since=None,
         paused_from=None,
+        weight=0.0,
+        hold_until=None,
     )
 
 

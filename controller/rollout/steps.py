@@ -140,6 +140,8 @@ def progressing(ctx: Ctx) -> Decision:
             event_reason="StepReached",
             step_reached_at=ctx.now,
             holding_since=None,
+            weight=round(target.weight, 2),
+            hold_until=ctx.now + step.hold,
         )
     # Reached: keep the split true (someone may scale by hand), then hold and judge.
     drift = _shift(ctx, target, target.weight, f"restore step {st.step + 1}")
@@ -189,6 +191,7 @@ def _advance(ctx: Ctx) -> Decision:
             step=nxt,
             step_reached_at=None,
             holding_since=None,
+            hold_until=None,
         )
     return ctx.transition(
         Phase.FLIPPING,
@@ -198,6 +201,7 @@ def _advance(ctx: Ctx) -> Decision:
         step=len(ctx.spec.steps),
         step_reached_at=None,
         holding_since=None,
+        hold_until=None,
     )
 
 
@@ -250,6 +254,8 @@ def baking(ctx: Ctx) -> Decision:
             f"{(ctx.now + ctx.spec.flip.bake).isoformat()}",
             event_reason="BakeStarted",
             bake_started_at=ctx.now,
+            weight=100.0,
+            hold_until=ctx.now + ctx.spec.flip.bake,
         )
     bake_end = st.bake_started_at + ctx.spec.flip.bake
     promoted = st.promoted_step == st.step
@@ -275,6 +281,7 @@ def baking(ctx: Ctx) -> Decision:
         f"{dur(ctx.spec.retention.scale_down_delay)}",
         event_reason="BakePassed",
         holding_since=None,
+        hold_until=None,
     )
 
 
@@ -291,6 +298,7 @@ def scaling_down(ctx: Ctx) -> Decision:
             f"{(ctx.now + ctx.spec.retention.scale_down_delay).isoformat()} for instant rollback",
             event_reason="RetentionStarted",
             scaled_down_at=ctx.now,
+            hold_until=ctx.now + ctx.spec.retention.scale_down_delay,
         )
     end = st.scaled_down_at + ctx.spec.retention.scale_down_delay
     if ctx.now < end:
