@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console, Group
-from rich.progress_bar import ProgressBar
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -185,16 +184,17 @@ def _metrics_cell(doc: Mapping[str, Any]) -> Text:
     return text
 
 
-def _hold_cell(doc: Mapping[str, Any], now: datetime) -> Any:
+def _hold_cell(doc: Mapping[str, Any], now: datetime) -> Text:
     hold = doc.get("hold")
     if not hold:
         return Text("-")
     until = parse_iso(hold["until"])
     left = max(0, int((until - now).total_seconds())) if until else 0
-    return Group(
-        ProgressBar(total=1.0, completed=float(hold["progress"]), width=16),
-        Text(f"{left}s left"),
-    )
+    filled = round(float(hold["progress"]) * 10)
+    text = Text("█" * filled, style="cyan")
+    text.append("░" * (10 - filled), style="dim")
+    text.append(f" {left}s left")
+    return text
 
 
 def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:

@@ -34,8 +34,9 @@ def no_analysis(**overrides: Any) -> dict[str, Any]:
 
 
 async def ptc(world: World, *args: str) -> tuple[int, str, str]:
-    """Run the ptc CLI as a user would."""
+    """Run the ptc CLI as a user would (commands are given by "alice")."""
     assert world.sandbox.kubeconfig is not None
+    who = () if args[0] == "status" else ("--by", "alice")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -45,8 +46,7 @@ async def ptc(world: World, *args: str) -> tuple[int, str, str]:
         NS,
         "--kubeconfig",
         str(world.sandbox.kubeconfig),
-        "--by",
-        "alice",
+        *who,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -99,6 +99,61 @@ async def test_pause_resume_promote_abort_retry_through_the_cli(tmp_path: Path) 
 
         code, _, err = await ptc(world, "pause", "no-such-rollout")
         assert code == 2 and "no rollout 'no-such-rollout'" in err
+
+
+async def test_status_json_mid_rollout_from_the_cluster_and_the_controller(
+    tmp_path: Path,
+) -> None:
+    spec = no_analysis(steps=[{"weight": 50, "hold": "1h"}])
+    async with (
+        sandbox_world(tmp_path, prometheus=False) as world,
+        running_controller(world, spec) as ctl,
+    ):
+        await world.wait_for(
+            lambda s: s is not None and s.get("stepReachedAt") is not None, 60, "step 1"
+        )
+        code, out, err = await ptc(world, "status", "zai-proxy", "-o", "json")
+        assert code == 0, err
+        doc = json.loads(out)
+        for key in (
+            "name",
+            "namespace",
+            "service",
+            "stable",
+            "canary",
+            "phase",
+            "step",
+            "steps",
+            "attempt",
+            "message",
+            "waiting",
+            "weight",
+            "replicas",
+            "selector",
+            "hold",
+            "analysis",
+            "decisions",
+            "writer",
+            "configGeneration",
+            "pendingConfig",
+        ):
+            assert key in doc, key
+        assert doc["phase"] == "progressing" and doc["steps"] == 1
+        assert (doc["stable"], doc["canary"]) == (STABLE, CANARY)
+        assert doc["weight"] == {"desired": 50.0, "actual": 50.0}
+        assert doc["replicas"]["canary"] == {"spec": 2, "ready": 2}
+        assert 0.0 <= doc["hold"]["progress"] < 0.1
+        assert doc["decisions"][-1]["decision"] == "step-reached"
+        # The same from the controller's API (which knows what it waits on).
+        url = ctl.server.url
+        code, out, err = await ptc(world, "status", "zai-proxy", "-o", "json", "--controller", url)
+        assert code == 0, err
+        live = json.loads(out)
+        assert live["phase"] == "progressing" and "holding until" in live["waiting"]
+        code, out, _ = await ptc(world, "status")
+        assert code == 0 and "zai-proxy → zai-proxy-v2" in out and "progressing" in out
+        code, _, err = await ptc(world, "status", "nope")
+        assert code == 2 and "no rollout named 'nope'" in err
 
 
 async def test_a_command_is_applied_once_across_a_restart(tmp_path: Path) -> None:

@@ -1,0 +1,90 @@
+"""The status document and its table (snapshot with a fixed time)."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.state import DecisionRecord, MetricRecord, Phase, RolloutState
+from controller.status import hold_window, render_text, status_document
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "status_table.txt"
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def state() -> RolloutState:
+    history = (
+        DecisionRecord(T0, "preflight", 0, "started", "rollout of zai-proxy-v2 (v2) started"),
+        DecisionRecord(
+            T0 + timedelta(seconds=5),
+            "progressing",
+            1,
+            "step-reached",
+            "step 2/3: 2 canary / 2 stable (50.0%), holding 5m",
+            (MetricRecord("bad-gateway-ratio", "pass", 0.01, None, "<= 0.05", "ok"),),
+        ),
+        DecisionRecord(
+            T0 + timedelta(seconds=6), "progressing", 1, "paused", "paused by alice", by="alice"
+        ),
+    )
+    return RolloutState(
+        phase=Phase.PROGRESSING,
+        target="t",
+        step=1,
+        rollout="zai-proxy",
+        stable="zai-proxy",
+        canary="zai-proxy-v2",
+        steps=3,
+        weight=50.0,
+        step_reached_at=T0 + timedelta(seconds=5),
+        hold_until=T0 + timedelta(minutes=5, seconds=5),
+        message="holding",
+        history=history,
+        writer="ptc-0",
+    )
+
+
+def document(now: datetime) -> dict:  # type: ignore[type-arg]
+    return status_document(
+        name="zai-proxy",
+        namespace="devpod",
+        service="zai-proxy",
+        stable="zai-proxy",
+        canary="zai-proxy-v2",
+        steps=3,
+        state=state(),
+        replicas={"stable": {"spec": 2, "ready": 2}, "canary": {"spec": 2, "ready": 2}},
+        endpoints={"canary": 2, "stable": 2},
+        selector={"app": "zai-proxy"},
+        analysis=None,
+        waiting="step 2: holding until 12:05:05",
+        problem=None,
+        now=now,
+    )
+
+
+def test_document_fields() -> None:
+    doc = document(T0 + timedelta(minutes=2, seconds=35))
+    assert doc["phase"] == "progressing" and doc["step"] == 1 and doc["steps"] == 3
+    assert doc["weight"] == {"desired": 50.0, "actual": 50.0}
+    assert doc["hold"] == {
+        "since": "2026-11-27T12:00:05Z",
+        "until": "2026-11-27T12:05:05Z",
+        "progress": 0.5,
+    }
+    # Without a live analysis, the metrics of the latest decision that had some.
+    assert doc["analysis"]["metrics"][0]["name"] == "bad-gateway-ratio"
+    assert doc["decisions"][-1]["by"] == "alice"
+    assert hold_window(None) is None
+
+
+def test_table_snapshot() -> None:
+    text = render_text(
+        [document(T0 + timedelta(minutes=2, seconds=35))],
+        T0 + timedelta(minutes=2, seconds=35),
+        width=140,
+    )
+    if os.environ.get("PTC_UPDATE_SNAPSHOTS"):  # after a deliberate layout change; review it
+        SNAPSHOT.write_text(text)
+    assert text == SNAPSHOT.read_text(), "table changed: PTC_UPDATE_SNAPSHOTS=1 rewrites it"
