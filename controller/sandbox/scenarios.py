@@ -61,7 +61,7 @@ async def zai_proxy_scenario(
     *,
     stable_replicas: int = 4,
     canary_replicas: int = 0,
-    canary_rate_limit_initial: float = 2.0,
+    canary_rate_limit_initial: float = 10.0,
     stable_rate_limit_initial: float = 10.0,
     namespace: str = NAMESPACE,
     canary_env: dict[str, str] | None = None,
@@ -69,7 +69,9 @@ async def zai_proxy_scenario(
     """The seed's world: Service `zai-proxy` (app: zai-proxy), v1 without a version label, v2.
 
     As in the seed, v1's own selector is `app: zai-proxy`, which also matches v2's pods (the
-    overlap the preflight warns about). Traffic is routed through the Service.
+    overlap the preflight warns about). Traffic is routed through the Service. v2's limiter
+    starts at the proxy's own default of 10 req/s; the seed's cold start (RATE_LIMIT_INITIAL=2)
+    is what the capacity-gate scenarios pass in.
     """
     api = sandbox.api
     api.create(

@@ -246,3 +246,37 @@ async def test_reload_with_a_new_canary_is_deferred_until_the_rollout_ends(tmp_p
         # ... then the new target starts (and fails its preflight: v3 does not exist).
         state = await world.wait_phase("failed", timeout=30)
         assert "zai-proxy-v3" in state["message"]
+
+
+async def test_preflight_probes_canary_pods_and_refuses_foreign_pods(tmp_path: Path) -> None:
+    spec = no_analysis(steps=[{"weight": 25, "hold": "1h"}])
+    async with sandbox_world(tmp_path, prometheus=False) as world:
+        # A stray pod carrying the shared selector's labels would receive traffic.
+        world.sandbox.api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "debug-shell",
+                    "namespace": NS,
+                    "labels": {"app": "zai-proxy"},
+                },
+                "spec": {"containers": [{"name": "sh", "image": "busybox"}]},
+            }
+        )
+        async with running_controller(world, spec):
+            state = await world.wait_phase("failed", timeout=30)
+        assert "debug-shell" in state["message"] and "shared selector" in state["message"]
+        assert world.replicas(CANARY)[0] == 0  # nothing was acted on
+
+
+async def test_preflight_probes_ready_canary_pods(tmp_path: Path) -> None:
+    spec = no_analysis(steps=[{"weight": 25, "hold": "1h"}])
+    spec["preflight"] = {"expectMetrics": ["zai_proxy_requests_total", "no_such_metric"]}
+    async with sandbox_world(tmp_path, prometheus=False) as world:
+        world.sandbox.api.patch("deployments", CANARY, {"spec": {"replicas": 1}}, NS)
+        await world.wait_for(lambda s: world.replicas(CANARY) == (1, 1), 10, "a Ready canary")
+        async with running_controller(world, spec):
+            state = await world.wait_phase("failed", timeout=30)
+        # The probe reached the pod over HTTP and found its /metrics lacking one name.
+        assert "/metrics lacks no_such_metric" in state["message"]
