@@ -2,12 +2,12 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-test prometheus demo test lint schema
+.PHONY: install install-test prometheus chromium demo test lint schema
 
 install:
 	$(PIP) install -e .
 
-install-test: prometheus
+install-test: prometheus chromium
 	$(PIP) install -e '.[test]'
 
 # The real Prometheus server the analysis and scraping tests start (Debian package).
@@ -15,6 +15,12 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+# Headless Chromium for the report's browser check (Debian package).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 demo: install prometheus
 	ptc demo

@@ -361,6 +361,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_RUNTIME
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a rollout's timeline (decisions, weight, metrics) as HTML, PNG or SVG."""
+    import asyncio
+
+    from controller.report.command import make_report
+    from controller.report.errors import BadReportRequest, ReportError
+    from controller.report.fetch import ReportRequest
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    config = None
+    if args.config:
+        try:
+            loaded = _load(args.config)
+        except ConfigError as exc:
+            _print_problems(exc.problems, sys.stderr)
+            return EXIT_BAD_INPUT
+        config = loaded.config
+    request = ReportRequest(
+        rollout=args.rollout,
+        namespace=args.namespace,
+        kubeconfig=args.kubeconfig,
+        config=config,
+        prometheus_url=args.prometheus_url,
+        use_prometheus=args.prometheus,
+        timeout=args.timeout,
+    )
+    try:
+        written = asyncio.run(
+            make_report(request, args.output, width=args.width, height=args.height)
+        )
+    except BadReportRequest as exc:
+        print(f"ptc report: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ReportError, OSError) as exc:
+        print(f"ptc report: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the sandbox until interrupted."""
     import asyncio
@@ -554,6 +596,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the direct provider even if Prometheus is installed",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "report",
+        help="write a rollout's timeline (weight, metrics, decisions) as HTML or PNG",
+        description=(
+            "Write a rollout's timeline for postmortems from the decision history in its "
+            "Service's ptc.dev/state annotation: canary weight over time, each analysis metric "
+            "against its threshold, and every decision (steps, holds, pauses, commands and who "
+            "gave them, flip, bake, rollback). With --prometheus-url (or --config) the actual "
+            "weight and the metrics' range series are added. FILE.html is one self-contained "
+            "page (chart + decision table, no network needed); FILE.png / FILE.svg the chart. "
+            "Exit 0 written, 1 runtime failure, 2 bad input or unknown rollout."
+        ),
+    )
+    p.add_argument("rollout", metavar="ROLLOUT", help="the rollout's name in the config")
+    p.add_argument(
+        "--output",
+        "-o",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="FILE.html, FILE.png or FILE.svg (repeat for several)",
+    )
+    p.add_argument("--namespace", "-n", help="its namespace (default: the config's, else default)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file: per-step weights, metric queries and prometheus.url",
+    )
+    p.add_argument("--prometheus-url", metavar="URL", help="Prometheus for range series")
+    p.add_argument(
+        "--no-prometheus",
+        dest="prometheus",
+        action="store_false",
+        help="query no Prometheus, even with --config (decision records only)",
+    )
+    p.add_argument("--width", type=int, default=1600, help="picture width in pixels (1600)")
+    p.add_argument("--height", type=int, default=900, help="PNG/SVG height in pixels (900)")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds for the Kubernetes reads (30)"
+    )
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "sandbox",

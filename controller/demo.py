@@ -25,12 +25,13 @@ from rich.live import Live
 from rich.table import Table
 
 from controller.analysis.provider import Provider
-from controller.config.model import Config
+from controller.config.model import Config, Rollout
 from controller.daemon import Controller, DaemonOptions
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import NAMESPACE, deployment, wait_ready, zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
+from controller.state import STATE_ANNOTATION, RolloutState, decode_state
 from controller.status import decisions_table, status_table
 
 SERVICE = "zai-proxy"
@@ -192,9 +193,13 @@ async def run_demo(
     workdir: Path | None = None,
     prometheus: bool | None = None,
     provider_factory: Callable[[Config], Provider | None] | None = None,
+    report_dir: Path | None = None,
 ) -> DemoResult:
     """Play both rollouts; return how they ended."""
     tmp = Path(tempfile.mkdtemp(prefix="ptc-demo-")) if workdir is None else workdir
+    if report_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        report_dir = Path(tempfile.gettempdir()) / f"ptc-demo-report-{stamp}"
     tmp.mkdir(parents=True, exist_ok=True)
     options = SandboxOptions(
         workdir=tmp / "sandbox",
@@ -251,6 +256,7 @@ async def run_demo(
         monitor.start()
         task = asyncio.create_task(controller.run(), name="demo-controller")
         result_first = result_second = "unknown"
+        states: list[tuple[dict[str, Any], RolloutState | None]] = []
         try:
             with _View(controller, sandbox, out, color) as view:
                 view.say("rollout 1: zai-proxy v1 -> v2 (v2's limiters start cold at 12 req/s)")
@@ -258,6 +264,7 @@ async def run_demo(
                     controller, view, ("completed", "rolled-back", "failed", "paused")
                 )
                 view.say(f"rollout 1 ended: {result_first}")
+                states.append((first, _service_state(sandbox)))
                 # Rollout 2: v2 -> v3, and v3 goes bad at its second step.
                 sandbox.api.create(
                     deployment(
@@ -292,14 +299,15 @@ async def run_demo(
                     controller, view, ("rolled-back", "completed", "failed", "paused")
                 )
                 view.say(f"rollout 2 ended: {result_second}")
+                states.append((second, _service_state(sandbox)))
         finally:
             controller.stop()
             await asyncio.wait_for(task, timeout=30)
             await monitor.stop()
         status = controller.rollouts()
         elapsed = time.monotonic() - started
-        _summary(out, status, result_first, result_second, elapsed, monitor)
-        report = None
+        report = await _reports(states, report_dir, out)
+        _summary(out, status, result_first, result_second, elapsed, monitor, report)
         result = DemoResult(
             result_first, result_second, provider_name, report, len(monitor.violations)
         )
@@ -336,6 +344,37 @@ async def _until(
     raise TimeoutError(f"the demo rollout did not reach {phases} within {timeout:g}s")
 
 
+def _service_state(sandbox: Sandbox) -> RolloutState | None:
+    raw = (
+        sandbox.api.get("services", SERVICE, NAMESPACE)["metadata"].get("annotations") or {}
+    ).get(STATE_ANNOTATION)
+    return decode_state(raw) if raw else None
+
+
+async def _reports(
+    states: list[tuple[dict[str, Any], RolloutState | None]], report_dir: Path, out: TextIO
+) -> Path | None:
+    """One timeline report per rollout (HTML), rendered off the event loop, one at a time."""
+    from controller.report.output import render_report
+
+    await asyncio.to_thread(report_dir.mkdir, parents=True, exist_ok=True)
+    written: list[Path] = []
+    for i, (spec, state) in enumerate(states, start=1):
+        if state is None:
+            continue
+        path = report_dir / f"rollout-{i}-{spec['canary']['deployment']}.html"
+        rollout = Rollout.model_validate(spec)
+        try:
+            written.extend(
+                await asyncio.to_thread(
+                    render_report, state, None, path, rollout=rollout, namespace=NAMESPACE
+                )
+            )
+        except Exception as exc:  # the report is a bonus; the demo's result stands without it
+            print(f"report for rollout {i} failed: {exc}", file=out)
+    return report_dir if written else None
+
+
 def _summary(
     out: TextIO,
     status: list[dict[str, Any]],
@@ -343,6 +382,7 @@ def _summary(
     second: str,
     elapsed: float,
     monitor: InvariantMonitor,
+    report: Path | None,
 ) -> None:
     doc = status[0] if status else {}
     rollback = next(
@@ -360,4 +400,7 @@ def _summary(
     print(f"  invariant checks: {monitor.checks}, violations: {len(monitor.violations)}", file=out)
     for v in monitor.violations[:5]:
         print(f"    {v}", file=out)
-    print(f"  took {elapsed:.0f}s", file=out, flush=True)
+    print(f"  took {elapsed:.0f}s", file=out)
+    if report is not None:
+        print(f"  timeline reports: {report}/ (open the .html files in a browser)", file=out)
+    print("", file=out, flush=True)

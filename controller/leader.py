@@ -220,8 +220,10 @@ class LeaderElector:
 
     @property
     def deadline(self) -> float | None:
-        """Monotonic time (``clock``) until which leadership holds unless renewed; None if
-        not leading. Useful to bound an action: do not start what cannot end before it."""
+        """When (on ``clock``) leadership ends unless renewed; None when not leading.
+
+        Lets the daemon bound an action: do not start what cannot finish before it.
+        """
         return self._deadline if self._leading else None
 
     @property
@@ -245,8 +247,10 @@ class LeaderElector:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Try to acquire (as follower) or renew (as leader) every ``retry_period`` until
-        :meth:`stop`; leadership ends when this returns."""
+        """Contend until :meth:`stop`: acquire (follower) or renew (leader) each retry period.
+
+        Leadership, if held, ends before this returns; the Lease is left as it is.
+        """
         if self._running:
             raise RuntimeError("LeaderElector.run() is already running")
         self._running = True
@@ -272,8 +276,9 @@ class LeaderElector:
         if not self._stopping:
             self._stopping = True
             self._stop_event.set()
-            if self._call_scope is not None:
-                self._call_scope.reschedule(0)  # the past: time out now
+            scope = self._call_scope
+            if scope is not None and not scope.expired():
+                scope.reschedule(0)  # the past: time out now
         self._step_down("election stopped")
         self._signal_change()
 
@@ -305,6 +310,7 @@ class LeaderElector:
             return False
         self._observe(released)
         self._log.info("leader.released", holder=None, transitions=released.transitions)
+        self._publish()
         return True
 
     # --- the loop ----------------------------------------------------------------------------
@@ -339,12 +345,21 @@ class LeaderElector:
             try:
                 await self._write_ours(self._record)
                 return
-            except Conflict:
-                self._log.info("leader.renew.conflict", detail="re-reading the lease")
+            except (Conflict, NotFound) as e:
+                self._log.info("leader.renew.stale", detail="re-reading the lease", error=str(e))
         ns, name = self.settings.namespace, self.settings.name
         try:
             current = await self._api.get_lease(ns, name)
         except NotFound:
+            last = self._record
+            if (
+                last is not None
+                and last.holder not in (None, self.identity)
+                and not self._expired(last)
+            ):
+                # deleted while someone held it: that holder may still act until its term,
+                # as we last saw it, runs out
+                return
             start, now = self._clock(), self._wall_clock()
             created = await self._api.create_lease(
                 ns,

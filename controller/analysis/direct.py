@@ -28,11 +28,15 @@ are ``Sample(None, error="scrape failed: ...")``; when only some failed, the oth
 a warning names the failing pods. A side without pods, or without two scrapes in the window, is
 no data.
 
-Known differences from Prometheus (measured in ``tests/integration/test_direct_provider.py``):
-samples are taken at other instants, so window contents differ by up to one scrape at each
-edge; ``rate`` extrapolation is Prometheus' own, so the per-series results agree closely, and
-ratios cancel what remains. Gauges go stale after one window here (Prometheus: its 5 m lookback,
-cut short by staleness markers - the same on a failed scrape or a vanished series).
+Known differences from Prometheus. The arithmetic is Prometheus' own (``rate`` extrapolates to
+the window's edges as ``extrapolatedRate`` does, see `controller.analysis.window`); what differs
+is the input: our scrapes happen at other instants than Prometheus', so a window holds up to one
+scrape more or less at each edge. Gauges go stale after one window here, and at once when the
+pod's latest scrape failed or no longer exposes the series (Prometheus: staleness markers on a
+failed scrape or a vanished series, else its 5 m lookback). Side selection is by pod list, not
+by ``analysis.selectors``. On the sandbox at 100 req/s with a 20 s window, the two providers
+agreed within 0.002 on 502/429 ratios, 0.5% on p95 and 0.7% on rates and request counts
+(``tests/integration/test_direct_provider.py``).
 """
 
 from __future__ import annotations
@@ -245,7 +249,7 @@ class DirectProvider:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout * 2 + 1):
                     await self.scrape_once()
-        if self._task is None or self._task.done():
+        if not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=TASK_NAME)
 
     async def _loop(self) -> None:
@@ -342,6 +346,8 @@ class DirectProvider:
         history.record(at, exposition.samples, max_points, keep_after=at - retention)
 
     def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ScrapeFailed("provider is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session

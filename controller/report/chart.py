@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import matplotlib as mpl
 import matplotlib.dates as mdates
@@ -24,10 +24,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 from matplotlib.transforms import Bbox
-from matplotlib.typing import RcKeyType
 
-from controller.report.timeline import MarkerKind, MetricPanel, Point, Timeline
+from controller.report.timeline import Marker, MarkerKind, MetricPanel, Point, Timeline
 
 DEFAULT_WIDTH = 1600
 DEFAULT_HEIGHT = 900
@@ -62,9 +62,11 @@ MAX_COLOR = "#dc3545"
 MIN_COLOR = "#6f42c1"
 RELATIVE_COLOR = "#fd7e14"
 LABEL_FONT_SIZE = 8.0
+LANE_PX = LABEL_FONT_SIZE * DPI / 72 * 1.75  # one row of decision labels
+MAX_LANES = 8
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RC: dict[RcKeyType, Any] = {
+_RC: dict[str, Any] = {
     "date.epoch": "1970-01-01T00:00:00",  # what `_x` counts days from
     "svg.fonttype": "path",  # glyphs as paths: no font needed where the SVG is viewed
     "svg.hashsalt": "ptc-report",  # stable ids, so the same timeline gives the same SVG
@@ -78,7 +80,8 @@ _RC: dict[RcKeyType, Any] = {
 
 @contextmanager
 def _style() -> Iterator[None]:
-    with mpl.rc_context(_RC):
+    # Cast: the rc key type in matplotlib's stubs is a Literal of every key, and changes.
+    with mpl.rc_context(cast(Any, _RC)):
         yield
 
 
@@ -131,7 +134,11 @@ def build_figure(
     with _style():
         fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)
-        ratios = [1.0, 2.0] + [1.6] * len(timeline.metrics)
+        # The strip gets the pixels its rows of labels need; the panels share the rest.
+        rest = [2.0] + [1.6] * len(timeline.metrics)
+        strip_px = lanes_needed(timeline, width) * LANE_PX + 30
+        panels_px = max(height - 110 - 25 * len(rest) - strip_px, 100)
+        ratios = [sum(rest) * strip_px / panels_px, *rest]
         axes = fig.subplots(
             len(ratios), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": ratios}
         )[:, 0]
@@ -318,11 +325,37 @@ def _strip_axes(ax: Axes, timeline: Timeline) -> None:
         _legend(ax, handles, "decisions")
 
 
+def _label_text(marker: Marker) -> str:
+    return f"{marker.index} {marker.label}"
+
+
+def lanes_needed(timeline: Timeline, width: int) -> int:
+    """How many rows of labels the strip needs so that no two labels overlap (estimated).
+
+    Uses an average glyph width; `_place_labels` measures the real text afterwards.
+    """
+    span = (timeline.end - timeline.start).total_seconds() * 1.04 or 1.0
+    axis_px = width * 0.8
+    char_px = LABEL_FONT_SIZE * DPI / 72 * 0.62
+    ends: list[float] = []
+    for marker in timeline.markers:
+        x = (marker.at - timeline.start).total_seconds() / span * axis_px
+        w = len(_label_text(marker)) * char_px + 12
+        for lane, last in enumerate(ends):
+            if x >= last:
+                ends[lane] = x + w
+                break
+        else:
+            ends.append(x + w)
+    return max(1, min(len(ends), MAX_LANES))
+
+
 def _place_labels(ax: Axes, timeline: Timeline) -> None:
     """Label each decision in the first lane of the strip where it overlaps no other label.
 
-    Measured in pixels in the final layout; a label that fits nowhere is shortened to its
-    table number, and as a last resort goes to the least crowded lane.
+    Measured in pixels in the final layout, left of the line when right of it is taken; a
+    label that fits nowhere is shortened to its table number, and as a last resort goes on
+    top in the least crowded lane.
     """
     if not timeline.markers:
         return
@@ -330,57 +363,46 @@ def _place_labels(ax: Axes, timeline: Timeline) -> None:
     assert fig is not None
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     box = ax.get_window_extent(renderer)
-    lane_px = LABEL_FONT_SIZE * DPI / 72 * 1.9
-    lanes = max(1, int((box.height - 4) / lane_px))
+    lanes = max(1, int((box.height - 4) // LANE_PX))
     placed: list[list[Bbox]] = [[] for _ in range(lanes)]
-    right = box.x1
 
-    def lane_y(lane: int) -> float:
-        return 1.0 - (lane + 0.5) * lane_px / box.height
+    def put(x: float, lane: int, text: str, color: str, align: str, zorder: float) -> Text:
+        return ax.text(
+            x,
+            1.0 - (lane + 0.5) * LANE_PX / box.height,
+            text,
+            transform=ax.get_xaxis_transform(),
+            ha=align,
+            va="center",
+            fontsize=LABEL_FONT_SIZE,
+            color="#212529",
+            clip_on=False,
+            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": color, "lw": 1.2},
+            zorder=zorder,
+        )
 
     for marker in timeline.markers:
         color = KIND_COLORS[marker.kind]
         x = _x(marker.at)
-        chosen = None
-        for text in (f"{marker.index} {marker.label}", str(marker.index)):
+        done = False
+        for text in (_label_text(marker), str(marker.index)):
             for lane in range(lanes):
-                artist = ax.text(
-                    x,
-                    lane_y(lane),
-                    text,
-                    transform=ax.get_xaxis_transform(),
-                    ha="left",
-                    va="center",
-                    fontsize=LABEL_FONT_SIZE,
-                    color="#212529",
-                    clip_on=False,
-                    bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": color, "lw": 1.2},
-                    zorder=5,
-                )
-                extent = artist.get_window_extent(renderer).padded(3)
-                if extent.x1 > right:
-                    artist.set_horizontalalignment("right")
+                for align in ("left", "right"):
+                    artist = put(x, lane, text, color, align, 5)
                     extent = artist.get_window_extent(renderer).padded(3)
-                if not any(extent.overlaps(other) for other in placed[lane]):
-                    placed[lane].append(extent)
-                    chosen = artist
+                    inside = box.x0 - 40 <= extent.x0 and extent.x1 <= box.x1 + 10
+                    if inside and not any(extent.overlaps(o) for o in placed[lane]):
+                        placed[lane].append(extent)
+                        done = True
+                        break
+                    artist.remove()
+                if done:
                     break
-                artist.remove()
-            if chosen is not None:
+            if done:
                 break
-        if chosen is None:
+        if not done:
             lane = min(range(lanes), key=lambda i: len(placed[i]))
-            artist = ax.text(
-                x,
-                lane_y(lane),
-                str(marker.index),
-                transform=ax.get_xaxis_transform(),
-                ha="left",
-                va="center",
-                fontsize=LABEL_FONT_SIZE,
-                clip_on=False,
-                bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": color, "lw": 1.2},
-            )
+            artist = put(x, lane, str(marker.index), color, "left", 6)
             placed[lane].append(artist.get_window_extent(renderer))
 
 

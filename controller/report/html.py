@@ -80,7 +80,7 @@ def _metric_item(m: MetricRecord) -> str:
     threshold = f" vs {escape(m.threshold)}" if m.threshold else ""
     # The evaluator's detail repeats value and threshold unless it says something else
     # ("no data for canary", "12 requests < minRequests 50", "stable breaches too").
-    repeats = m.detail.startswith(_num(m.value)) and m.detail.endswith(")")
+    repeats = m.detail.startswith(f"{_num(m.value)} vs ")
     detail = f" - {escape(m.detail)}" if m.detail and not repeats else ""
     verdict = escape(m.verdict)
     return (
@@ -114,8 +114,8 @@ def _row(row: TableRow) -> str:
 
 def _summary(t: Timeline) -> str:
     items = [
-        ("rollout", t.rollout or "?"),
-        ("namespace", t.namespace or "?"),
+        ("rollout", t.rollout),
+        ("namespace", t.namespace),
         ("phase", f"{t.phase} (attempt {t.attempt})"),
         ("message", t.message),
         ("from", f"{t.start.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"),

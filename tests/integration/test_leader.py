@@ -348,10 +348,12 @@ async def test_a_stopped_leader_is_replaced_once_its_lease_expires(election: Ele
     b = await election.candidate("b")
     await eventually(lambda: b.elector.holder == "a")
 
-    await election.stopped(a)  # no release: like a crash, the lease must expire
+    a.elector.stop()  # no release: like a crash, the lease must expire
     stopped = time.monotonic()
+    # no longer leader from the call on, before run() has even had a chance to end
     assert not a.elector.is_leader()
     assert a.leadership() == [True, False]
+    await election.stopped(a)
     assert election.lease()["holderIdentity"] == "a"
 
     await leader_of(b, limit=LEASE_DURATION + SLACK)
@@ -405,6 +407,45 @@ async def test_release_when_not_leader_leaves_the_lease_alone(election: Election
     assert a.elector.is_leader()
 
 
+async def test_a_deleted_lease_is_not_a_free_lease(
+    election: Election, api_server: ApiServer
+) -> None:
+    a = await election.candidate("a")
+    await leader_of(a)
+    b = await election.candidate("b")
+    await eventually(lambda: b.elector.holder == "a")
+    b_calls = b.leases.calls
+
+    # someone deletes the Lease and b's next read finds nothing: a may still be acting, so b
+    # waits out a's term as it last saw it instead of creating the Lease at once
+    a.leases.mode = "error"  # and a cannot recreate it
+    api_server.delete("Lease", LEASE, NS)
+    deleted = time.monotonic()
+    await eventually(lambda: b.leases.calls > b_calls + 2)
+    assert not b.elector.is_leader()
+
+    await leader_of(b, limit=LEASE_DURATION + SLACK)
+    assert b.gained_at() >= a.leases.last_write_by("a") + LEASE_DURATION
+    assert b.gained_at() - deleted <= LEASE_DURATION + SLACK
+    spec = election.lease()
+    assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 0)  # a new object
+
+
+async def test_a_leader_recreates_a_lease_deleted_under_it(
+    election: Election, api_server: ApiServer
+) -> None:
+    a = await election.candidate("a")
+    await leader_of(a)
+    b = await election.candidate("b")
+    await eventually(lambda: b.elector.holder == "a")
+
+    api_server.delete("Lease", LEASE, NS)
+    await eventually(lambda: election.api.list("Lease") != [], 1.0)
+    assert election.lease()["holderIdentity"] == "a"
+    await asyncio.sleep(LEASE_DURATION)
+    assert a.elector.is_leader() and a.leadership() == [True]
+
+
 # --- fencing by time -----------------------------------------------------------------------
 
 
@@ -451,6 +492,8 @@ async def test_slow_lease_writes_on_the_server_make_the_leader_step_down(
     # every Lease write now takes longer than the renew deadline: nobody can hold the lease
     api_server.set_faults(latency=1.0, verbs={"update", "create"}, resources={"leases"})
     await eventually(lambda: not a.elector.is_leader(), RENEW_DEADLINE + 0.2)
+    # is_leader() turns False by the clock alone; the loop reports it when its call times out
+    await eventually(lambda: a.leadership() == [True, False], 0.2)
     assert a.lost_at() <= a.leases.last_write_by("a") + RENEW_DEADLINE + 0.05
     await asyncio.sleep(LEASE_DURATION + SLACK)
     assert not a.elector.is_leader() and not b.elector.is_leader()

@@ -11,10 +11,10 @@ get / list that keep each object exactly as Helm sent it.
 Helm runs in a worker process (this file, ``--worker``) because the Go library reads
 ``HELM_DRIVER`` from the environment the process *started* with: setting ``os.environ`` later is
 not seen, and without ``HELM_DRIVER=memory`` Helm stores its release record as a protobuf Secret.
-One worker runs every install of a test module, each against its own recording server here.
+One worker runs every install of a test session, each against its own recording server here.
 
-    [rendered] = asyncio.run(render_many([Job("ptc", "ptc", {"replicaCount": 1})], tmp_path))
-    rendered.objects, rendered.manifest, rendered.notes, rendered.error
+    [r], lint = asyncio.run(render_many([Job("ptc", "ptc", {"replicaCount": 1})], tmp_path))
+    r.objects, r.manifest, r.notes, r.error
 """
 
 from __future__ import annotations
@@ -118,7 +118,10 @@ class RecordingApiServer:
             "clusters": [{"name": "rec", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
             "users": [{"name": "rec", "user": {"token": "helm"}}],
             "contexts": [
-                {"name": "rec", "context": {"cluster": "rec", "user": "rec", "namespace": namespace}}
+                {
+                    "name": "rec",
+                    "context": {"cluster": "rec", "user": "rec", "namespace": namespace},
+                }
             ],
             "current-context": "rec",
         }
@@ -289,9 +292,17 @@ WORKER_TIMEOUT = 120.0
 
 
 async def render_many(
-    jobs: list[Job], workdir: Path, *, chart: Path = CHART_DIR, lint: bool = False
+    jobs: list[Job],
+    workdir: Path,
+    *,
+    chart: Path = CHART_DIR,
+    lint: bool = False,
+    package_to: Path | None = None,
 ) -> tuple[list[Rendered], Obj | None]:
-    """Install each job into its own recording server (one Helm worker process for all)."""
+    """Install each job into its own recording server (one Helm worker process for all).
+
+    Also lints the chart (the result, or None) and with `package_to` packages it there.
+    """
     servers = [RecordingApiServer() for _ in jobs]
     for server in servers:
         await server.start()
@@ -299,6 +310,7 @@ async def render_many(
         request = {
             "chart": str(chart),
             "lint": lint,
+            "package_to": str(package_to) if package_to else None,
             "jobs": [
                 {
                     "release": job.release,
@@ -371,6 +383,9 @@ def _worker() -> None:
         lint = None
         if request["lint"]:
             lint = await helm_sdkpy.Lint(helm_sdkpy.Configuration(namespace="ptc")).run(chart)
+        if request["package_to"]:
+            config = helm_sdkpy.Configuration(namespace="ptc")
+            await helm_sdkpy.Package(config).run(chart, dest_dir=request["package_to"])
         return {"results": results, "lint": lint}
 
     json.dump(asyncio.run(run()), sys.stdout, default=str)

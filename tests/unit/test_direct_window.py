@@ -201,7 +201,11 @@ def test_aggregates_treat_nan_like_promql() -> None:
         ({"a": "1", "b": "=~x|y"}, {"a": "2", "b": "y"}, False),
         ({"pod": "=~zai-proxy-v2-.*"}, {"pod": "zai-proxy-v2-abc-12345"}, True),
         ({"pod": "=~zai-proxy-.*"}, {"pod": "zai-proxy-v2-abc-12345"}, True),
-        ({"pod": "=~zai-proxy-[a-z0-9]{1,10}-[a-z0-9]{5}"}, {"pod": "zai-proxy-v2-abc-12345"}, False),
+        (
+            {"pod": "=~zai-proxy-[a-z0-9]{1,10}-[a-z0-9]{5}"},
+            {"pod": "zai-proxy-v2-abc-12345"},
+            False,
+        ),
     ],
 )
 def test_matchers(matchers: dict[str, str], labels: dict[str, str], matches: bool) -> None:
@@ -225,7 +229,10 @@ def traffic(history: PodHistory, times: Iterable[float], per_s: dict[str, float]
         scrape(
             history,
             t,
-            [(REQS, {"status_code": code, "variant": "v2"}, rate * t) for code, rate in per_s.items()],
+            [
+                (REQS, {"status_code": code, "variant": "v2"}, rate * t)
+                for code, rate in per_s.items()
+            ],
         )
 
 
@@ -322,7 +329,7 @@ def test_histogram_quantile_sums_buckets_by_le_across_pods() -> None:
     a, b = PodHistory("a"), PodHistory("b")
     for t in range(11):
         for pod, one in ((a, "1"), (b, "1.0")):
-            rows = [
+            rows: list[tuple[str, dict[str, str], float]] = [
                 (f"{h}_bucket", {"le": one if le == "1" else le, "status_code": "200"}, n * t)
                 for le, n in cumulative.items()
             ]

@@ -1,0 +1,176 @@
+"""The chart's test cases: value sets, refused values, mutated charts, rendered once per session.
+
+Every install runs in one Helm worker process (see helmrender.py); the tests in
+test_chart*.py look at the result through the `chart_run` and `scenario` fixtures (conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+from controller.kube.permissions import triples
+from tests.packaging.helmrender import CHART_DIR, Job, Rendered, render_many
+
+ROOT = Path(__file__).resolve().parents[2]
+ZAI = yaml.safe_load((ROOT / "config" / "zai-proxy.yaml").read_text())
+MINIMAL = yaml.safe_load((ROOT / "config" / "minimal.yaml").read_text())
+K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+UID = 65532
+
+Triple = tuple[str, str, str]
+LEADER_ELECTION = {("coordination.k8s.io", "leases")}
+WORKLOAD: set[Triple] = {t for t in triples() if (t[0], t[1]) not in LEADER_ELECTION}
+LEADER: set[Triple] = {t for t in triples() if (t[0], t[1]) in LEADER_ELECTION}
+
+E2E_ROLLOUT = {
+    "name": "zai-proxy",
+    "namespace": "devpod",
+    "service": "zai-proxy",
+    "sharedSelector": {"app": "zai-proxy"},
+    "stable": {"deployment": "zai-proxy"},
+    "canary": {"deployment": "zai-proxy-v2", "version": "v2"},
+    "replicas": 4,
+    "maxSurge": 1,
+    "maxUnavailable": 0,
+    "steps": [{"weight": 25, "hold": "1s"}, {"weight": 50, "hold": "1s"}],
+    "flip": {"bake": "1s"},
+    "retention": {"scaleDownDelay": "1s"},
+}
+
+SCENARIOS: dict[str, Job] = {
+    "default": Job("ptc", "ptc"),
+    "zai-proxy": Job(
+        "ptc", "ptc-system", {"prometheus": ZAI["prometheus"], "rollouts": ZAI["rollouts"]}
+    ),
+    "cluster-wide-monitoring": Job(
+        "edge",
+        "monitoring",
+        {
+            "rbac": {"clusterWide": True},
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "dashboard": {"enabled": True},
+            "defaults": {"namespace": "apps", "maxSurge": 1},
+            "rollouts": MINIMAL["rollouts"],
+            "watchNamespaces": ["team-a"],
+        },
+    ),
+    "single-replica": Job(
+        "ptc",
+        "ptc",
+        {
+            "replicaCount": 1,
+            "defaults": {"namespace": "shop"},
+            "rollouts": [*MINIMAL["rollouts"], *ZAI["rollouts"]],
+            "watchNamespaces": ["team-a", "devpod"],
+            "image": {"digest": "sha256:" + "a" * 64},
+        },
+    ),
+    "e2e": Job(
+        "ptc",
+        "ptc",
+        {"prometheus": {"url": "http://127.0.0.1:9", "timeout": "1s"}, "rollouts": [E2E_ROLLOUT]},
+    ),
+}
+GOOD = list(SCENARIOS)
+
+# Values the chart's schema must refuse, with what Helm's message must point at.
+BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    "rollout-without-service": (
+        {
+            "rollouts": [
+                {
+                    "name": "x",
+                    "stable": {"deployment": "a"},
+                    "canary": {"deployment": "b", "version": "v2"},
+                    "steps": [{"weight": 50}],
+                }
+            ]
+        },
+        "/rollouts/0",
+    ),
+    "bad-duration": (
+        {"rollouts": [{**E2E_ROLLOUT, "steps": [{"weight": 50, "hold": "5 minutes"}]}]},
+        "/rollouts/0/steps/0/hold",
+    ),
+    "unknown-config-key": ({"defaults": {"maxSurges": 1}}, "maxSurges"),
+    "unknown-chart-key": ({"replicas": 3}, "replicas"),
+    "bad-prometheus": ({"prometheus": {"url": "http://x", "timeout": 10}}, "/prometheus/timeout"),
+}
+
+
+def mutated_chart(workdir: Path, name: str, old: str, new: str) -> Path:
+    """A copy of the chart with one edit in _helpers.tpl (to prove the RBAC test bites)."""
+    chart = workdir / name / "ptc"
+    shutil.copytree(CHART_DIR, chart)
+    helpers = chart / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    assert old in text
+    helpers.write_text(text.replace(old, new, 1))
+    return chart
+
+
+MUTATIONS = {
+    "extra-verb": ('verbs: ["list", "watch"]', 'verbs: ["list", "watch", "delete"]'),
+    "missing-resource": ('resources: ["endpointslices"]', 'resources: ["endpoints"]'),
+    "wildcard": ('resources: ["pods"]', 'resources: ["*"]'),
+}
+
+
+@dataclass
+class ChartRun:
+    """Everything one Helm worker produced."""
+
+    results: dict[str, Rendered]  # by case name: SCENARIOS, "bad:<name>", "mutant:<name>"
+    lint: dict[str, Any] | None
+    archive: list[str]  # member names of the `helm package` archive
+
+
+def run_chart(workdir: Path) -> ChartRun:
+    """Install every scenario, refused value set and mutated chart; lint; package."""
+    jobs = dict(SCENARIOS)
+    for name, (values, _) in BAD_VALUES.items():
+        jobs[f"bad:{name}"] = Job("ptc", "ptc", values)
+    for name, (old, new) in MUTATIONS.items():
+        chart = mutated_chart(workdir, name, old, new)
+        jobs[f"mutant:{name}"] = Job("ptc", "ptc", SCENARIOS["zai-proxy"].values, chart)
+    package = workdir / "package"
+    package.mkdir()
+    results, lint = asyncio.run(
+        render_many(list(jobs.values()), workdir, lint=True, package_to=package)
+    )
+    [archive] = package.glob("*.tgz")
+    with tarfile.open(archive) as tar:
+        members = tar.getnames()
+    return ChartRun(dict(zip(jobs, results, strict=True)), lint, members)
+
+
+def config_of(r: Rendered, tmp_path: Path) -> Path:
+    """The rendered ConfigMap's config.yaml, written to a file."""
+    cm = r.find("ConfigMap", fullname(r))[0]
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    return path
+
+
+def fullname(r: Rendered) -> str:
+    return r.job.release if "ptc" in r.job.release else f"{r.job.release}-ptc"
+
+
+def deployment_of(r: Rendered) -> dict[str, Any]:
+    return r.one("Deployment")
+
+
+def container_of(r: Rendered) -> dict[str, Any]:
+    containers = deployment_of(r)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
