@@ -9,6 +9,9 @@ install:
 
 install-test: prometheus chromium
 	$(PIP) install -e '.[test]'
+	# helm-sdkpy (the real Helm v4 library, chart tests) declares Python >= 3.12 but works
+	# on 3.11: its own pip call.
+	$(PIP) install --ignore-requires-python helm-sdkpy==0.1.32
 
 # The real Prometheus server the analysis and scraping tests start (Debian package).
 prometheus:
@@ -37,3 +40,4 @@ lint: install-test
 # Regenerate config/schema.json from the config model.
 schema: install
 	ptc schema > config/schema.json
+	$(PYTHON) helm/ptc/generate_schema.py

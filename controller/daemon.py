@@ -18,10 +18,12 @@ from typing import Any
 
 import structlog
 
+from controller.analysis.direct import DirectProvider, PodTarget
 from controller.analysis.prometheus import PrometheusProvider
 from controller.analysis.provider import Provider
+from controller.analysis.routing import RoutingProvider
 from controller.config import ConfigError, load_config
-from controller.config.model import Config, Rollout
+from controller.config.model import Config, Rollout, Side
 from controller.kube import Kube
 from controller.metrics import Metrics
 from controller.reconciler import Caches, RolloutReconciler
@@ -64,7 +66,7 @@ class Controller:
         self.metrics = Metrics()
         self.metrics.leader.set(1)
         self.metrics.config_generation.set(1)
-        self._provider_factory = provider_factory or (lambda c: PrometheusProvider(c.prometheus))
+        self._provider_factory = provider_factory or self._default_provider
         self.provider: Provider | None = None
         self.kube: Kube | None = None
         self.reconcilers: list[RolloutReconciler] = []
@@ -76,6 +78,39 @@ class Controller:
         self.generation = 1
         self._config_digest = _digest_file(options.config_source)
         self.last_reload_error: str | None = None
+
+    def _default_provider(self, config: Config) -> Provider:
+        return RoutingProvider(
+            lambda: PrometheusProvider(config.prometheus),
+            lambda: DirectProvider(self._pod_targets),
+        )
+
+    def _pod_targets(self, rollout: Rollout, side: Side) -> list[PodTarget]:
+        """The direct provider's scrape targets: the side's Ready pods, from the caches."""
+        caches = self.caches.get(rollout.namespace)
+        if caches is None:
+            return []
+        wanted = {
+            Side.CANARY: {rollout.canary.deployment},
+            Side.STABLE: {rollout.stable.deployment},
+            Side.SERVICE: {rollout.canary.deployment, rollout.stable.deployment},
+        }[side]
+        targets = []
+        for pod in caches.pods.items():
+            if pod.deployment not in wanted or not pod.ready or not pod.ip:
+                continue
+            port = rollout.preflight.port or (pod.container_ports[0] if pod.container_ports else 0)
+            if port:
+                targets.append(
+                    PodTarget(
+                        pod.name,
+                        pod.ip,
+                        port,
+                        rollout.preflight.metrics_path,
+                        {"namespace": pod.namespace},
+                    )
+                )
+        return targets
 
     def rollouts(self) -> list[dict[str, Any]]:
         """Status of every rollout (for /api/v1/rollouts)."""
