@@ -19,7 +19,7 @@ from controller import __version__
 from controller.config import ConfigError, LoadedConfig, Rollout, load_config
 from controller.config.checks import Severity
 from controller.config.schema import schema_json
-from controller.durations import format_duration
+from controller.durations import format_duration, parse_duration
 from controller.plan import Plan, plan_rollout
 
 EXIT_OK = 0
@@ -196,7 +196,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _print_problems(loaded.warnings, sys.stderr)
+    try:
+        lease_duration = parse_duration(args.lease_duration)
+        renew_deadline = parse_duration(args.renew_deadline)
+        retry_period = parse_duration(args.retry_period)
+    except ValueError as exc:
+        raise UsageError(f"leader election: {exc}") from None
     options = DaemonOptions(
+        leader_elect=args.leader_elect,
+        leader_namespace=args.leader_namespace,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
         kubeconfig=args.kubeconfig,
         listen_host=host or "0.0.0.0",
         listen_port=int(port),
@@ -532,6 +543,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prometheus-url", metavar="URL", help="override prometheus.url")
     p.add_argument("--identity", help="this instance's name in state and Events (host name)")
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="elect one active controller through a Lease (default on; run two replicas)",
+    )
+    p.add_argument(
+        "--leader-namespace",
+        metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the first rollout's)",
+    )
+    p.add_argument(
+        "--lease-duration",
+        default="15s",
+        metavar="DURATION",
+        help="how long a standby waits on a silent leader (15s, whole seconds)",
+    )
+    p.add_argument(
+        "--renew-deadline",
+        default="10s",
+        metavar="DURATION",
+        help="a leader that cannot renew for this long stops writing (10s)",
+    )
+    p.add_argument(
+        "--retry-period",
+        default="2s",
+        metavar="DURATION",
+        help="how often the Lease is renewed or tried (2s)",
+    )
     p.add_argument(
         "--log-format",
         choices=("auto", "json", "console"),

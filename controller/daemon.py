@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from controller.analysis.routing import RoutingProvider
 from controller.config import ConfigError, load_config
 from controller.config.model import Config, Rollout, Side
 from controller.kube import Kube
+from controller.leader import LeaderElector, LeaderSettings
 from controller.metrics import Metrics
 from controller.reconciler import Caches, RolloutReconciler
 from controller.server import Server
@@ -47,6 +49,12 @@ class DaemonOptions:
     identity: str = field(default_factory=socket.gethostname)
     namespaces: tuple[str, ...] = ()  # only these (default: every namespace a rollout names)
     config_source: str = ""
+    leader_elect: bool = True
+    leader_namespace: str | None = None  # default: $POD_NAMESPACE, else the first rollout's
+    lease_name: str = "ptc-leader"
+    lease_duration: timedelta = timedelta(seconds=15)
+    renew_deadline: timedelta = timedelta(seconds=10)
+    retry_period: timedelta = timedelta(seconds=2)
 
 
 class Controller:
@@ -64,7 +72,7 @@ class Controller:
         self.options = options
         self.clock = clock
         self.metrics = Metrics()
-        self.metrics.leader.set(1)
+        self.elector: LeaderElector | None = None
         self.metrics.config_generation.set(1)
         self._provider_factory = provider_factory or self._default_provider
         self.provider: Provider | None = None
@@ -115,6 +123,29 @@ class Controller:
     def rollouts(self) -> list[dict[str, Any]]:
         """Status of every rollout (for /api/v1/rollouts)."""
         return [r.status() for r in self.reconcilers]
+
+    def is_leader(self) -> bool:
+        """Whether this instance may write now (always, without leader election)."""
+        return self.elector is None or self.elector.is_leader()
+
+    def _on_leadership(self, leading: bool, holder: str | None) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        log.info(
+            "leadership changed", leading=leading, holder=holder, identity=self.options.identity
+        )
+        for reconciler in self.reconcilers:
+            reconciler.wake.set()
+        if leading:
+            task = asyncio.create_task(self._announce_leadership(), name="leader-events")
+            self._tasks.append(task)
+
+    async def _announce_leadership(self) -> None:
+        for reconciler in list(self.reconcilers):
+            await reconciler.emit(
+                "Normal",
+                "LeaderElected",
+                f"{self.options.identity} is the active ptc controller now",
+            )
 
     def readiness(self) -> tuple[bool, list[str]]:
         """Ready once every informer has synced; the reasons when not."""
@@ -173,6 +204,29 @@ class Controller:
         for caches in self.caches.values():
             for kind in KINDS:
                 await getattr(caches, kind).wait_synced(SYNC_TIMEOUT)
+        if self.options.leader_elect:
+            namespace = (
+                self.options.leader_namespace
+                or os.environ.get("POD_NAMESPACE")
+                or (rollouts[0].namespace if rollouts else "default")
+            )
+            self.elector = LeaderElector(
+                self.kube,
+                LeaderSettings(
+                    namespace=namespace,
+                    name=self.options.lease_name,
+                    identity=self.options.identity,
+                    lease_duration=self.options.lease_duration,
+                    renew_deadline=self.options.renew_deadline,
+                    retry_period=self.options.retry_period,
+                ),
+                on_change=self._on_leadership,
+            )
+            elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
+            elector_task.add_done_callback(self._reconciler_ended)
+            self._tasks.append(elector_task)
+        else:
+            self.metrics.leader.set(1)
         self.ready = True
         log.info(
             "controller started",
@@ -299,6 +353,7 @@ class Controller:
             self.metrics,
             identity=self.options.identity,
             clock=self.clock,
+            may_write=self.is_leader,
         )
 
     def _router(self, namespace: str, kind: str) -> Callable[[str, Any], None]:
@@ -325,6 +380,14 @@ class Controller:
         self.ready = False
         for reconciler in self.reconcilers:
             reconciler.stop()
+        reconciler_tasks = [t for t in self._tasks if t.get_name().startswith("reconcile:")]
+        if reconciler_tasks:
+            # Each finishes the action in flight; only then is the lease given up.
+            await asyncio.wait(reconciler_tasks, timeout=STOP_GRACE)
+        if self.elector is not None:
+            with contextlib.suppress(Exception):
+                await self.elector.release()
+            self.elector.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=STOP_GRACE)
             for task in pending:

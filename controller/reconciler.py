@@ -485,7 +485,13 @@ class RolloutReconciler:
 
     def _sync_runner(self, state: RolloutState | None) -> None:
         """Run analysis while the rollout carries canary traffic; judge the state's step."""
-        active = state is not None and state.phase in ANALYSIS_PHASES and not self._stopping
+        # Only the leader queries: a standby would double the load on Prometheus.
+        active = (
+            state is not None
+            and state.phase in ANALYSIS_PHASES
+            and not self._stopping
+            and self.may_write()
+        )
         if self.provider is None or not (
             self.spec.analysis.metrics or self.spec.analysis.capacity_gate
         ):

@@ -57,7 +57,7 @@ class Server:
             "ready": ready,
             "reasons": reasons,
             "identity": self.controller.options.identity,
-            "leader": True,
+            "leader": self.controller.is_leader(),
             "rollouts": len(self.controller.reconcilers),
             "configGeneration": self.controller.generation,
             "lastReloadError": self.controller.last_reload_error,

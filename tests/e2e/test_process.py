@@ -31,12 +31,17 @@ def write_config(world: World, path: Path, spec: dict[str, Any]) -> Path:
     return path
 
 
+# Short leases so a successor takes over in seconds (the defaults are 15s/10s/2s).
+FAST_LEASE = ("--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "0.3s")
+
+
 @asynccontextmanager
 async def controller_process(
-    world: World, config: Path, log: Path, identity: str
+    world: World, config: Path, log: Path, identity: str, kubeconfig: Path | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m controller.cli run` against the world; killed if still running at the end."""
     assert world.sandbox.kubeconfig is not None
+    kubeconfig = kubeconfig or world.sandbox.kubeconfig
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -46,7 +51,8 @@ async def controller_process(
             "--config",
             str(config),
             "--kubeconfig",
-            str(world.sandbox.kubeconfig),
+            str(kubeconfig),
+            *FAST_LEASE,
             "--listen",
             "127.0.0.1:0",
             "--identity",
