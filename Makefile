@@ -40,4 +40,5 @@ lint: install-test
 # Regenerate config/schema.json from the config model.
 schema: install
 	ptc schema > config/schema.json
+	ptc schema --markdown > docs/config-reference.md
 	$(PYTHON) helm/ptc/generate_schema.py

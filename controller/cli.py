@@ -439,8 +439,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    """Print the config JSON schema."""
-    sys.stdout.write(schema_json())
+    """Print the config JSON schema (or the Markdown reference generated from it)."""
+    if args.markdown:
+        from controller.config.reference import markdown_reference
+
+        sys.stdout.write(markdown_reference())
+    else:
+        sys.stdout.write(schema_json())
     return EXIT_OK
 
 
@@ -714,6 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Print the JSON schema of a config file (as committed in config/schema.json), for "
             "editors and CI: ptc schema > config/schema.json"
         ),
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="the config reference as Markdown instead"
     )
     p.set_defaults(func=cmd_schema)
     return parser

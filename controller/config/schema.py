@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from controller.config.model import Config
+from controller.durations import DURATION_PATTERN, format_duration
 
 SCHEMA_ID = "https://ptc.invalid/schema/config.json"
 
@@ -15,10 +19,28 @@ SCHEMA_ID = "https://ptc.invalid/schema/config.json"
 def config_schema() -> dict[str, Any]:
     """JSON schema of a config file, keys as written in YAML."""
     schema = Config.model_json_schema(by_alias=True, mode="validation")
+    _durations_as_written(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
     schema["title"] = "ptc config"
     return schema
+
+
+def _durations_as_written(node: Any) -> None:
+    """Pydantic writes timedelta defaults as ISO 8601 (PT10S); show them as a config has them."""
+    if isinstance(node, dict):
+        default = node.get("default")
+        if (
+            isinstance(default, str)
+            and default.startswith("P")
+            and node.get("pattern") == (DURATION_PATTERN)
+        ):
+            node["default"] = format_duration(TypeAdapter(timedelta).validate_python(default))
+        for value in node.values():
+            _durations_as_written(value)
+    elif isinstance(node, list):
+        for value in node:
+            _durations_as_written(value)
 
 
 def schema_json() -> str:
