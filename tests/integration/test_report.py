@@ -397,8 +397,6 @@ async def test_unreadable_state_is_a_runtime_failure(
 async def test_ptc_report_command_line(
     api_server: ApiServer, kubeconfig: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not hasattr(cli, "cmd_report"):
-        pytest.skip("`ptc report` is not wired into controller/cli.py yet")
     api_server.create(_annotated_service(encode_state(rolled_back_state())))
     html, png = tmp_path / "web.html", tmp_path / "web.png"
     argv = ["report", "web", "--kubeconfig", str(kubeconfig), "-o", str(html), "-o", str(png)]
