@@ -16,8 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.kube import Conflict, Kube, ServiceInfo
-from controller.rollout import CommandKind
+from controller.rollout import Command, CommandKind
 from controller.state import COMMAND_ANNOTATION, STATE_ANNOTATION, StateError, decode_state
+
+
+def parse_command(raw: str | None) -> Command | None:
+    """The command annotation (JSON ``{"kind", "id", "by"}``); None if absent or malformed."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return Command(CommandKind(data["kind"]), id=str(data["id"]), by=str(data.get("by", "?")))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class CommandError(Exception):

@@ -28,7 +28,8 @@ from controller.config.model import Config, Rollout, Side
 from controller.kube import Kube
 from controller.leader import LeaderElector, LeaderSettings
 from controller.metrics import Metrics
-from controller.reconciler import Caches, RolloutReconciler
+from controller.observe import Caches
+from controller.reconciler import RolloutReconciler
 from controller.server import Server
 
 log = structlog.get_logger("ptc.daemon")

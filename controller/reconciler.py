@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import deque
@@ -22,31 +21,25 @@ from typing import Any
 
 import structlog
 
-from controller.analysis.evaluate import AnalysisSummary, Verdict
+from controller.analysis.evaluate import AnalysisSummary
 from controller.analysis.provider import Provider
 from controller.analysis.runner import AnalysisReport, AnalysisRunner
+from controller.commands import parse_command
 from controller.config.model import Rollout
 from controller.kube import (
     Conflict,
-    DeploymentInfo,
-    EndpointSliceInfo,
-    Informer,
     Kube,
     KubeError,
     NotFound,
     ObjectRef,
-    PodInfo,
     ServiceInfo,
 )
 from controller.metrics import Metrics
+from controller.observe import Caches, observe
 from controller.preflight import check_world, probe_pods
 from controller.rollout import (
-    Command,
-    CommandKind,
     Decision,
     DeleteDeployment,
-    DeploymentView,
-    Endpoints,
     Observed,
     PatchService,
     Persist,
@@ -73,33 +66,6 @@ log = structlog.get_logger("ptc.reconciler")
 
 ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.HOLDING, Phase.FLIPPING, Phase.BAKING, Phase.PAUSED)
 ERROR_BACKOFF = (1.0, 30.0)  # seconds: first retry after an API failure, cap
-
-
-class Caches:
-    """The informers of one namespace."""
-
-    def __init__(
-        self,
-        pods: Informer[PodInfo],
-        deployments: Informer[DeploymentInfo],
-        services: Informer[ServiceInfo],
-        endpointslices: Informer[EndpointSliceInfo],
-    ) -> None:
-        self.pods = pods
-        self.deployments = deployments
-        self.services = services
-        self.endpointslices = endpointslices
-
-
-def parse_command(raw: str | None) -> Command | None:
-    """The command annotation (JSON ``{"kind", "id", "by"}``); None if absent or malformed."""
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-        return Command(CommandKind(data["kind"]), id=str(data["id"]), by=str(data.get("by", "?")))
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class RolloutReconciler:
@@ -234,50 +200,18 @@ class RolloutReconciler:
         """The Service as last written by us (until echoed) or as the cache has it."""
         return self._own_service or self.caches.services.get(self.spec.service)
 
-    def _view(self, name: str) -> tuple[DeploymentView, DeploymentInfo | None]:
-        dep = self.caches.deployments.get(name)
-        if dep is None:
-            return DeploymentView(exists=False), None
-        spec_replicas = self._pending_scale.get(name, dep.spec_replicas)
-        ready = sum(
-            1
-            for p in self.caches.pods.items()
-            if p.deployment == name and p.ready and not p.terminating
-        )
-        return DeploymentView(True, spec_replicas, ready), dep
-
     def observe(self, svc: ServiceInfo) -> Observed:
         """Everything decide() needs, from the caches (no API calls)."""
-        stable, _ = self._view(self.spec.stable.deployment)
-        canary, _ = self._view(self.spec.canary.deployment)
-        by_ip: dict[str, str | None] = {}
-        for s in self.caches.endpointslices.items():
-            if s.service != self.spec.service:
-                continue
-            for e in s.endpoints:
-                if e.ready and not e.terminating:
-                    by_ip[e.ip] = e.pod
-        pods = {p.name: p for p in self.caches.pods.items()}
-        counts = {"canary": 0, "stable": 0, "other": 0}
-        for pod_name in by_ip.values():
-            pod = pods.get(pod_name) if pod_name else None
-            owner = pod.deployment if pod else None
-            if owner == self.spec.canary.deployment:
-                counts["canary"] += 1
-            elif owner == self.spec.stable.deployment:
-                counts["stable"] += 1
-            else:
-                counts["other"] += 1
         capacity = demand = None
         if self._report is not None:
             capacity, demand = self._report.capacity, self._report.demand
             if demand is not None and demand.value is not None and self._demand:
                 demand = replace(demand, value=max(v for _, v in self._demand))
-        return Observed(
-            stable=stable,
-            canary=canary,
-            selector=dict(svc.selector),
-            endpoints=Endpoints(**counts),
+        return observe(
+            self.spec,
+            self.caches,
+            svc,
+            self._pending_scale,
             preflight=self._preflight,
             capacity=capacity,
             demand=demand,
@@ -589,4 +523,4 @@ class RolloutReconciler:
         )
 
 
-__all__ = ["Caches", "RolloutReconciler", "Verdict", "parse_command"]
+__all__ = ["RolloutReconciler"]
