@@ -35,6 +35,7 @@ from controller.server import Server
 log = structlog.get_logger("ptc.daemon")
 
 KINDS = ("pods", "deployments", "services", "endpointslices")
+RouteKey = tuple[str, str, str | None]  # namespace, kind, the name an event is about
 SYNC_TIMEOUT = 60.0
 STOP_GRACE = 20.0
 RELOAD_INTERVAL = 2.0  # seconds between looks at the config file
@@ -74,6 +75,8 @@ class Controller:
         self.clock = clock
         self.metrics = Metrics()
         self.elector: LeaderElector | None = None
+        self._lease_kube: Kube | None = None
+        self._route_table: dict[RouteKey, list[RolloutReconciler]] | None = None
         self.metrics.config_generation.set(1)
         self._provider_factory = provider_factory or self._default_provider
         self.provider: Provider | None = None
@@ -197,6 +200,7 @@ class Controller:
             self.caches[ns] = caches
         for spec in rollouts:
             self.reconcilers.append(self._reconciler(spec))
+        self._invalidate_routes()
         for ns, caches in self.caches.items():
             for kind in KINDS:
                 informer = getattr(caches, kind)
@@ -211,8 +215,12 @@ class Controller:
                 or os.environ.get("POD_NAMESPACE")
                 or (rollouts[0].namespace if rollouts else "default")
             )
+            # Its own connection: a Lease renewal must never queue behind a burst of rollout writes.
+            self._lease_kube = await Kube.connect(
+                self.options.kubeconfig, instance=self.options.identity
+            )
             self.elector = LeaderElector(
-                self.kube,
+                self._lease_kube,
                 LeaderSettings(
                     namespace=namespace,
                     name=self.options.lease_name,
@@ -269,7 +277,8 @@ class Controller:
     async def reload(self, path: str) -> bool:
         """Load `path` and apply it; False (last good config kept) if it is invalid."""
         try:
-            loaded = load_config(path)
+            # A big config takes a moment to parse: not on the event loop.
+            loaded = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             self.last_reload_error = str(exc)
             log.error(
@@ -300,6 +309,7 @@ class Controller:
                 )
                 reconciler.stop()
                 self.reconcilers.remove(reconciler)
+                self._invalidate_routes()
                 continue
             outcome = reconciler.update_spec(spec, self.generation)
             if outcome == "applied":
@@ -341,12 +351,14 @@ class Controller:
         reconciler = self._reconciler(spec)
         reconciler.generation = self.generation
         self.reconcilers.append(reconciler)
+        self._invalidate_routes()
         self._start_reconciler(reconciler)
         log.info("rollout added by a config reload", rollout=spec.name, namespace=spec.namespace)
 
     def _reconciler(self, spec: Rollout) -> RolloutReconciler:
         assert self.kube is not None
-        return RolloutReconciler(
+        self._invalidate_routes()
+        reconciler = RolloutReconciler(
             spec,
             self.kube,
             self.caches[spec.namespace],
@@ -355,15 +367,41 @@ class Controller:
             identity=self.options.identity,
             clock=self.clock,
             may_write=self.is_leader,
+            on_spec_change=self._invalidate_routes,
         )
+        return reconciler
 
     def _router(self, namespace: str, kind: str) -> Callable[[str, Any], None]:
         def route(event_type: str, obj: Any) -> None:
-            for reconciler in self.reconcilers:
-                if reconciler.spec.namespace == namespace and reconciler.interested(kind, obj):
-                    reconciler.on_event(kind, event_type, obj)
+            # The name an event is about (a pod's Deployment, a slice's Service) picks the
+            # reconcilers at once: no scan of every rollout for every pod event.
+            key = _route_key(kind, obj)
+            for reconciler in self._routes.get((namespace, kind, key), ()):
+                reconciler.on_event(kind, event_type, obj)
 
         return route
+
+    @property
+    def _routes(self) -> dict[RouteKey, list[RolloutReconciler]]:
+        if self._route_table is None:
+            table: dict[RouteKey, list[RolloutReconciler]] = {}
+            for r in self.reconcilers:
+                ns, spec = r.spec.namespace, r.spec
+                for kind, key in (
+                    ("deployments", spec.stable.deployment),
+                    ("deployments", spec.canary.deployment),
+                    ("pods", spec.stable.deployment),
+                    ("pods", spec.canary.deployment),
+                    ("services", spec.service),
+                    ("endpointslices", spec.service),
+                ):
+                    table.setdefault((ns, kind, key), []).append(r)
+            self._route_table = table
+        return self._route_table
+
+    def _invalidate_routes(self) -> None:
+        """A reconciler came, went or changed its spec: rebuild the routes on the next event."""
+        self._route_table = None
 
     def _reconciler_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stop.is_set():
@@ -398,6 +436,8 @@ class Controller:
             await self.provider.close()
         if self.kube is not None:
             await self.kube.close()
+        if self._lease_kube is not None:
+            await self._lease_kube.close()
         await self.server.stop()
         log.info("controller stopped")
 
@@ -411,3 +451,12 @@ def _digest_file(path: str) -> str | None:
             return hashlib.sha256(handle.read()).hexdigest()
     except OSError:
         return None
+
+
+def _route_key(kind: str, obj: Any) -> str | None:
+    """The name a watch event is routed by."""
+    if kind == "pods":
+        return str(obj.deployment) if obj.deployment else None
+    if kind == "endpointslices":
+        return str(obj.service)
+    return str(obj.name)

@@ -82,6 +82,7 @@ class RolloutReconciler:
         identity: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         may_write: Callable[[], bool] = lambda: True,
+        on_spec_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.spec = spec
         self.kube = kube
@@ -91,6 +92,7 @@ class RolloutReconciler:
         self.identity = identity
         self.clock = clock
         self.may_write = may_write
+        self.on_spec_change = on_spec_change
         self.wake = asyncio.Event()
         self._stopping = False
         self._own_service: ServiceInfo | None = None
@@ -108,19 +110,6 @@ class RolloutReconciler:
         self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
 
     # -- wiring ----------------------------------------------------------------------------
-
-    def interested(self, kind: str, obj: Any) -> bool:
-        """Whether a watch event concerns this rollout."""
-        s = self.spec
-        if kind == "deployments":
-            return bool(obj.name in (s.stable.deployment, s.canary.deployment))
-        if kind == "pods":
-            return bool(obj.deployment in (s.stable.deployment, s.canary.deployment))
-        if kind == "services":
-            return bool(obj.name == s.service)
-        if kind == "endpointslices":
-            return bool(obj.service == s.service)
-        return False
 
     def on_event(self, kind: str, event_type: str, obj: Any) -> None:
         """Informer callback: drop trusted local copies the watch has caught up with; wake."""
@@ -183,6 +172,7 @@ class RolloutReconciler:
 
     def _apply_spec(self, spec: Rollout, generation: int) -> None:
         self.spec = spec
+        self.on_spec_change()
         self.generation = generation
         self._pending_spec = None
         if self._runner is not None:
@@ -441,6 +431,9 @@ class RolloutReconciler:
                 self._runner.set_step(step)
         elif self._runner is not None:
             runner, self._runner = self._runner, None
+            # The last attempt's verdicts and demand readings must not judge the next one.
+            self._report = None
+            self._demand.clear()
             asyncio.get_running_loop().create_task(
                 runner.stop(), name=f"stop-runner:{self.spec.name}"
             )

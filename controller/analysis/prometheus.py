@@ -238,6 +238,9 @@ class PrometheusProvider:
             max_workers=max_concurrency, thread_name_prefix="ptc-prometheus"
         )
         session = requests.Session()
+        # No proxy/netrc lookups from the environment on every request (they cost more than the
+        # query at scale); settings say exactly how to reach Prometheus.
+        session.trust_env = False
         session.verify = settings.ca_file or True
         session.headers.update(settings.headers)
         if settings.bearer_token_file:

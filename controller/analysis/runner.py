@@ -192,7 +192,7 @@ class AnalysisRunner:
         due = self._clock()
         while True:
             try:
-                await self.evaluate_once()
+                await self.evaluate_once(at=due)
             except Exception:
                 # evaluate_once() handles provider and callback failures itself; this is a
                 # bug elsewhere. Log it and keep the schedule rather than die silently.
@@ -215,13 +215,19 @@ class AnalysisRunner:
     def _analysis(self) -> Analysis:
         return self._rollout.step_analysis(self._step)
 
-    async def evaluate_once(self) -> AnalysisReport:
-        """Measure, judge and report once; failures of the provider become ERROR verdicts."""
+    async def evaluate_once(self, at: datetime | None = None) -> AnalysisReport:
+        """Measure, judge and report once; failures of the provider become ERROR verdicts.
+
+        `at` is the evaluation's time (default: now). The loop passes its scheduled tick, so
+        `for:` durations are whole multiples of the interval rather than missing by the few
+        milliseconds a wake-up jitters (a 4s `for:` at 2s intervals fails on the third
+        evaluation, not the fourth).
+        """
         async with self._lock:
             # Snapshot: a set_step()/update() during the queries applies to the next one.
             rollout, step = self._rollout, self._step
             analysis = rollout.step_analysis(step)
-            at = self._clock()
+            at = at or self._clock()
             gate = analysis.capacity_gate
             measurements, capacity = await asyncio.gather(
                 self._measure(rollout, analysis),

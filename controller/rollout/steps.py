@@ -18,8 +18,17 @@ from controller.state import Phase
 
 
 def _analysis_failed(ctx: Ctx) -> Decision | None:
-    """Roll back if analysis says fail (it already honoured `for:`)."""
-    if ctx.verdict is Verdict.FAIL and ctx.verdicts is not None:
+    """Roll back if analysis says fail (it already honoured `for:`).
+
+    Only a verdict from this attempt counts: after a rollback and `retry`, the last verdict of
+    the failed attempt must not roll the new one back before it has been judged at all.
+    """
+    started = ctx.state.started_at
+    if (
+        ctx.verdict is Verdict.FAIL
+        and ctx.verdicts is not None
+        and (started is None or ctx.verdicts.at >= started)
+    ):
         failing = ", ".join(f"{m.name} {m.reason}" for m in ctx.verdicts.failing())
         return begin_rollback(ctx, f"analysis failed: {failing}")
     return None

@@ -587,3 +587,17 @@ async def test_a_clock_stepping_back_never_stretches_the_sleep() -> None:
     await h.time.tick()
     await h.runner.stop()
     assert h.time.sleeps == [30.0, 30.0]
+
+
+async def test_late_wake_ups_do_not_stretch_for() -> None:
+    """Each evaluation is stamped with its scheduled tick: wake-up jitter cannot add an interval."""
+    h = Harness()
+    h.provider.values["bad-gateway-ratio"] = Sample(0.2, requests=1000)
+    await h.start()
+    for _ in range(2):
+        h.time.now -= timedelta(milliseconds=3)  # the sleep ends a little early each time
+        await h.time.tick()
+    await h.runner.stop()
+    assert [r.summary.at for r in h.reports] == [T0 + timedelta(seconds=s) for s in (0, 30, 60)]
+    # 60s of a 60s `for:` at the third evaluation, not 59.994s.
+    assert h.verdicts("bad-gateway-ratio")[-1] is Verdict.FAIL

@@ -355,6 +355,30 @@ def test_abort_rolls_back_and_retry_respects_cooldown_and_attempts() -> None:
     assert "2 of 2 attempts used" in refused.reason
 
 
+def test_a_retry_is_not_rolled_back_by_the_previous_attempts_verdict() -> None:
+    spec = make_spec(rollback={"cooldown": "1m", "maxAttempts": 2})
+    driver = Driver(spec)
+    driver.run(Phase.PROGRESSING, first=True)
+    stale = failing_summary(driver.now)  # the failing verdict of attempt 1
+    d = decide(spec, driver.state, driver.cluster.observed(driver.now), stale, driver.now)
+    driver.state = d.state
+    driver.verdict = None
+    driver.run(Phase.ROLLED_BACK)
+    driver.now += timedelta(minutes=2)
+    driver.step(cmd(CommandKind.RETRY))
+    # Attempt 2 starts; the reconciler still holds attempt 1's last (failing) summary.
+    for _ in range(6):
+        d = decide(spec, driver.state, driver.cluster.observed(driver.now), stale, driver.now)
+        assert d.state.phase is not Phase.ROLLING_BACK, d.reason
+        driver.state = d.state
+        driver._apply(d)
+        driver.cluster.ready_up(9, 9)
+    # A fresh failing verdict of attempt 2 does roll it back.
+    fresh = failing_summary(driver.now)
+    d = decide(spec, driver.state, driver.cluster.observed(driver.now), fresh, driver.now)
+    assert d.state.phase is Phase.ROLLING_BACK
+
+
 def test_auto_retry_after_cooldown() -> None:
     spec = make_spec(rollback={"cooldown": "1m", "maxAttempts": 2, "autoRetry": True})
     driver = Driver(spec)

@@ -1,0 +1,44 @@
+"""The fast path for clean configs reads every file exactly as the line-numbered path does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.config import load as load_module
+from controller.config.load import _load_fast, load_config_text
+
+CONFIG_DIR = Path(__file__).parents[2] / "config"
+
+
+def slow(text: str) -> object:
+    original = load_module._load_fast
+    load_module._load_fast = lambda *_: None  # type: ignore[assignment]
+    try:
+        return load_config_text(text, "x.yaml").config
+    finally:
+        load_module._load_fast = original  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("name", ["zai-proxy.yaml", "minimal.yaml"])
+def test_examples_take_the_fast_path_and_agree(name: str) -> None:
+    text = (CONFIG_DIR / name).read_text()
+    fast = _load_fast(text, name, None)
+    assert fast is not None
+    assert fast.config == slow(text)
+
+
+@pytest.mark.parametrize(
+    "scalar",
+    ["deleteStable: yes", "deleteStable: on", "weight: 010"],
+)
+def test_yaml11_only_scalars_take_the_slow_path(scalar: str) -> None:
+    assert _load_fast(f"rollouts: []\nx:\n  {scalar}\n", "x.yaml", None) is None
+
+
+def test_duplicate_keys_and_warnings_take_the_slow_path() -> None:
+    assert _load_fast("prometheus:\n  url: a\n  url: b\n", "x.yaml", None) is None
+    warn = (CONFIG_DIR / "minimal.yaml").read_text().replace("weight: 50", "weight: 100")
+    assert _load_fast(warn, "x.yaml", None) is None  # a 100% step warns: lines needed
+    assert load_config_text(warn, "x.yaml").warnings
