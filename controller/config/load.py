@@ -189,28 +189,37 @@ def load_config_text(
 
 
 def _load_fast(text: str, filename: str, replicas: int | None) -> LoadedConfig | None:
-    """The common case, quickly: a valid file with nothing to warn about.
+    """The common case, quickly: a valid file (warnings allowed).
 
-    ruamel's round-trip parser keeps the line numbers problems are reported with, but takes
-    seconds for a config of hundreds of rollouts. A C parser and the model settle a clean file
-    in a fraction of that; anything to report (or anything the fast parser reads differently)
-    goes the slow way, so every message still names its line.
+    ruamel's round-trip parser keeps the line numbers errors are reported with, but takes
+    seconds for a config of hundreds of rollouts. PyYAML's C parser gives the document and its
+    nodes (with their lines, for warnings) in a fraction of that. A file with errors — or with
+    anything the two parsers could read differently — goes the slow, exact way.
     """
     if _YAML11_ONLY.search(text):
         return None
+    loader = _FAST_LOADER(text)
     try:
-        raw = yaml_fast.load(text, Loader=_FAST_LOADER)
+        root = loader.get_single_node()
+        raw = loader.construct_document(root) if root is not None else None
     except yaml_fast.YAMLError:
         return None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         return None
     try:
         config = Config.model_validate(_merge_defaults(raw), by_alias=True, by_name=False)
     except (ValidationError, TypeError, ValueError):
         return None
-    if check_config(config, replicas):
+    findings = check_config(config, replicas)
+    if any(f.severity is Severity.ERROR for f in findings):
         return None
-    return LoadedConfig(config, filename, [])
+    locator = _NodeLocator(filename, raw, root)
+    warnings = sorted(
+        _dedupe(locator.from_finding(f) for f in findings), key=lambda p: (p.line or 0, p.path)
+    )
+    return LoadedConfig(config, filename, warnings)
 
 
 def _without_bad_values(rollout: Any, locs: list[Loc]) -> Any:
@@ -431,3 +440,36 @@ class _Locator:
             _fmt_path(self._rel(loc)),
             message + note,
         )
+
+
+class _NodeLocator(_Locator):
+    """The same line lookups over PyYAML's node tree (the fast path's)."""
+
+    def __init__(self, filename: str, raw: Mapping[str, Any], root: Any) -> None:
+        super().__init__(filename, raw)
+        self.root = root
+
+    def _node_line(self, loc: Loc) -> tuple[int | None, bool, bool]:
+        node: Any = self.root
+        line: int | None = 1
+        in_list = False
+        for depth, part in enumerate(loc):
+            child = None
+            if isinstance(node, yaml_fast.MappingNode) and isinstance(part, str):
+                for key, value in node.value:
+                    if getattr(key, "value", None) == part:
+                        line, child = key.start_mark.line + 1, value
+                        break
+            elif (
+                isinstance(node, yaml_fast.SequenceNode)
+                and isinstance(part, int)
+                and part < len(node.value)
+            ):
+                child = node.value[part]
+                line = child.start_mark.line + 1
+            if child is None:
+                through_list = depth >= 2 and isinstance(node, yaml_fast.SequenceNode)
+                return line, False, in_list or through_list
+            node = child
+            in_list = in_list or (depth >= 2 and isinstance(part, int))
+        return line, True, in_list

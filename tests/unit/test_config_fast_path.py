@@ -37,8 +37,34 @@ def test_yaml11_only_scalars_take_the_slow_path(scalar: str) -> None:
     assert _load_fast(f"rollouts: []\nx:\n  {scalar}\n", "x.yaml", None) is None
 
 
-def test_duplicate_keys_and_warnings_take_the_slow_path() -> None:
+def test_duplicate_keys_take_the_slow_path() -> None:
     assert _load_fast("prometheus:\n  url: a\n  url: b\n", "x.yaml", None) is None
-    warn = (CONFIG_DIR / "minimal.yaml").read_text().replace("weight: 50", "weight: 100")
-    assert _load_fast(warn, "x.yaml", None) is None  # a 100% step warns: lines needed
-    assert load_config_text(warn, "x.yaml").warnings
+
+
+def slow_warnings(text: str) -> list[str]:
+    original = load_module._load_fast
+    load_module._load_fast = lambda *_: None  # type: ignore[assignment]
+    try:
+        return [str(w) for w in load_config_text(text, "x.yaml").warnings]
+    finally:
+        load_module._load_fast = original  # type: ignore[assignment]
+
+
+def test_warnings_carry_the_same_lines_on_both_paths() -> None:
+    text = (
+        "defaults:\n"
+        "  flip: {bake: 1m}\n"
+        "rollouts:\n"
+        "  - name: web\n"
+        "    service: web\n"
+        "    replicas: 1\n"
+        "    stable: {deployment: web}\n"
+        "    canary: {deployment: web-v2, version: v2}\n"
+        "    steps:\n"
+        "      - {weight: 20, hold: 1m}\n"
+        "      - weight: 100\n"
+    )
+    fast = _load_fast(text, "x.yaml", None)
+    assert fast is not None and fast.warnings
+    assert [str(w) for w in fast.warnings] == slow_warnings(text)
+    assert any(w.line == 11 for w in fast.warnings)  # the 100% step
