@@ -424,7 +424,12 @@ class RolloutReconciler:
             step = min(state.step, len(self.spec.steps) - 1)
             if self._runner is None:
                 self._runner = AnalysisRunner(
-                    self.spec, self.provider, self._on_report, step=step, clock=self.clock
+                    self.spec,
+                    self.provider,
+                    self._on_report,
+                    step=step,
+                    clock=self.clock,
+                    spread=True,
                 )
                 self._runner.start()
             elif self._runner.step != step:

@@ -19,6 +19,7 @@ the runner therefore reports the raw (capacity, demand) samples and the reconcil
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import math
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,12 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # Config validation rejects a zero interval; this floor only keeps a bad value from spinning.
 MIN_INTERVAL = timedelta(seconds=1)
+
+
+def _spread(name: str, interval: timedelta) -> timedelta:
+    """A stable offset in [0, interval/2) for a rollout, from a hash of its name."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+    return interval * (digest % 1000) / 2000
 
 
 def utc_now() -> datetime:
@@ -90,6 +97,7 @@ class AnalysisRunner:
         previous: AnalysisSummary | None = None,
         clock: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
+        spread: bool = False,
     ) -> None:
         """`previous` restores ``for:`` state (e.g. persisted before a controller restart)."""
         self._rollout = rollout
@@ -98,6 +106,7 @@ class AnalysisRunner:
         self._on_result = on_result
         self._clock = clock
         self._sleep = sleep
+        self._spread = spread  # offset the first evaluation by a hash of the name
         self._previous = previous
         self._last: AnalysisReport | None = None
         self._task: asyncio.Task[None] | None = None
@@ -189,6 +198,12 @@ class AnalysisRunner:
                 raise  # we are being cancelled ourselves: do not swallow that
 
     async def _loop(self) -> None:
+        # Runners started together (a controller with hundreds of rollouts) would otherwise
+        # query in one burst every interval; a stable per-rollout offset spreads them out.
+        interval = max(self._analysis().interval, MIN_INTERVAL)
+        offset = _spread(self._rollout.name, interval) if self._spread else timedelta(0)
+        if offset > timedelta(0):
+            await self._sleep(offset.total_seconds())
         due = self._clock()
         while True:
             try:

@@ -601,3 +601,19 @@ async def test_late_wake_ups_do_not_stretch_for() -> None:
     assert [r.summary.at for r in h.reports] == [T0 + timedelta(seconds=s) for s in (0, 30, 60)]
     # 60s of a 60s `for:` at the third evaluation, not 59.994s.
     assert h.verdicts("bad-gateway-ratio")[-1] is Verdict.FAIL
+
+
+async def test_spread_offsets_the_first_evaluation_stably() -> None:
+    h = Harness(spread=True)
+    h.runner.start()
+    await h.time.until_sleeping()
+    first_sleep = h.time.sleeps[0]
+    assert 0 < first_sleep < 15  # within half of the 30s interval
+    await h.time.tick()
+    await h.runner.stop()
+    assert h.reports[0].summary.at == T0 + timedelta(seconds=first_sleep)
+    again = Harness(spread=True)
+    again.runner.start()
+    await again.time.until_sleeping()
+    await again.runner.stop()
+    assert again.time.sleeps[0] == first_sleep  # the same rollout, the same offset
