@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from controller.httpserve import serve
 from controller.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -35,11 +36,7 @@ class Server:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/v1/rollouts", self._rollouts)
         app.router.add_get("/api/v1/rollouts/{name}", self._rollout)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        if self.port == 0:
-            self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve(app, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from controller.httpserve import serve
 from controller.sandbox.faults import Latency
 
 if TYPE_CHECKING:
@@ -44,13 +45,7 @@ class ControlServer:
         app.router.add_post("/faults", self._set_faults)
         app.router.add_delete("/faults", self._clear_faults)
         app.router.add_post("/traffic", self._traffic)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:
-            # The runner knows the address the OS picked for port 0.
-            self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve(app, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop serving."""
