@@ -190,7 +190,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "in-process, and play two rollouts: v1 -> v2 completes (steps, a capacity hold while "
             "v2 warms up, flip, bake, v1 scaled to 0 and kept), then v2 -> v3 starts answering "
             "502s and is rolled back. Uses a real Prometheus if `prometheus` is installed, "
-            "else the direct provider (ptc scrapes the pods). About two minutes at --speed 1."
+            "else the direct provider (ptc scrapes the pods). About a minute at --speed 1."
         ),
     )
     p.add_argument("--speed", type=float, default=1.0, help="time compression (2 = twice as fast)")
