@@ -47,7 +47,8 @@ _FAST_LOADER = _FastLoader
 # Scalars that YAML 1.1 (PyYAML) and YAML 1.2 (ruamel) read differently: yes/no/on/off,
 # 0-prefixed octals, sexagesimals. A file with any of them takes the slow, exact path.
 _YAML11_ONLY = re.compile(
-    r"(?im)[:\-]\s*(?:yes|no|on|off|y|n|0[0-7]+|[0-9]+:[0-5]?[0-9](?::[0-5]?[0-9])*)\s*(?:#.*)?$"
+    r"(?im)[:\-\[{,]\s*(?:yes|no|on|off|y|n|0[0-7]+|[0-9]+:[0-5]?[0-9](?::[0-5]?[0-9])*)"
+    r"\s*(?:[,}\]#]|$)"
 )
 INHERITED = " (inherited from defaults)"
 _DEFAULTABLE_KEYS = {

@@ -31,7 +31,14 @@ def test_examples_take_the_fast_path_and_agree(name: str) -> None:
 
 @pytest.mark.parametrize(
     "scalar",
-    ["deleteStable: yes", "deleteStable: on", "weight: 010"],
+    [
+        "deleteStable: yes",
+        "deleteStable: on",
+        "weight: 010",
+        "steps: [{weight: 010, hold: 1m}]",
+        "flags: {deleteStable: yes}",
+        "list: [on, off]",
+    ],
 )
 def test_yaml11_only_scalars_take_the_slow_path(scalar: str) -> None:
     assert _load_fast(f"rollouts: []\nx:\n  {scalar}\n", "x.yaml", None) is None
