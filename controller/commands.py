@@ -17,7 +17,7 @@ from typing import Any
 
 from controller.kube import Conflict, Kube, ServiceInfo
 from controller.rollout import Command, CommandKind
-from controller.state import COMMAND_ANNOTATION, STATE_ANNOTATION, StateError, decode_state
+from controller.state import COMMAND_ANNOTATION, STATE_ANNOTATION, StateError, read_state
 
 
 def parse_command(raw: str | None) -> Command | None:
@@ -61,14 +61,12 @@ def default_actor() -> str:
 def find_service(services: list[ServiceInfo], rollout: str) -> ServiceInfo:
     """The Service whose state names `rollout` (or, before any state, named like it)."""
     for svc in services:
-        raw = svc.annotations.get(STATE_ANNOTATION)
-        if not raw:
-            continue
         try:
-            if decode_state(raw).rollout == rollout:
-                return svc
+            state = read_state(svc.annotations)
         except StateError:
             continue
+        if state is not None and state.rollout == rollout:
+            return svc
     for svc in services:
         if svc.name == rollout:
             return svc
@@ -136,13 +134,13 @@ async def send_command(
 
 
 def _acknowledged(svc: ServiceInfo | None, command_id: str, actor: str) -> CommandResult | None:
-    if svc is None or not svc.annotations.get(STATE_ANNOTATION):
+    if svc is None:
         return None
     try:
-        state = decode_state(svc.annotations[STATE_ANNOTATION])
+        state = read_state(svc.annotations)
     except StateError:
         return None
-    if state.last_command != command_id:
+    if state is None or state.last_command != command_id:
         return None
     # The command's own record: the latest one made on our behalf.
     ours = [r for r in state.history if r.by == actor]

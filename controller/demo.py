@@ -31,7 +31,7 @@ from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import NAMESPACE, deployment, wait_ready, zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
-from controller.state import STATE_ANNOTATION, RolloutState, decode_state
+from controller.state import RolloutState, read_state
 from controller.status import decisions_table, status_table
 
 SERVICE = "zai-proxy"
@@ -345,10 +345,8 @@ async def _until(
 
 
 def _service_state(sandbox: Sandbox) -> RolloutState | None:
-    raw = (
-        sandbox.api.get("services", SERVICE, NAMESPACE)["metadata"].get("annotations") or {}
-    ).get(STATE_ANNOTATION)
-    return decode_state(raw) if raw else None
+    svc = sandbox.api.get("services", SERVICE, NAMESPACE)
+    return read_state(svc["metadata"].get("annotations") or {})
 
 
 async def _reports(

@@ -57,8 +57,8 @@ from controller.state import (
     Phase,
     RolloutState,
     StateError,
-    decode_state,
     encode_state,
+    read_state,
 )
 from controller.status import iso, status_document
 
@@ -159,9 +159,9 @@ class RolloutReconciler:
             return "unchanged"
         svc = self.service()
         state = None
-        if svc is not None and svc.annotations.get(STATE_ANNOTATION):
+        if svc is not None:
             with contextlib.suppress(StateError):
-                state = decode_state(svc.annotations[STATE_ANNOTATION])
+                state = read_state(svc.annotations)
         in_flight = state is not None and not state.phase.terminal
         if in_flight and target_hash(spec) != target_hash(self.spec):
             self._pending_spec = spec
@@ -273,13 +273,10 @@ class RolloutReconciler:
         svc = self.service()
         if svc is None:
             return self._problem(f"Service {self.spec.namespace}/{self.spec.service} not found")
-        state: RolloutState | None = None
-        raw_state = svc.annotations.get(STATE_ANNOTATION)
-        if raw_state:
-            try:
-                state = decode_state(raw_state)
-            except StateError as exc:
-                return self._problem(f"cannot read {STATE_ANNOTATION}: {exc}")
+        try:
+            state = read_state(svc.annotations)
+        except StateError as exc:
+            return self._problem(f"cannot read {STATE_ANNOTATION}: {exc}")
         if self._pending_spec is not None and (state is None or state.phase.terminal):
             self._log.info("applying the deferred config: a new rollout target")
             self._apply_spec(self._pending_spec, self._pending_generation)
@@ -450,11 +447,7 @@ class RolloutReconciler:
         total = observed.endpoints.canary + observed.endpoints.stable
         actual = 100.0 * observed.endpoints.canary / total if total else 0.0
         self.metrics.weight_actual.labels(ns, name).set(actual)
-        self.metrics.weight_desired.labels(ns, name).set(self.desired_weight(state))
-
-    def desired_weight(self, state: RolloutState | None) -> float:
-        """The weight of the split in place (0 before the first step, 100 after the flip)."""
-        return state.weight if state is not None else 0.0
+        self.metrics.weight_desired.labels(ns, name).set(state.weight)
 
     # -- status for the API ----------------------------------------------------------------
 
@@ -463,9 +456,9 @@ class RolloutReconciler:
         svc = self.service()
         state: RolloutState | None = None
         error = None
-        if svc is not None and svc.annotations.get(STATE_ANNOTATION):
+        if svc is not None:
             try:
-                state = decode_state(svc.annotations[STATE_ANNOTATION])
+                state = read_state(svc.annotations)
             except StateError as exc:
                 error = str(exc)
         observed = self.observe(svc) if svc is not None else None

@@ -121,7 +121,8 @@ _STR_FIELDS = {
 }
 
 
-def _ts(value: datetime | None) -> str | None:
+def format_timestamp(value: datetime | None) -> str | None:
+    """UTC with a Z (naive means UTC), as the state stores it; None stays None."""
     if value is None:
         return None
     if value.tzinfo is None:  # naive means UTC here, as in `_parse_ts`, not local time
@@ -193,10 +194,14 @@ def encode_state(state: RolloutState) -> str:
     for f in fields(state):
         value = getattr(state, f.name)
         if f.name in _DATETIME_FIELDS:
-            value = _ts(value)
+            value = format_timestamp(value)
         elif f.name == "history":
             value = [
-                {**asdict(r), "at": _ts(r.at), "metrics": [asdict(m) for m in r.metrics]}
+                {
+                    **asdict(r),
+                    "at": format_timestamp(r.at),
+                    "metrics": [asdict(m) for m in r.metrics],
+                }
                 for r in value
             ]
         elif f.name == "shared_selector":
@@ -205,6 +210,12 @@ def encode_state(state: RolloutState) -> str:
             value = value.value
         data[_camel(f.name)] = value
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def read_state(annotations: Mapping[str, str]) -> RolloutState | None:
+    """The state in a Service's annotations; None when there is none, StateError if unreadable."""
+    raw = annotations.get(STATE_ANNOTATION)
+    return decode_state(raw) if raw else None
 
 
 def decode_state(text: str) -> RolloutState:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from controller.state import Phase, RolloutState
+from controller.state import Phase, RolloutState, format_timestamp
 
 VERDICT_MARK = {"pass": "✓", "fail": "✗", "inconclusive": "?", "error": "!"}
 PHASE_STYLE = {
@@ -34,9 +34,8 @@ PHASE_STYLE = {
 }
 
 
-def iso(value: datetime | None) -> str | None:
-    """UTC timestamp with a Z, or None."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+# Timestamps read the way the state writes them.
+iso = format_timestamp
 
 
 def parse_iso(value: str | None) -> datetime | None:

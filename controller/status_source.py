@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from controller.kube import DeploymentInfo, Informer, Kube, ServiceInfo
-from controller.state import STATE_ANNOTATION, Phase, RolloutState, StateError, decode_state
+from controller.state import Phase, RolloutState, StateError, read_state
 from controller.status import status_document
 
 
@@ -56,15 +56,13 @@ class ClusterStatus:
         now = now or datetime.now(UTC)
         docs = []
         for svc in self.services.items():
-            raw = svc.annotations.get(STATE_ANNOTATION)
-            if not raw:
-                continue
             try:
-                state = decode_state(raw)
+                state = read_state(svc.annotations)
             except StateError as exc:
                 docs.append(_broken(svc, str(exc), now))
                 continue
-            docs.append(self._document(svc, state, now))
+            if state is not None:
+                docs.append(self._document(svc, state, now))
         return docs
 
     def _document(self, svc: ServiceInfo, state: RolloutState, now: datetime) -> dict[str, Any]:
