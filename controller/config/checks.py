@@ -180,6 +180,8 @@ def check_plan(rollout: Rollout, total: int) -> list[Finding]:
         if not row.note:
             continue
         loc: Loc = ("steps", row.index, "weight") if row.label != "flip" else ("flip",)
+        if "shifting: surge needs" in row.note:
+            loc = ("maxSurge",)
         severity = Severity.ERROR if row.note.startswith("infeasible") else Severity.WARNING
         out.append(Finding(loc, f"with {total} replica(s): {row.note}", severity))
     return out

@@ -108,6 +108,18 @@ class Policy(StrEnum):
     HOLD = "hold"
 
 
+class Shifting(StrEnum):
+    """How traffic moves during the steps (DESIGN.md §4, README "Shifting modes")."""
+
+    # Canary up, then stable down to N - canary: N pods (+ maxSurge while moving), but every
+    # step terminates stable pods that are still in the Service.
+    STANDARD = "standard"
+    # Stable stays at N through the steps, canary grows within maxSurge (weights k/(N+k));
+    # stable is scaled down only after the flip took it out of the Service: no serving pod is
+    # terminated, at the cost of up to 2N pods at the flip.
+    SURGE = "surge"
+
+
 class Side(StrEnum):
     """Which pods a query is about."""
 
@@ -360,6 +372,13 @@ class Rollout(Model):
     )
     max_surge: IntOrPercent = "25%"
     max_unavailable: IntOrPercent = 0
+    shifting: Shifting = Field(
+        default=Shifting.STANDARD,
+        description="standard: scale stable down as canary grows (N pods, but serving stable "
+        "pods are terminated at each step); surge: stable stays at N until the flip, canary "
+        "grows within maxSurge (no serving pod terminated; needs maxSurge >= the canary's "
+        "full size, weights up to 50%)",
+    )
     weight_tolerance: float = Field(
         default=10.0, ge=0, le=100, description="percentage points a step may miss its weight by"
     )
@@ -392,6 +411,7 @@ DEFAULTABLE = (
     "version_label",
     "max_surge",
     "max_unavailable",
+    "shifting",
     "weight_tolerance",
     "steps",
     "flip",
@@ -409,6 +429,7 @@ class RolloutDefaults(Model):
     version_label: LabelKey | None = None
     max_surge: IntOrPercent | None = None
     max_unavailable: IntOrPercent | None = None
+    shifting: Shifting | None = None
     weight_tolerance: float | None = Field(default=None, ge=0, le=100)
     steps: list[Step] | None = None
     flip: Flip | None = None
