@@ -48,7 +48,7 @@ class KubePolicy:
         """Backoff between request attempts (honours Retry-After, capped)."""
         return _RetryAfterOrBackoff(
             tenacity.wait_exponential_jitter(
-                multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
+                initial=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
             ),
             self.backoff_max,
         )
@@ -56,7 +56,7 @@ class KubePolicy:
     def reconnect_wait(self) -> tenacity.wait.wait_base:
         """Backoff between watch reconnects."""
         return tenacity.wait_exponential_jitter(
-            multiplier=self.reconnect_initial, max=self.reconnect_max, jitter=self.reconnect_initial
+            initial=self.reconnect_initial, max=self.reconnect_max, jitter=self.reconnect_initial
         )
 
 
