@@ -25,8 +25,8 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", ("list", "watch")),
     # get_service, patch_service (reads the current selector to null dropped keys); informer
     Permission("", "services", ("get", "list", "watch", "patch")),
-    # emit_event (core v1 Events)
-    Permission("", "events", ("create",)),
+    # emit_event (core v1 Events): create, and patch to count a repeat
+    Permission("", "events", ("create", "patch")),
     # get_deployment, delete_deployment (see DELETE_STABLE); the deployments informer
     Permission("apps", "deployments", ("get", "list", "watch", "delete")),
     # scale (PATCH of the scale subresource, never the whole Deployment)

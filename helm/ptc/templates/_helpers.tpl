@@ -121,10 +121,10 @@ with a dict: "delete" grants deleting Deployments (only where a rollout sets del
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "patch"]
-# Events recording every decision
+# Events recording every decision (patch: a repeat bumps the recorded one's count)
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # get_deployment; the deployments informer; delete_deployment only for retention.deleteStable
 - apiGroups: ["apps"]
   resources: ["deployments"]
