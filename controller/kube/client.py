@@ -16,8 +16,8 @@ from typing import Any, Literal, overload
 
 import structlog
 
-from controller.kube.errors import Conflict, KubeError
-from controller.kube.events import event_object
+from controller.kube.errors import Conflict, KubeError, NotFound
+from controller.kube.events import RepeatTracker, event_key, event_object, repeat_patch
 from controller.kube.informer import Informer
 from controller.kube.policy import KubePolicy, call_with_retries
 from controller.kube.resources import (
@@ -78,6 +78,7 @@ class Kube:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.instance = instance or socket.gethostname()
         self._informers: dict[tuple[str, str], Informer[Any]] = {}
+        self._events = RepeatTracker()
         self.retries = 0  # Unavailable answers retried, for metrics
 
     @classmethod
@@ -226,21 +227,42 @@ class Kube:
     ) -> bool:
         """Record a core v1 Event (``type`` Normal or Warning); best effort: failures are logged.
 
-        One attempt, no retries: an Event is never worth delaying a rollout for. Returns
-        whether the Event was recorded.
+        An identical Event (same object, type, reason and message) within the last 10 minutes
+        bumps the recorded one's ``count`` and ``lastTimestamp`` instead of adding another, as
+        client-go's recorder does. One attempt, no retries: an Event is never worth delaying a
+        rollout for. Returns whether the Event was recorded.
         """
-        event = event_object(
-            namespace,
-            involved,
-            type,
-            reason,
-            message,
-            component=component,
-            instance=self.instance,
-            when=self._clock(),
-        )
+        now = self._clock()
+        key = event_key(namespace, involved, type, reason, message)
         try:
+            seen = self._events.repeat_of(key, now)
+            if seen is not None:
+                try:
+                    await self._transport.request(
+                        "PATCH",
+                        EVENTS,
+                        namespace,
+                        seen.name,
+                        body=repeat_patch(seen.count + 1, now),
+                        content_type=MERGE_PATCH,
+                    )
+                except NotFound:
+                    self._events.forget(key)  # expired on the server (event TTL): record anew
+                else:
+                    self._events.recorded(key, seen.name, seen.count + 1, now)
+                    return True
+            event = event_object(
+                namespace,
+                involved,
+                type,
+                reason,
+                message,
+                component=component,
+                instance=self.instance,
+                when=now,
+            )
             await self._transport.request("POST", EVENTS, namespace, body=event)
+            self._events.recorded(key, event["metadata"]["name"], 1, now)
         except KubeError as e:
             log.warning(
                 "kube.event.failed",
