@@ -231,6 +231,8 @@ class Controller:
                 ),
                 on_change=self._on_leadership,
             )
+            # Every rollout write is sent only while leadership lasts, bounded by what is left.
+            self.kube.fence = self.elector.time_left
             elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
             elector_task.add_done_callback(self._reconciler_ended)
             self._tasks.append(elector_task)
