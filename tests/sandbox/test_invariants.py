@@ -13,6 +13,7 @@ import pytest
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
+from tests.sandbox.conftest import wait_until
 
 NS, SERVICE = "devpod", "zai-proxy"
 
@@ -55,14 +56,16 @@ async def test_a_foreign_pod_violates_only_once_traffic_moves(sandbox: Sandbox) 
                 "spec": {"containers": [{"name": "sh", "image": "busybox"}]},
             }
         )
-        async with asyncio.timeout(10):
-            while not any(
+        await wait_until(
+            sandbox.api.store,
+            lambda: any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in sandbox.api.get("Pod", "debug-shell", NS)
                 .get("status", {})
                 .get("conditions", [])
-            ):
-                await asyncio.sleep(0.02)
+            ),
+            limit=10,
+        )
         monitor.check()
         assert monitor.violations == []  # the Service is still the user's
         set_phase(sandbox, "progressing")
