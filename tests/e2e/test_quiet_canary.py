@@ -77,7 +77,7 @@ async def test_requests_total_at_start_waits_visibly_then_fails_and_retry_is_fre
         "port": 8080,
         "metrics": {"atStart": ["zai_proxy_requests_total"]},
         "startGrace": "1h",
-        "timeout": "4s",
+        "timeout": "6s",
     }
     async with (
         sandbox_world(tmp_path, prometheus=False, quiet_canary=True) as world,
@@ -102,7 +102,7 @@ async def test_requests_total_at_start_waits_visibly_then_fails_and_retry_is_fre
 
         failed = await world.wait_phase("failed", timeout=30)
         assert failed["failedIn"] == "preflight"
-        assert "preflight still waiting after 4s (preflight.timeout)" in failed["message"]
+        assert "preflight still waiting after 6s (preflight.timeout)" in failed["message"]
         assert world.replicas(CANARY) == (1, 1)  # nothing was acted on
         assert world.service()["spec"]["selector"] == PINNED_TO_V1
 

@@ -172,6 +172,7 @@ def test_failed_in_round_trips_and_a_state_without_it_still_decodes() -> None:
     text = encode_state(failed)
     assert json.loads(text)["failedIn"] == "preflight"
     assert decode_state(text) == failed
+    assert decode_state(text).failed_in is Phase.PREFLIGHT  # the enum, not an equal string
     # An annotation written before `failedIn` existed: a failure of unknown kind (None), which
     # `retry` treats like any failure (cooldown, attempts).
     old = (
