@@ -195,7 +195,8 @@ COMMAND_HELP = {
     "abort": "roll back now",
     "pause": "stop progressing (analysis still rolls back on a breach)",
     "resume": "go on after a pause",
-    "retry": "start again after a rollback (cooldown and maxAttempts apply)",
+    "retry": "start again after a rollback (cooldown and maxAttempts apply) or a failure; "
+    "after a preflight failure at once, using no attempt",
 }
 
 

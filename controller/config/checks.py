@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 # is imported first this module runs while that one is half-initialised.
 from controller import plan as planner
 from controller.analysis import templates
-from controller.config.model import Analysis, Config, Metric, Rollout, Source
+from controller.config.model import Analysis, Config, Metric, Preflight, Rollout, Source
 
 Loc = tuple[str | int, ...]
 
@@ -166,9 +166,45 @@ def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding
         Finding(("analysis", *f.loc), f.message, f.severity)
         for f in check_analysis(rollout.analysis)
     )
+    out.extend(
+        Finding(("preflight", *f.loc), f.message, f.severity)
+        for f in check_preflight(rollout.preflight)
+    )
     total = rollout.replicas or replicas
     if total is not None and not any(f.severity is Severity.ERROR for f in out):
         out.extend(check_plan(rollout, total))
+    return out
+
+
+def check_preflight(preflight: Preflight) -> list[Finding]:
+    """A family cannot be both required at start and lazy; the old key gets a pointer."""
+    out: list[Finding] = []
+    lazy = set(preflight.metrics.lazy)
+    for key, names in (
+        (("metrics", "atStart"), preflight.metrics.at_start),
+        (("expectMetrics",), preflight.expect_metrics),
+    ):
+        for j, name in enumerate(names):
+            if name in lazy:
+                out.append(
+                    Finding(
+                        (*key, j),
+                        f"{name!r} is also in metrics.lazy: a family is either there from "
+                        "process start or created lazily, not both",
+                    )
+                )
+    if preflight.expect_metrics:
+        out.append(
+            Finding(
+                ("expectMetrics",),
+                "expectMetrics is the old name of metrics.atStart: every family listed must "
+                "exist before the pod's first request. A family the service creates with its "
+                "first request (zai-proxy: zai_proxy_requests_total, "
+                "zai_proxy_request_duration_seconds) belongs in metrics.lazy, or a canary "
+                "that has served nothing yet fails its preflight",
+                Severity.WARNING,
+            )
+        )
     return out
 
 

@@ -330,6 +330,24 @@ class Rollback(Model):
     auto_retry: bool = Field(default=False, description="retry by itself after the cooldown")
 
 
+MetricFamily = Annotated[str, Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=200)]
+
+
+class PreflightMetrics(Model):
+    """Metric families the canary's /metrics must have, by when they appear."""
+
+    at_start: list[MetricFamily] = Field(
+        default_factory=list,
+        description="exposed from process start (zai-proxy: build_info, max_workers, the rate "
+        "gauge); absent past startGrace fails the preflight",
+    )
+    lazy: list[MetricFamily] = Field(
+        default_factory=list,
+        description="created by the first request or event (zai-proxy: requests_total, "
+        "request_duration_seconds); absent is not a problem",
+    )
+
+
 class Preflight(Model):
     """The automated version of the manual 'verify v2 is healthy' step."""
 
@@ -339,7 +357,24 @@ class Preflight(Model):
     port: int | None = Field(default=None, ge=1, le=65535)
     health_path: str = "/health"
     metrics_path: str = "/metrics"
-    expect_metrics: list[str] = Field(default_factory=list)
+    metrics: PreflightMetrics = Field(default_factory=PreflightMetrics)
+    expect_metrics: list[MetricFamily] = Field(
+        default_factory=list,
+        description="old name of metrics.atStart (families required from process start)",
+    )
+    start_grace: Duration = Field(
+        default=timedelta(seconds=30),
+        description="a pod younger than this may still lack an atStart family: wait, not fail",
+    )
+    timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="how long preflight waits on what time can fix (pods not Ready, probes "
+        "unanswered) before it fails with the last reason",
+    )
+
+    def at_start(self) -> list[str]:
+        """Families required from process start (`metrics.atStart` and the old `expectMetrics`)."""
+        return list(dict.fromkeys([*self.metrics.at_start, *self.expect_metrics]))
 
 
 class DeploymentRef(Model):

@@ -143,6 +143,7 @@ async def sandbox_world(
     prometheus: bool = True,
     floor: int = 4,
     canary_env: dict[str, str] | None = None,
+    quiet_canary: bool = False,
 ) -> AsyncIterator[World]:
     """The zai-proxy scenario with Prometheus and the invariant monitor running."""
     _KrApi._instances.clear()
@@ -163,6 +164,7 @@ async def sandbox_world(
             canary_rate_limit_initial=canary_rate_limit_initial,
             stable_rate_limit_initial=stable_rate_limit_initial,
             canary_env=canary_env,
+            quiet_canary=quiet_canary,
         )
         monitor = InvariantMonitor(sandbox, NS, SERVICE, STABLE, CANARY, floor)
         monitor.start()

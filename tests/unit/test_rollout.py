@@ -126,22 +126,6 @@ def test_preflight_runs_then_fails_naming_the_problem() -> None:
     assert "other-1" in failed.reason and failed.event and failed.event.type is EventType.WARNING
 
 
-def test_preflight_waits_and_retries() -> None:
-    spec = make_spec()
-    obs = Cluster().observed(T0)
-    started = decide(spec, None, obs, None, T0).state
-    waiting = Observed(
-        obs.stable,
-        obs.canary,
-        obs.selector,
-        preflight=PreflightResult(T0, waiting=("canary not Ready",)),
-    )
-    d = decide(spec, started, waiting, None, T0 + timedelta(seconds=1))
-    assert isinstance(d.action, Wait) and d.action.until == T0 + timedelta(seconds=10)
-    again = decide(spec, started, waiting, None, T0 + timedelta(seconds=10))
-    assert isinstance(again.action, RunPreflight)
-
-
 def test_preflight_takes_n_from_stable_when_unset() -> None:
     driver = Driver(make_spec(replicas=None))
     driver.cluster.stable_spec = driver.cluster.stable_ready = 2
