@@ -227,7 +227,7 @@ def test_defaults_refuses_keys_that_are_not_defaultable() -> None:
     text = "defaults:\n  service: web\nrollouts:\n" + ROLLOUT + "    steps: [{weight: 5}]\n"
     assert problems(text) == [
         "f.yaml:2: defaults.service: unknown key 'service'; expected one of: analysis, flip, "
-        "maxSurge, maxUnavailable, namespace, preflight, retention, rollback, steps, "
+        "maxSurge, maxUnavailable, namespace, preflight, retention, rollback, shifting, steps, "
         "versionLabel, weightTolerance",
     ]
 
@@ -562,6 +562,7 @@ def test_schema_header() -> None:
                 "rollback",
                 "service",
                 "sharedSelector",
+                "shifting",
                 "stable",
                 "steps",
                 "versionLabel",
