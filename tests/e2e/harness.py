@@ -64,7 +64,12 @@ def rollout_spec(**overrides: Any) -> dict[str, Any]:
             "metrics": [BAD_GATEWAY],
         },
         "rollback": {"cooldown": "1s"},
-        "preflight": {"expectMetrics": ["zai_proxy_requests_total"]},
+        "preflight": {
+            "metrics": {
+                "atStart": ["zai_proxy_build_info"],
+                "lazy": ["zai_proxy_requests_total"],
+            }
+        },
     }
     spec.update(overrides)
     return spec
