@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -43,9 +43,14 @@ def check_config(config: Config, replicas: int | None = None) -> list[Finding]:
 
 
 def check_rollouts(
-    indexed: Sequence[tuple[int, Rollout]], replicas: int | None = None
+    indexed: Sequence[tuple[int, Rollout]],
+    replicas: int | None = None,
+    skip_plan: Set[int] = frozenset(),
 ) -> list[Finding]:
-    """Semantic problems of the rollouts that passed type validation, by their file index."""
+    """Semantic problems of the rollouts that passed type validation, by their file index.
+
+    The rollouts at `skip_plan` are not planned (repaired ones: placeholders plan nothing).
+    """
     findings: list[Finding] = []
     seen_names: dict[str, int] = {}
     seen_services: dict[tuple[str, str], str] = {}
@@ -72,12 +77,16 @@ def check_rollouts(
         seen_services.setdefault(key, rollout.name)
         findings.extend(
             Finding((*base, *f.loc), f.message, f.severity)
-            for f in check_rollout(rollout, replicas)
+            for f in check_rollout(
+                rollout, None if i in skip_plan else replicas, i not in skip_plan
+            )
         )
     return findings
 
 
-def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding]:
+def check_rollout(
+    rollout: Rollout, replicas: int | None = None, plan: bool = True
+) -> list[Finding]:
     """Semantic problems of one rollout, located relative to it.
 
     The plan is checked for the rollout's `replicas`, else for `replicas` if given.
@@ -167,7 +176,7 @@ def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding
         for f in check_analysis(rollout.analysis)
     )
     total = rollout.replicas or replicas
-    if total is not None and not any(f.severity is Severity.ERROR for f in out):
+    if plan and total is not None and not any(f.severity is Severity.ERROR for f in out):
         out.extend(check_plan(rollout, total))
     return out
 

@@ -423,7 +423,9 @@ class Config(Model):
 
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     defaults: RolloutDefaults = Field(default_factory=RolloutDefaults)
-    rollouts: list[Rollout] = Field(default_factory=list)
+    rollouts: list[Rollout] = Field(
+        description="required: an empty file is a mistake; `rollouts: []` says none on purpose"
+    )
 
     def rollout(self, name: str) -> Rollout:
         """The rollout called `name`; KeyError naming the ones there are."""
