@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from controller.config import model
 from controller.config.checks import Finding, Severity, check_config, check_rollouts
 from controller.config.model import DEFAULTABLE, Config, Rollout
 from controller.config.repair import caused_by_repair, clean_loc, repair_rollout
@@ -281,12 +282,19 @@ def _short(value: Any) -> str:
 
 
 _PATTERN_HELP = {
-    "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$": "a Kubernetes namespace (lower-case letters, digits "
-    "and '-', starting and ending alphanumeric, at most 63)",
-    "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$": "a Kubernetes object name (lower-case letters, "
-    "digits, '-' and '.', starting and ending alphanumeric)",
-    "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$": "a label value (letters, digits, "
-    "'-', '_' and '.', at most 63, starting and ending alphanumeric)",
+    model.DNS_LABEL: "a Kubernetes namespace: a DNS-1123 label (lower-case letters, digits and "
+    "'-', starting and ending alphanumeric, at most 63)",
+    model.DNS_1035_LABEL: "a Kubernetes Service name: a DNS-1035 label (lower-case letters, "
+    "digits and '-', starting with a letter, ending alphanumeric, at most 63)",
+    model.DNS_SUBDOMAIN: "a Kubernetes object name: a DNS-1123 subdomain (dot-separated "
+    "labels of lower-case letters, digits and '-', each starting and ending alphanumeric)",
+    model.LABEL_VALUE: "a label value (letters, digits, '-', '_' and '.', at most 63, starting "
+    "and ending alphanumeric)",
+    model.METRIC_NAME: "a Prometheus metric name (letters, digits, '_' and ':', not starting "
+    "with a digit)",
+    model.PROM_LABEL: "a Prometheus label name (letters, digits and '_', not starting with a "
+    "digit)",
+    "^/": "a path starting with '/'",
 }
 
 

@@ -295,8 +295,9 @@ def test_malformed_file_reports_every_problem_with_line_rollout_and_path(tmp_pat
         "[0, 1]; max 5 can never be exceeded (did you mean 0.05?)",
         f"{f}:25: rollout 'api': analysis.metrics[1].query: unknown template variable "
         "{{ namespase }}; did you mean {{ namespace }}?",
-        f"{f}:27: rollout 'Web_App': name: expected a Kubernetes object name (lower-case "
-        "letters, digits, '-' and '.', starting and ending alphanumeric), got 'Web_App'",
+        f"{f}:27: rollout 'Web_App': name: expected a Kubernetes object name: a DNS-1123 "
+        "subdomain (dot-separated labels of lower-case letters, digits and '-', each starting "
+        "and ending alphanumeric), got 'Web_App'",
         f"{f}:27: rollout 'Web_App': stable: required key is missing",
         f"{f}:29: rollout 'Web_App': stabel: unknown key 'stabel'; did you mean 'stable'?",
         f"{f}:33: rollout 'worker': service: required key is missing",
