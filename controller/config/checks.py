@@ -267,7 +267,7 @@ def _metric_problems(metric: Metric, loc: Loc, provider: str) -> list[Finding]:
     if metric.counter_ratio is not None:
         for bound in ("max", "min"):
             value = getattr(metric, bound)
-            if value is not None and not 0 <= value <= 1:
+            if value is not None and value > 1:
                 out.append(
                     Finding(
                         (*loc, bound),

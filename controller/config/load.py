@@ -156,7 +156,15 @@ def _load_text(text: str, filename: str, replicas: int | None) -> LoadedConfig:
         )
     if not isinstance(raw, dict):
         raise ConfigError(
-            [Problem(filename, 1, None, "", f"expected a mapping at the top, got {_kind(raw)}")]
+            [
+                Problem(
+                    filename,
+                    doc.root_line,
+                    None,
+                    "",
+                    f"expected a mapping at the top, got {_kind(raw)}",
+                )
+            ]
         )
     locator = _Locator(filename, doc)
     merged = _merge_defaults(raw)

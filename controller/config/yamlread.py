@@ -91,6 +91,7 @@ class Document:
     # id(container) -> {key: line} for a dict, [line, ...] for a list.
     lines: dict[int, Any] = field(default_factory=dict)
     problems: list[YamlProblem] = field(default_factory=list)
+    root_line: int = 1  # where the document's content starts
 
     def line_of(self, container: Any, part: str | int) -> int | None:
         """The line `part` (a key or an index) of `container` was written on."""
@@ -147,12 +148,25 @@ def read_yaml(text: str) -> Document:
         while loader.check_event():
             builder.feed(loader.get_event())
     except yaml.MarkedYAMLError as exc:
-        raise YamlError([_syntax_problem(exc, text)]) from None
+        problems = [_syntax_problem(exc, text)]
+        error_line = problems[0].line or 0
+        quote = builder.multiline_quote
+        if quote is not None and quote[1] >= error_line - 1:
+            # A quote left open swallows the lines after it: the parser stumbles where it ends.
+            start, end = quote
+            problems.append(
+                YamlProblem(
+                    start,
+                    f"a quoted string opens here and runs to line {end}: is its closing quote "
+                    "missing?",
+                )
+            )
+        raise YamlError(problems) from None
     except yaml.YAMLError as exc:
         raise YamlError([YamlProblem(None, f"not valid YAML: {exc}")]) from None
     finally:
         loader.dispose()
-    return Document(builder.result, builder.lines, builder.problems)
+    return Document(builder.result, builder.lines, builder.problems, builder.root_line)
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> YamlProblem:
@@ -200,6 +214,7 @@ class _Frame:
         self.own: set[str] = set()
 
 
+_NODE_STARTS = (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)
 _NO_KEY = object()
 _BAD_KEY = object()
 _MERGE = object()
@@ -218,9 +233,13 @@ class _Builder:
         self.documents = 0
         self.written = 0
         self.expanded = 0
+        self.root_line = 1
+        self.multiline_quote: tuple[int, int] | None = None
 
     def feed(self, event: Any) -> None:
         line = event.start_mark.line + 1
+        if not self.stack and isinstance(event, _NODE_STARTS):
+            self.root_line = line
         if isinstance(event, yaml.DocumentStartEvent):
             self.documents += 1
             if self.documents > 1:
@@ -340,6 +359,8 @@ class _Builder:
     def _scalar(self, event: Any, line: int) -> Any:
         text: str = event.value
         plain = event.style in (None, "")
+        if event.style in ('"', "'") and event.end_mark.line + 1 > line:
+            self.multiline_quote = (line, event.end_mark.line + 1)
         if self._expecting_key:
             return _KeyText(text, merge=plain and text == "<<" and event.tag in (None, "!"))
         tag = event.tag
@@ -358,10 +379,9 @@ class _Builder:
             return _BOOL[text]
         if _INT.match(text) or _OCT.match(text) or _HEX.match(text):
             if len(text) > _MAX_DIGITS:
-                self.problems.append(
-                    YamlProblem(line, f"a number of {len(text)} digits is too large")
-                )
-                return math.inf
+                # Python refuses to convert thousands of digits; the value is out of every
+                # range anyway, and the field's own check says so.
+                text = text[:_MAX_DIGITS]
             if text.startswith("0o"):
                 return int(text[2:], 8)
             return int(text, 16) if text.startswith("0x") else int(text, 10)
@@ -375,8 +395,8 @@ class _Builder:
 
     def _tag(self, tag: str | None, line: int) -> None:
         if tag not in (None, "!") and tag not in _KNOWN_TAGS:
-            self.problems.append(
-                YamlProblem(line, f"unsupported YAML tag {tag}; a config is plain YAML")
+            raise YamlError(
+                [YamlProblem(line, f"unsupported YAML tag {tag}; a config is plain YAML")]
             )
 
 
