@@ -65,7 +65,7 @@ def test_alias_bomb_is_refused_at_once() -> None:
         f"f.yaml:6: aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?); write "
         "the values out or use `defaults:`"
     ]
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 3.0  # measured: well under 0.01 s
 
 
 def test_reasonable_aliases_still_work() -> None:
@@ -119,7 +119,7 @@ def test_size_limit_text_and_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "a config may be at most 1048576 bytes" in str(info.value)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 3.0  # measured: well under 0.01 s
 
 
 def test_unterminated_quote_is_reported_where_it_opens() -> None:
