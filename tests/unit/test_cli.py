@@ -159,7 +159,7 @@ def test_replicas_must_be_positive(
     assert run(capsys, command, plans, "--replicas", "0") == (
         2,
         "",
-        "ptc: --replicas must be at least 1\n",
+        "ptc: --replicas must be between 1 and 10000\n",
     )
 
 

@@ -424,8 +424,8 @@ def test_preflight_metrics_at_start_and_lazy() -> None:
         "not both",
     ]
     assert problems(rollout_yaml("preflight: {metrics: {lazy: ['up{job=\"x\"}']}}\n")) == [
-        "f.yaml:6: rollout 'web': preflight.metrics.lazy[0]: expected a string matching "
-        "^[a-zA-Z_:][a-zA-Z0-9_:]*$, got 'up{job=\"x\"}'",
+        "f.yaml:6: rollout 'web': preflight.metrics.lazy[0]: expected a Prometheus metric name "
+        "(letters, digits, '_' and ':', not starting with a digit), got 'up{job=\"x\"}'",
     ]
 
 
