@@ -10,8 +10,9 @@ Namespaces (each scenario is the others' distractor):
 * ``bt-fleet``: v1 and v2 both go to 60% 502 (an upstream incident).
 * ``bt-renamed``: as ``bt-incident``, but the canary pods belong to ``zai-proxy-canary``.
 
-v2's rate limit is 8 rps until T - 5m and 20 rps from then on (a cold limiter that warmed up),
-so the capacity gate for 50% (30 rps x 0.5 x 1.2 = 18 needed) opens at T - 5m.
+v2's rate limit is 12 rps until T - 5m and 20 rps from then on (a cold limiter that warmed up),
+so the capacity gate for 50% (30 rps x 0.5 x 1.2 = 18 needed) opens at T - 5m; for 25% (9
+needed) it would have been open all along.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def openmetrics(start: int = START, end: int = END) -> str:
                 counters.append(f"zai_proxy_requests_total{labels} {value} {t}")
         limit_labels = _labels(**base)
         for t in times:
-            limit = 20.0 if not pod.canary or t >= LIMIT_UP else 8.0
+            limit = 20.0 if not pod.canary or t >= LIMIT_UP else 12.0
             gauges.append(f"zai_proxy_rate_limit_requests_per_second{limit_labels} {limit} {t}")
         for i, t in enumerate(times):
             for le, per_second in BUCKETS.items():

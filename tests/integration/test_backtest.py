@@ -34,7 +34,7 @@ from controller.backtest.replay import ReplayProvider
 from controller.backtest.run import run_backtest
 from controller.backtest.selectors import Bindings, parse_side
 from controller.config.load import load_config
-from controller.config.model import PrometheusSettings, Rollout
+from controller.config.model import Metric, PrometheusSettings, Rollout
 from controller.sandbox.prometheus import PrometheusServer
 from tests.integration.backtest_data import T, at, openmetrics
 from tests.integration.promdata import backfilled_prometheus
@@ -224,6 +224,26 @@ async def test_coarser_step_keeps_the_rollback_tick_on_its_grid(
     assert len(result.ticks) == 16
     assert result.summary.rollback is not None and result.summary.rollback.at == at(65)
     assert any("not the analysis interval" in n for n in result.notes)
+
+
+@real
+@module_loop
+async def test_a_query_prometheus_rejects_is_an_error_at_every_tick(
+    prometheus: PrometheusServer,
+) -> None:
+    """As in the controller: the metric's verdict is error (hold), never pass; maxHold acts."""
+    rollout = zai("bt-incident")
+    broken = Metric.model_validate(
+        {"name": "broken", "query": "sum(rate(zai_proxy_requests_total[{{ window }}])", "max": 1}
+    )
+    analysis = rollout.analysis.model_copy(update={"metrics": [broken], "capacity_gate": None})
+    rollout = rollout.model_copy(update={"analysis": analysis})
+    result = await backtest(prometheus, "bt-incident", -595, 25, rollout=rollout)
+    s = result.summary
+    assert s.counts == {"pass": 0, "inconclusive": 0, "error": 21, "fail": 0}
+    assert "unclosed left parenthesis" in s.metrics[0].hold_reason
+    assert s.max_hold is not None and s.max_hold.at == at(5)  # onError: pause after 10m
+    assert [n for n in result.notes if n.startswith("Prometheus rejected a query")]
 
 
 # -- the command -----------------------------------------------------------------------------

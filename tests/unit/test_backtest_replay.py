@@ -1,19 +1,23 @@
-"""`ptc backtest`: the replaying provider (the controller's provider on range data) and the CLI's
-refusals - bad input exits 2, an unreachable or silent Prometheus exits 1, one line each."""
+"""`ptc backtest`: the replaying provider (the controller's provider on range data), the range
+client's failure classes, and the CLI's refusals - bad input exits 2, an unreachable or silent
+Prometheus exits 1, one line each."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import socket
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from controller.analysis.evaluate import Measurement, Sample
-from controller.backtest.fetch import RangeTable, Series, to_ms
+from controller.backtest.fetch import FetchError, RangeTable, Series, fetch_ranges, to_ms
 from controller.backtest.replay import ReplayProvider
 from controller.backtest.selectors import Bindings, parse_side
 from controller.cli import main
@@ -202,3 +206,105 @@ def test_help_explains_selectors_times_and_an_example(capsys: pytest.CaptureFixt
     text = capsys.readouterr().out
     for needed in ("--deployments STABLE CANARY", "label matchers", "now-2h", "example:", "--step"):
         assert needed in text, needed
+
+
+# -- the range client against a stand-in Prometheus --------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def stand_in(answers: list[tuple[int, str]]) -> AsyncIterator[tuple[str, list[str]]]:
+    """A server answering each query_range with the next (status, body); queries recorded."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.query["query"])
+        status, body = answers[min(len(seen), len(answers)) - 1]
+        return web.Response(status=status, text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query_range", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+MATRIX = json.dumps(
+    {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [{"metric": {}, "values": [[MS / 1000, "1.5"], [MS / 1000 + 30, "2"]]}],
+        },
+    }
+)
+
+
+def _error(status_error: str, error: str) -> str:
+    return json.dumps({"status": "error", "errorType": status_error, "error": error})
+
+
+async def _fetch(url: str, queries: list[str]) -> RangeTable:
+    return await fetch_ranges(
+        PrometheusSettings(url=url),
+        queries,
+        AT,
+        AT + timedelta(seconds=30),
+        timedelta(seconds=30),
+        deadline=time.monotonic() + 10,
+    )
+
+
+async def test_range_results_are_keyed_by_millisecond_ticks() -> None:
+    async with stand_in([(200, MATRIX)]) as (url, seen):
+        table = await _fetch(url, ["up", "up"])
+    assert seen == ["up"]  # each distinct query once
+    assert table.at("up", MS) == [{"metric": {}, "value": [MS / 1000, "1.5"]}]
+    assert table.at("up", MS + 30_000)[0]["value"][1] == "2"
+    assert table.at("up", MS + 1) == []
+
+
+async def test_a_rejected_query_is_that_querys_error_not_the_backtests() -> None:
+    parse = _error("bad_data", "1:5: parse error: unclosed left parenthesis")
+    async with stand_in([(400, parse)]) as (url, _):
+        table = await _fetch(url, ["sum(rate(x[2m])"])
+    assert table.errors == {
+        "sum(rate(x[2m])": "HTTP 400 bad_data: 1:5: parse error: unclosed left parenthesis"
+    }
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        (
+            [(400, _error("bad_data", 'invalid parameter "step": zero or negative step'))],
+            'refused the range query: HTTP 400 bad_data: invalid parameter "step"',
+        ),
+        (
+            [(400, _error("bad_data", "exceeded maximum resolution of 11,000 points"))],
+            "refused the range query",
+        ),
+        ([(200, "<html>login</html>")], "did not answer as Prometheus does (HTTP 200)"),
+        ([(503, "overloaded")] * 3, "HTTP 503 (query: up)"),
+    ],
+    ids=["bad-step", "too-many-points", "not-prometheus", "503-thrice"],
+)
+async def test_prometheus_failures_abort_the_backtest(
+    answers: list[tuple[int, str]], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("controller.backtest.fetch.BACKOFF", (0.01, 0.01))
+    async with stand_in(answers) as (url, _):
+        with pytest.raises(FetchError, match=re.escape(message)):
+            await _fetch(url, ["up"])
+
+
+async def test_a_transient_failure_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("controller.backtest.fetch.BACKOFF", (0.01, 0.01))
+    async with stand_in([(503, "busy"), (200, MATRIX)]) as (url, seen):
+        table = await _fetch(url, ["up"])
+    assert len(seen) == 2 and table.at("up", MS) != []
