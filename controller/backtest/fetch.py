@@ -15,6 +15,7 @@ it as the runner would (an error verdict), so the output shows it.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import ssl
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -99,13 +101,30 @@ def _about_the_request(error: str) -> bool:
     )
 
 
-def _describe(exc: BaseException, url: str) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer from {url} in time"
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror if exc.os_error.strerror else str(exc.os_error)
-        return f"cannot connect to {url}: {reason}"
-    return f"{url}: {exc}" if str(exc) else f"{url}: {type(exc).__name__}"
+        error = exc.os_error
+        # asyncio's "Connect call failed (...)" hides the reason its errno names.
+        errno = error.errno or 0  # gaierror's are negative: its strerror says it
+        reason = os.strerror(errno) if errno > 0 else error.strerror or str(error)
+        return f"cannot connect: {reason[:1].lower()}{reason[1:]}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "not a valid URL"
+    return str(exc) or type(exc).__name__
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a Prometheus base URL (None when it is usable)."""
+    try:
+        parsed = urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "expected http(s)://HOST[:PORT][/PATH]"
+    if port == 0:
+        return "port 0 is not a port"
+    return None
 
 
 async def fetch_ranges(
@@ -178,7 +197,7 @@ async def fetch_ranges(
                         f"(query: {promql})"
                     ) from None
                 except (_Transient, aiohttp.ClientError) as exc:
-                    last = str(exc) if isinstance(exc, _Transient) else _describe(exc, base)
+                    last = _describe(exc)
                     if n + 1 == ATTEMPTS or time.monotonic() + BACKOFF[n] >= deadline:
                         raise FetchError(f"Prometheus {base}: {last} (query: {promql})") from None
                     await asyncio.sleep(BACKOFF[n])

@@ -103,7 +103,7 @@ async def run_backtest(
         await provider.close()
     replay_seconds = time.monotonic() - began - fetch_seconds
     summary = summarise(spec, results)
-    notes = _notes(spec, queries, table.errors, now or datetime.now(UTC))
+    notes = _notes(spec, queries, table.errors, now or datetime.now(UTC)) + _no_data(results)
     first = summary.first_action
     log.info(
         "backtest finished",
@@ -142,6 +142,21 @@ class _TickClock:
         return self.at
 
 
+def _no_data(ticks: list[TickResult]) -> list[str]:
+    """Metrics whose canary had no value at any tick: most likely the wrong pods or namespace."""
+    names: dict[str, bool] = {}
+    for tick in ticks:
+        for m in tick.summary.metrics:
+            names[m.name] = names.get(m.name, False) or m.value is not None
+    empty = [name for name, seen in names.items() if not seen]
+    if not empty:
+        return []
+    return [
+        f"canary had no data at any tick for {', '.join(empty)}: check --namespace and the pods "
+        "(--deployments, --canary), or whether Prometheus still keeps this period"
+    ]
+
+
 def _notes(
     spec: BacktestSpec, queries: tuple[str, ...], errors: dict[str, str], now: datetime
 ) -> list[str]:
@@ -151,11 +166,16 @@ def _notes(
             "this rollout's analysis uses the direct provider (ptc scrapes the pods); the "
             "backtest reads the same metrics from Prometheus instead"
         )
-    if spec.every != spec.analysis.interval:
+    every, interval = spec.every.total_seconds(), spec.analysis.interval.total_seconds()
+    if every > interval:
         notes.append(
-            f"ticks every {spec.every.total_seconds():g}s, not the analysis interval "
-            f"{spec.analysis.interval.total_seconds():g}s: `for:` is counted on the coarser "
-            "grid and a breach shorter than a tick can be missed"
+            f"ticks every {every:g}s, coarser than the analysis interval {interval:g}s: `for:` "
+            "is counted on the coarser grid and a breach shorter than a tick can be missed"
+        )
+    elif every < interval:
+        notes.append(
+            f"ticks every {every:g}s, finer than the analysis interval {interval:g}s: the "
+            "controller judges less often, so its rollback can come up to one interval later"
         )
     if spec.end > now:
         notes.append("the period reaches into the future: ticks after now have no data")

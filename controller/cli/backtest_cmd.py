@@ -120,7 +120,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     import asyncio
 
     from controller.backtest import BacktestInputError, make_spec, parse_time
-    from controller.backtest.fetch import FetchError
+    from controller.backtest.fetch import FetchError, url_problem
     from controller.backtest.run import BacktestTimeout, run_backtest
     from controller.durations import parse_duration
     from controller.log import configure_logging
@@ -144,6 +144,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     settings = config.prometheus
     if args.prometheus_url:
         settings = settings.model_copy(update={"url": args.prometheus_url})
+    problem = url_problem(settings.url)
+    if problem is not None:
+        where = "--prometheus-url" if args.prometheus_url else f"{args.config}: prometheus.url"
+        raise UsageError(f"{where} {settings.url!r}: {problem}")
     now = datetime.now(UTC)
     try:
         every = parse_duration(args.step) if args.step is not None else None

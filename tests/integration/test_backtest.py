@@ -198,6 +198,11 @@ async def test_other_pods_are_bound_to_the_templates(
     bad = {m.name: m for m in unbound.summary.metrics}["bad-gateway-ratio"]
     assert unbound.summary.rollback is None
     assert bad.first_pass is None and "no data for canary" in bad.hold_reason
+    assert unbound.notes == (
+        "canary had no data at any tick for rate-limited-ratio, bad-gateway-ratio, p95-latency: "
+        "check --namespace and the pods (--deployments, --canary), or whether Prometheus still "
+        "keeps this period",
+    )
 
     rollout = zai("bt-renamed")
     bindings = None
@@ -223,7 +228,7 @@ async def test_coarser_step_keeps_the_rollback_tick_on_its_grid(
     result = await backtest(prometheus, "bt-incident", -595, 305, every=timedelta(minutes=1))
     assert len(result.ticks) == 16
     assert result.summary.rollback is not None and result.summary.rollback.at == at(65)
-    assert any("not the analysis interval" in n for n in result.notes)
+    assert any("coarser than the analysis interval 30s" in n for n in result.notes)
 
 
 @real

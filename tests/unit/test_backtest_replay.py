@@ -142,6 +142,8 @@ PERIOD = ("--from", "2026-01-13T14:00:00Z", "--to", "2026-01-13T15:00:00Z")
         (("--step", "soon", *PERIOD), "--step: expected a duration"),
         (("--from", "now-30d", "--to", "now"), "more than 11000: shorten the period or coarsen"),
         (("--timeout", "0", *PERIOD), "--timeout must be positive"),
+        (("--prometheus-url", "notaurl", *PERIOD), "'notaurl': expected http(s)://HOST"),
+        (("--prometheus-url", "http://h:99999", *PERIOD), "not a valid URL: Port out of range"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
@@ -171,7 +173,7 @@ def test_unreachable_prometheus_exits_1(capsys: pytest.CaptureFixture[str], conf
     url = f"http://127.0.0.1:{_free_port()}"
     code, out, err = run(capsys, "--config", config, *PERIOD, "--prometheus-url", url)
     assert code == 1 and out == ""
-    assert err.startswith(f"ptc backtest: Prometheus {url}: cannot connect to {url}")
+    assert err.startswith(f"ptc backtest: Prometheus {url}: cannot connect: connection refused")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
