@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -205,7 +206,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "backtest",
         help="replay a rollout's analysis over a past period: would it have rolled back, when?",
-        description=DESCRIPTION,
+        description=textwrap.fill(DESCRIPTION, 90),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -241,7 +242,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--service", metavar="SEL", help="all pods behind the Service (capacity gate's demand)"
     )
     p.add_argument("--prometheus-url", metavar="URL", help="overrides the config's prometheus.url")
-    p.add_argument("--output", "-o", choices=("table", "json", "html"), default="table")
+    p.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "json", "html"),
+        default="table",
+        help="table (a row per tick), json (every tick) or one HTML page, to stdout (table)",
+    )
     p.add_argument(
         "--timeout",
         type=float,
