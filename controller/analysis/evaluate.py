@@ -206,9 +206,9 @@ def judge(metric: Metric, m: Measurement, min_requests: int) -> Judgement:
             Breach.UNKNOWN,
         )
     shown = f"{_fmt(value)} vs {threshold_text(metric)} (stable {_fmt(s.value)})"
-    worse, noise = _worse_than_stable(metric, c, s)
     if absolute and not breach_abs:
         return Judgement(Verdict.PASS, shown, Breach.NONE)
+    worse, noise = _worse_than_stable(metric, c, s)
     if not worse:
         if not absolute:
             return Judgement(Verdict.PASS, shown, Breach.NONE)
