@@ -396,14 +396,15 @@ class RolloutReconciler:
         )
         for warning in findings.warnings:
             self._log.warning("preflight warning", warning=warning)
-        problems = list(findings.problems)
-        if not problems and not findings.waiting:
-            problems.extend(await probe_pods(self.spec, findings.probe_targets))
-        self._preflight = PreflightResult(now, tuple(problems), findings.waiting)
+        problems, waiting = findings.problems, findings.waiting
+        if not problems and not waiting:
+            probed = await probe_pods(self.spec, findings.probe_targets, now=now)
+            problems, waiting = probed.problems, probed.waiting
+        self._preflight = PreflightResult(now, problems, waiting)
         self._log.info(
             "preflight",
             problems=list(problems),
-            waiting=list(findings.waiting),
+            waiting=list(waiting),
             probed=len(findings.probe_targets),
         )
 

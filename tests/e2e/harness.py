@@ -64,7 +64,12 @@ def rollout_spec(**overrides: Any) -> dict[str, Any]:
             "metrics": [BAD_GATEWAY],
         },
         "rollback": {"cooldown": "1s"},
-        "preflight": {"expectMetrics": ["zai_proxy_requests_total"]},
+        "preflight": {
+            "metrics": {
+                "atStart": ["zai_proxy_build_info"],
+                "lazy": ["zai_proxy_requests_total"],
+            }
+        },
     }
     spec.update(overrides)
     return spec
@@ -143,6 +148,7 @@ async def sandbox_world(
     prometheus: bool = True,
     floor: int = 4,
     canary_env: dict[str, str] | None = None,
+    quiet_canary: bool = False,
     seed: int = 11,
 ) -> AsyncIterator[World]:
     """The zai-proxy scenario with Prometheus and the invariant monitor running."""
@@ -164,6 +170,7 @@ async def sandbox_world(
             canary_rate_limit_initial=canary_rate_limit_initial,
             stable_rate_limit_initial=stable_rate_limit_initial,
             canary_env=canary_env,
+            quiet_canary=quiet_canary,
         )
         monitor = InvariantMonitor(sandbox, NS, SERVICE, STABLE, CANARY, floor)
         monitor.start()

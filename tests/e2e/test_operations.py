@@ -272,7 +272,11 @@ async def test_preflight_probes_canary_pods_and_refuses_foreign_pods(tmp_path: P
 
 async def test_preflight_probes_ready_canary_pods(tmp_path: Path) -> None:
     spec = no_analysis(steps=[{"weight": 25, "hold": "1h"}])
-    spec["preflight"] = {"expectMetrics": ["zai_proxy_requests_total", "no_such_metric"]}
+    # A family required from process start that is still missing past startGrace fails.
+    spec["preflight"] = {
+        "metrics": {"atStart": ["zai_proxy_build_info", "no_such_metric"]},
+        "startGrace": "1s",
+    }
     async with sandbox_world(tmp_path, prometheus=False) as world:
         world.sandbox.api.patch("deployments", CANARY, {"spec": {"replicas": 1}}, NS)
         await world.wait_for(lambda s: world.replicas(CANARY) == (1, 1), 10, "a Ready canary")

@@ -80,6 +80,28 @@ SCENARIOS: dict[str, Job] = {
         "ptc",
         {"prometheus": {"url": "http://127.0.0.1:9", "timeout": "1s"}, "rollouts": [E2E_ROLLOUT]},
     ),
+    # deleteStable from defaults in one namespace, switched off by a rollout in another.
+    "delete-stable": Job(
+        "ptc",
+        "ptc",
+        {
+            "defaults": {"namespace": "shop", "retention": {"deleteStable": True}},
+            "rollouts": [
+                *MINIMAL["rollouts"],
+                {**E2E_ROLLOUT, "retention": {"scaleDownDelay": "1s", "deleteStable": False}},
+            ],
+        },
+    ),
+    "e2e-delete": Job(
+        "ptc",
+        "ptc",
+        {
+            "prometheus": {"url": "http://127.0.0.1:9", "timeout": "1s"},
+            "rollouts": [
+                {**E2E_ROLLOUT, "retention": {"scaleDownDelay": "1s", "deleteStable": True}}
+            ],
+        },
+    ),
 }
 GOOD = list(SCENARIOS)
 
@@ -123,6 +145,10 @@ MUTATIONS = {
     "extra-verb": ('verbs: ["list", "watch"]', 'verbs: ["list", "watch", "delete"]'),
     "missing-resource": ('resources: ["endpointslices"]', 'resources: ["endpoints"]'),
     "wildcard": ('resources: ["pods"]', 'resources: ["*"]'),
+    "delete-everywhere": (
+        'verbs: ["get", "list", "watch"]\n',
+        'verbs: ["get", "list", "watch", "delete"]\n',
+    ),
 }
 
 
