@@ -12,9 +12,6 @@ T-120 s and T bound it exactly.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +25,7 @@ from controller.analysis.templates import counted
 from controller.config.load import load_config
 from controller.config.model import Rollout
 from controller.sandbox.prometheus import PrometheusServer
+from tests.integration.backfill import backfilled_prometheus
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.asyncio(loop_scope="module")]
 
@@ -106,28 +104,9 @@ def openmetrics(series: list[Series]) -> str:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrometheusServer]:
-    if shutil.which("prometheus") is None or shutil.which("promtool") is None:
-        pytest.skip("needs the prometheus and promtool binaries (Debian package prometheus)")
     workdir = tmp_path_factory.mktemp("prom-first")
-    (workdir / "data.om").write_text(openmetrics(DATA))
-    await asyncio.to_thread(
-        subprocess.run,
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", "data.om", "data"],
-        cwd=workdir,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    config = workdir / "prometheus.yml"
-    config.write_text('{"global": {"scrape_interval": "15s"}, "scrape_configs": []}\n')
-    server = PrometheusServer(
-        config, workdir=workdir, extra_args=["--storage.tsdb.retention.time=100y"]
-    )
-    await server.start()
-    try:
+    async with backfilled_prometheus(workdir, openmetrics(DATA)) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def total(prometheus: PrometheusServer, promql: str) -> float:
