@@ -26,7 +26,7 @@ from controller.analysis.routing import RoutingProvider
 from controller.config import ConfigError, load_config
 from controller.config.model import Config, Rollout, Side
 from controller.config.yamlread import MAX_BYTES
-from controller.kube import Kube
+from controller.kube import Kube, ObjectRef
 from controller.leader import LeaderElector, LeaderSettings
 from controller.metrics import Metrics
 from controller.observe import Caches
@@ -150,12 +150,24 @@ class Controller:
             self._tasks.append(task)
 
     async def _announce_leadership(self) -> None:
-        for reconciler in list(self.reconcilers):
-            await reconciler.emit(
-                "Normal",
-                "LeaderElected",
-                f"{self.options.identity} is the active ptc controller now",
-            )
+        await self._controller_event(
+            "Normal", "LeaderElected", f"{self.options.identity} is the active ptc controller now"
+        )
+
+    async def _controller_event(self, type_: str, reason: str, message: str) -> None:
+        """One Event about the controller itself, on its leader-election Lease.
+
+        Not one per rollout: a reload or a leadership change at 500 rollouts would be 500
+        Events. Without leader election there is no Lease: each rollout's Service gets it.
+        """
+        if self.elector is None or self.kube is None:
+            for reconciler in list(self.reconcilers):
+                with contextlib.suppress(Exception):
+                    await reconciler.emit(type_, reason, message)
+            return
+        lease = self.elector.settings
+        ref = ObjectRef("Lease", lease.namespace, lease.name, api_version="coordination.k8s.io/v1")
+        await self.kube.emit_event(lease.namespace, ref, type_, reason, message)
 
     def readiness(self) -> tuple[bool, list[str]]:
         """Ready once every informer has synced; the reasons when not."""
@@ -325,14 +337,13 @@ class Controller:
         log.error(
             "config reload refused; keeping the last good config", file=path, problems=problems
         )
-        for reconciler in list(self.reconcilers):
-            with contextlib.suppress(Exception):
-                await reconciler.emit(
-                    "Warning",
-                    "ConfigRejected",
-                    f"config reload refused, last good config (generation {self.generation}) "
-                    f"stays in force: " + "; ".join(problems)[:900],
-                )
+        with contextlib.suppress(Exception):
+            await self._controller_event(
+                "Warning",
+                "ConfigRejected",
+                f"config reload refused, last good config (generation {self.generation}) "
+                f"stays in force: " + "; ".join(problems)[:900],
+            )
 
     async def _reload_one(self, reconciler: RolloutReconciler, spec: Rollout | None) -> None:
         name, namespace = reconciler.spec.name, reconciler.spec.namespace

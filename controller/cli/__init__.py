@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from controller import __version__
-from controller.cli import config_cmds, ops_cmds, run_cmds
+from controller.cli import backtest_cmd, config_cmds, ops_cmds, run_cmds
 from controller.cli.common import EXIT_BAD_INPUT, EXIT_RUNTIME, UsageError
 
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ptc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # In the order people reach for them: the config, running, operating.
-    for module in (config_cmds, run_cmds, ops_cmds):
+    for module in (config_cmds, run_cmds, ops_cmds, backtest_cmd):
         module.register(sub)
     return parser
 

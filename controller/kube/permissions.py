@@ -25,7 +25,8 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", ("list", "watch")),
     # get_service, patch_service (reads the current selector to null dropped keys); informer
     Permission("", "services", ("get", "list", "watch", "patch")),
-    # emit_event (core v1 Events): create, and patch to count a repeat
+    # emit_event (core v1 Events): create, and patch to count a repeat; in every rollout's
+    # namespace and, for Events about the controller itself (on its Lease), the Lease's
     Permission("", "events", ("create", "patch")),
     # get_deployment, delete_deployment (see DELETE_STABLE); the deployments informer
     Permission("apps", "deployments", ("get", "list", "watch", "delete")),

@@ -101,6 +101,14 @@ class World:
             if (e.get("involvedObject") or e.get("regarding") or {}).get("name") == SERVICE
         ]
 
+    def controller_events(self) -> list[dict[str, Any]]:
+        """Events about the controller itself (on its leader-election Lease)."""
+        return [
+            e
+            for e in self._list("events")
+            if (e.get("involvedObject") or {}).get("kind") == "Lease"
+        ]
+
     def _list(self, kind: str) -> list[dict[str, Any]]:
         try:
             return self.sandbox.api.list(kind, NS)

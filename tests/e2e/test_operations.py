@@ -192,11 +192,13 @@ async def test_hot_reload_bad_config_is_refused_and_thresholds_apply(tmp_path: P
         bad = config_document(world, {**spec, "steps": [{"weight": 25, "holdd": "1m"}]})
         config_file.write_text(json.dumps(bad))
         await world.wait_for(
-            lambda s: any(e.get("reason") == "ConfigRejected" for e in world.events()),
+            lambda s: any(e.get("reason") == "ConfigRejected" for e in world.controller_events()),
             20,
             "ConfigRejected",
         )
-        event = next(e for e in world.events() if e.get("reason") == "ConfigRejected")
+        # One Event about the controller (on its Lease), none per rollout.
+        [event] = [e for e in world.controller_events() if e.get("reason") == "ConfigRejected"]
+        assert not [e for e in world.events() if e.get("reason") == "ConfigRejected"]
         assert "holdd" in event["message"] and "did you mean 'hold'" in event["message"]
         assert str(config_file) in event["message"]
         assert ctl.generation == 1 and ctl.last_reload_error

@@ -25,7 +25,7 @@ from controller.analysis.templates import counted
 from controller.config.load import load_config
 from controller.config.model import Rollout
 from controller.sandbox.prometheus import PrometheusServer
-from tests.integration.backfill import backfilled_prometheus
+from tests.integration.promdata import backfilled_prometheus
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.asyncio(loop_scope="module")]
 

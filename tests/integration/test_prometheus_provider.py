@@ -35,7 +35,7 @@ from controller.analysis.runner import AnalysisRunner
 from controller.config.load import load_config
 from controller.config.model import Metric, PrometheusSettings, Rollout
 from controller.sandbox.prometheus import PrometheusServer
-from tests.integration.backfill import backfilled_prometheus
+from tests.integration.promdata import backfilled_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 ZAI_CONFIG = REPO / "config" / "zai-proxy.yaml"
@@ -161,8 +161,9 @@ def openmetrics(scenarios: dict[str, list[Pod]]) -> str:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrometheusServer]:
     """Real Prometheus serving the backfilled scenarios (read-only, so shared by the module)."""
-    workdir = tmp_path_factory.mktemp("prom")
-    async with backfilled_prometheus(workdir, openmetrics(SCENARIOS)) as server:
+    async with backfilled_prometheus(
+        tmp_path_factory.mktemp("prom"), openmetrics(SCENARIOS)
+    ) as server:
         yield server
 
 

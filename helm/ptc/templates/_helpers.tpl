@@ -143,9 +143,14 @@ with a dict: "delete" grants deleting Deployments (only where a rollout sets del
   verbs: ["list", "watch"]
 {{- end }}
 
-{{/* ptc.leaderElectionRules: only in the release namespace, where the Lease lives. */}}
+{{/* ptc.leaderElectionRules: only in the release namespace, where the Lease (and the Events
+about the controller itself) live. */}}
 {{- define "ptc.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
+# controller-wide Events (LeaderElected, ConfigRejected) are about the Lease
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
 {{- end }}

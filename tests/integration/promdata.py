@@ -1,4 +1,10 @@
-"""Real Prometheus over a fixed data set: OpenMetrics text -> TSDB blocks -> a server on them."""
+"""Real Prometheus on a fixed data set: OpenMetrics text -> TSDB blocks -> a running server.
+
+`promtool tsdb create-blocks-from openmetrics` turns samples with explicit timestamps into
+blocks; the `prometheus` binary then serves them read-only, ready in ~0.1 s, and queries at a
+fixed time (or over a fixed range) return exact values. Shared by the provider and backtest
+tests.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +22,7 @@ from controller.sandbox.prometheus import PrometheusServer
 
 @asynccontextmanager
 async def backfilled_prometheus(workdir: Path, openmetrics: str) -> AsyncIterator[PrometheusServer]:
-    """Prometheus serving `openmetrics` (samples with explicit timestamps), read-only.
-
-    `promtool tsdb create-blocks-from openmetrics` writes the blocks; queries at a fixed
-    `time=` then return exact values. Skips the test without the binaries.
-    """
+    """Prometheus serving `openmetrics` (skips the test without the binaries)."""
     if shutil.which("prometheus") is None or shutil.which("promtool") is None:
         pytest.skip("needs the prometheus and promtool binaries (Debian package prometheus)")
     (workdir / "data.om").write_text(openmetrics)
