@@ -285,6 +285,9 @@ class RolloutReconciler:
         now = self.clock()
         command = parse_command(svc.annotations.get(COMMAND_ANNOTATION))
         decision = decide(self.spec, state, observed, self._summary(state), now, command)
+        wait = decision.action
+        if isinstance(wait, Wait) and wait.fresh_after is not None and self._runner is not None:
+            self._runner.evaluate_soon(wait.fresh_after)  # a hold is over: judge it now
         self._last_decision = decision
         self._last_problem = None
         if not self.may_write() and not isinstance(decision.action, Wait | RunPreflight):

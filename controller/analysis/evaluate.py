@@ -8,7 +8,30 @@ ordered set; the overall verdict is the worst one (fail > error > inconclusive >
 Comparison against stable (``compare``): with an absolute threshold as well, canary fails only
 when it breaches the threshold *and* is worse than ``stable * factor + slack`` — a breach that
 stable shares (an upstream incident) holds the rollout instead of rolling it back. With
-``compare`` alone, being worse than stable is the breach.
+``compare`` alone, being worse than stable is the breach. For a ``counterRatio`` (a proportion
+of a known number of requests) "worse" means worse beyond the noise of the window: the lower
+95 % confidence bound of canary's excess over stable's band must clear it
+(`controller.analysis.significance`); a canary above the band only within the noise is
+inconclusive.
+
+The breach clock (``for:``). Each reading of a metric is one of four kinds (`Breach`), and the
+kind alone decides what happens to the time the metric's breach started:
+
+* ``none`` — within thresholds: the clock stops (reset).
+* ``canary`` — canary breaches and stable does not explain it: the clock starts, or keeps
+  running; the metric fails once it has run for ``for:``.
+* ``shared`` — canary breaches, but the comparison puts it within stable's band ("the fleet is
+  breaching too"): the clock stops (reset). A fleet-wide incident is no evidence against the
+  canary, so breaches before it never add up with breaches after it; the next canary-only
+  breach starts a new ``for:``.
+* ``unknown`` — the reading cannot tell: no data, too few requests, a failed query (either
+  side), or canary above stable's band by less than the noise: the clock is kept as it is
+  (neither started nor stopped), so an occasional timeout or thin window cannot stop a
+  sustained breach from ever failing.
+
+So a metric fails at a reading only if it is a canary-only breach and every reading since the
+clock started - the first canary-only breach after the last ``none`` or ``shared`` one - was a
+canary-only breach or an ``unknown``, for at least ``for:``.
 """
 
 from __future__ import annotations
@@ -18,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from controller.analysis.significance import excess_lower_bound, is_proportion
 from controller.config.model import CapacityGate, Metric
 
 
@@ -41,6 +65,24 @@ _RANK = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.ERROR: 2, Verdict.FAI
 def worst(verdicts: Sequence[Verdict]) -> Verdict:
     """The most severe verdict (PASS for none)."""
     return max(verdicts, key=lambda v: v.rank, default=Verdict.PASS)
+
+
+class Breach(StrEnum):
+    """What one reading says about a breach; it decides the `for:` clock (module doc)."""
+
+    NONE = "none"  # within thresholds: the clock stops
+    CANARY = "canary"  # a breach stable does not explain: the clock runs
+    SHARED = "shared"  # a breach within stable's band (fleet-wide): the clock stops
+    UNKNOWN = "unknown"  # the reading cannot tell: the clock is kept as it is
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One reading's instantaneous verdict (before `for:`), why, and its kind of breach."""
+
+    verdict: Verdict
+    reason: str
+    breach: Breach
 
 
 @dataclass(frozen=True)
@@ -129,52 +171,98 @@ def threshold_text(metric: Metric) -> str:
     return ", ".join(parts)
 
 
-def judge(metric: Metric, m: Measurement, min_requests: int) -> tuple[Verdict, str]:
+def judge(metric: Metric, m: Measurement, min_requests: int) -> Judgement:
     """The instantaneous verdict for one measurement (before `for:` persistence)."""
     c = m.canary
     if c.error is not None:
-        return Verdict.ERROR, f"query failed: {c.error}"
+        return Judgement(Verdict.ERROR, f"query failed: {c.error}", Breach.UNKNOWN)
     if c.value is None:
-        return Verdict.INCONCLUSIVE, "no data for canary"
+        return Judgement(Verdict.INCONCLUSIVE, "no data for canary", Breach.UNKNOWN)
     needed = metric.min_requests if metric.min_requests is not None else min_requests
     if c.requests is not None and c.requests < needed:
-        return Verdict.INCONCLUSIVE, f"{c.requests:.0f} requests < minRequests {needed}"
+        return Judgement(
+            Verdict.INCONCLUSIVE,
+            f"{c.requests:.0f} requests < minRequests {needed}",
+            Breach.UNKNOWN,
+        )
     value = c.value
     absolute = metric.max is not None or metric.min is not None
-    breach_abs = (metric.max is not None and value > metric.max) or (
-        metric.min is not None and value < metric.min
-    )
+    breach_abs = _breaches(metric, value)
     shown = f"{_fmt(value)} vs {threshold_text(metric)}"
     if metric.compare is None:
-        return (Verdict.FAIL if breach_abs else Verdict.PASS), shown
+        return _on_threshold(breach_abs, shown)
     s = m.stable
     if s is not None and s.error is not None:
         # Without the baseline a fleet-wide incident cannot be told from a bad canary.
-        return Verdict.ERROR, f"{_fmt(value)}; stable query failed: {s.error}"
-    stable_known = (
-        s is not None
-        and s.error is None
-        and s.value is not None
-        and (s.requests is None or s.requests >= needed)
-    )
-    if not stable_known:
+        return Judgement(
+            Verdict.ERROR, f"{_fmt(value)}; stable query failed: {s.error}", Breach.UNKNOWN
+        )
+    if s is None or s.value is None or (s.requests is not None and s.requests < needed):
         if absolute:
-            return (Verdict.FAIL if breach_abs else Verdict.PASS), shown + " (stable: no data)"
-        return Verdict.INCONCLUSIVE, f"{_fmt(value)}; stable has no data to compare with"
-    assert s is not None and s.value is not None
+            return _on_threshold(breach_abs, shown + " (stable: no data)")
+        return Judgement(
+            Verdict.INCONCLUSIVE,
+            f"{_fmt(value)}; stable has no data to compare with",
+            Breach.UNKNOWN,
+        )
+    shown = f"{_fmt(value)} vs {threshold_text(metric)} (stable {_fmt(s.value)})"
+    if absolute and not breach_abs:
+        return Judgement(Verdict.PASS, shown, Breach.NONE)
+    worse, noise = _worse_than_stable(metric, c, s)
+    if not worse:
+        if not absolute:
+            return Judgement(Verdict.PASS, shown, Breach.NONE)
+        shared = _breaches(metric, s.value)
+        why = "stable breaches too (fleet-wide?)" if shared else "within stable's band"
+        return Judgement(
+            Verdict.INCONCLUSIVE, f"{shown}: {why}, holding; breach clock reset", Breach.SHARED
+        )
+    if noise is not None:
+        return Judgement(Verdict.INCONCLUSIVE, f"{shown}: {noise}, holding", Breach.UNKNOWN)
+    return Judgement(Verdict.FAIL, shown, Breach.CANARY)
+
+
+def _breaches(metric: Metric, value: float) -> bool:
+    return (metric.max is not None and value > metric.max) or (
+        metric.min is not None and value < metric.min
+    )
+
+
+def _on_threshold(breach: bool, shown: str) -> Judgement:
+    if breach:
+        return Judgement(Verdict.FAIL, shown, Breach.CANARY)
+    return Judgement(Verdict.PASS, shown, Breach.NONE)
+
+
+def _worse_than_stable(metric: Metric, c: Sample, s: Sample) -> tuple[bool, str | None]:
+    """Is canary outside stable's band, and if so, is that only noise (why, else None)?
+
+    A `counterRatio` with request counts on both sides is a pair of proportions: canary is
+    worse only if the lower confidence bound of its excess over the band clears the slack
+    (module doc of `controller.analysis.significance`). Any other metric compares values.
+    """
+    assert metric.compare is not None and c.value is not None and s.value is not None
+    factor, slack = metric.compare.factor, metric.compare.slack
     higher_is_better = metric.min is not None and metric.max is None
     if higher_is_better:
-        limit = s.value / metric.compare.factor - metric.compare.slack
-        worse = value < limit
+        worse = c.value < s.value / factor - slack
     else:
-        limit = s.value * metric.compare.factor + metric.compare.slack
-        worse = value > limit
-    shown = f"{_fmt(value)} vs {threshold_text(metric)} (stable {_fmt(s.value)})"
-    if not absolute:
-        return (Verdict.FAIL if worse else Verdict.PASS), shown
-    if breach_abs and not worse:
-        return Verdict.INCONCLUSIVE, shown + ": stable breaches too (fleet-wide?), holding"
-    return (Verdict.FAIL if breach_abs else Verdict.PASS), shown
+        worse = c.value > s.value * factor + slack
+    if not worse or metric.counter_ratio is None:
+        return worse, None
+    if not (is_proportion(c.value, c.requests) and is_proportion(s.value, s.requests)):
+        return worse, None
+    assert c.requests is not None and s.requests is not None
+    if higher_is_better:
+        bound = excess_lower_bound(s.value, s.requests, c.value, c.requests, a=1 / factor)
+    else:
+        bound = excess_lower_bound(c.value, c.requests, s.value, s.requests, b=factor)
+    if bound > slack:
+        return True, None
+    return True, (
+        f"worse than stable only within the noise of {c.requests:.0f} and {s.requests:.0f} "
+        f"requests (95% lower bound of the excess {bound:.3g} <= slack {slack:g})"
+    )
 
 
 def evaluate(
@@ -190,19 +278,25 @@ def evaluate(
     for metric in metrics:
         m = measurements.get(metric.name)
         if m is None:
+            # An error like a failed query: the breach clock is kept.
             results.append(
                 MetricResult(
-                    metric.name, Verdict.ERROR, None, None, threshold_text(metric), "not measured"
+                    metric.name,
+                    Verdict.ERROR,
+                    None,
+                    None,
+                    threshold_text(metric),
+                    "not measured",
+                    since.get(metric.name),
                 )
             )
             continue
-        verdict, reason = judge(metric, m, min_requests)
+        j = judge(metric, m, min_requests)
+        verdict, reason = j.verdict, j.reason
         breach_at: datetime | None = None
-        if verdict in (Verdict.ERROR, Verdict.INCONCLUSIVE):
-            # A failed query or a thin window says nothing about the breach: keep its clock,
-            # or an occasional timeout would stop a sustained breach from ever failing.
+        if j.breach is Breach.UNKNOWN:
             breach_at = since.get(metric.name)
-        elif verdict is Verdict.FAIL:
+        elif j.breach is Breach.CANARY:
             breach_at = since.get(metric.name, now)
             lasted = now - breach_at
             if lasted < metric.for_:
@@ -278,7 +372,9 @@ def check_capacity(
 
 __all__ = [
     "AnalysisSummary",
+    "Breach",
     "CapacityResult",
+    "Judgement",
     "Measurement",
     "MetricResult",
     "Sample",

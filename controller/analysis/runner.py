@@ -9,7 +9,9 @@ across evaluations - logs one structured line and hands an `AnalysisReport` to t
 Scheduling is on a fixed grid (``start, start + interval, ...``) like a Prometheus rule group:
 an evaluation that overruns skips the ticks it missed instead of running several back to back,
 and evaluations never overlap. Time comes from the injected `clock` and `sleep`, so tests step
-through hours of intervals without waiting.
+through hours of intervals without waiting. One evaluation can be asked for out of schedule
+(`evaluate_soon`): a step passes only on an evaluation taken at or after its hold's end, which
+the grid may reach an interval later; the grid itself is not moved.
 
 The capacity gate's verdict needs the *next* step's weight, which only the reconciler knows;
 the runner therefore reports the raw (capacity, demand) samples and the reconciler calls
@@ -109,7 +111,9 @@ class AnalysisRunner:
         self._spread = spread  # offset the first evaluation by a hash of the name
         self._previous = previous
         self._last: AnalysisReport | None = None
+        self._started_at: datetime | None = None  # `at` of the newest evaluation begun
         self._task: asyncio.Task[None] | None = None
+        self._soon: asyncio.Task[None] | None = None
         # evaluate_once() may be called by hand (e.g. a manual retry) while the loop runs;
         # evaluations must still not overlap, or `previous` would be raced.
         self._lock = asyncio.Lock()
@@ -182,8 +186,39 @@ class AnalysisRunner:
             self._loop(), name=f"analysis-runner:{self._rollout.name}"
         )
 
+    def evaluate_soon(self, since: datetime) -> bool:
+        """Evaluate now, out of schedule, unless an evaluation at or after `since` has begun.
+
+        For the end of a hold: the reconciler waits for a verdict evaluated at or after it, and
+        the next scheduled evaluation may be an interval away. True if one was started; at most
+        one is pending at a time, and it waits for an evaluation in progress (they never
+        overlap). No-op while the loop is not running.
+        """
+        if not self.running:
+            return False
+        if self._started_at is not None and self._started_at >= since:
+            return False
+        if self._soon is not None and not self._soon.done():
+            return False
+        self._soon = asyncio.get_running_loop().create_task(
+            self._evaluate_soon(), name=f"analysis-soon:{self._rollout.name}"
+        )
+        return True
+
+    async def _evaluate_soon(self) -> None:
+        try:
+            await self.evaluate_once()
+        except Exception:
+            log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+
     async def stop(self) -> None:
         """Cancel the loop (and any evaluation in progress) and wait until it has ended."""
+        soon, self._soon = self._soon, None
+        if soon is not None and not soon.done():
+            soon.cancel()
+            if soon is not asyncio.current_task():
+                # Its cancellation is its result; ours, if we are cancelled, still propagates.
+                await asyncio.gather(soon, return_exceptions=True)
         task, self._task = self._task, None
         if task is None or task.done():
             return
@@ -243,6 +278,7 @@ class AnalysisRunner:
             rollout, step = self._rollout, self._step
             analysis = rollout.step_analysis(step)
             at = at or self._clock()
+            self._started_at = at
             gate = analysis.capacity_gate
             measurements, capacity = await asyncio.gather(
                 self._measure(rollout, analysis),

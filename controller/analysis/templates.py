@@ -78,6 +78,37 @@ def pod_regex(deployment: str) -> str:
     return re.sub(r"([.])", r"\\\\\1", deployment) + "-[a-z0-9]{1,10}-[a-z0-9]{5}"
 
 
+def counted(series: str, window: str) -> str:
+    """PromQL for the events each counter series counted in the window, first ones included.
+
+    A series created by its first event (zai-proxy's ``status_code="502"`` series, every
+    series of a new pod) has no sample before it, so ``increase()`` cannot see the events
+    before its first scrape: a pod's first 502 is lost, and it extrapolates the rest from the
+    samples it has. Per series this counts instead, without extrapolation:
+
+    1. a series present at the window's start (``offset``) without a reset in the window: its
+       last value in the window minus its value at the start;
+    2. a series absent at the start: its last value - it was created, from 0, in the window;
+    3. a series present at the start with a reset in the window (a restarted process): no
+       exact count exists, so ``increase()``.
+
+    Counts then run from the last scrape at or before the window's start to the last scrape
+    in it, as each series' own samples say. What PromQL cannot do: count events after a pod's
+    last scrape before it went away (no sample ever holds them); count a series created and
+    then reset within the window other than from its last start; or tell "created in the
+    window" from "no sample at the window's start" - a series that was stale then (its pod
+    unreachable) or last seen more than the lookback delta (5 m) before counts its whole
+    value, events before the window included.
+    """
+    last = f"last_over_time({series}[{window}])"
+    start = f"{series} offset {window}"
+    return (
+        f"(({last} - {start}) unless resets({series}[{window}]) > 0)"
+        f" or ({last} unless {start})"
+        f" or increase({series}[{window}])"
+    )
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -154,14 +185,14 @@ class QueryContext:
             return CompiledQuery(side, render(source.query, v), sample)
         if source.counter_ratio is not None:
             c = source.counter_ratio
-            num = f"{c.metric}{{{_join(sel, matcher_text(c.numerator))}}}"
-            den = f"{c.metric}{{{_join(sel, matcher_text(c.denominator))}}}"
+            num = counted(f"{c.metric}{{{_join(sel, matcher_text(c.numerator))}}}", w)
+            den = counted(f"{c.metric}{{{_join(sel, matcher_text(c.denominator))}}}", w)
             return CompiledQuery(
                 side,
                 # A numerator series that was never created (no 502 yet) is a 0, not "no data";
-                # an empty denominator still gives no data.
-                f"(sum(rate({num}[{w}])) or vector(0)) / sum(rate({den}[{w}]))",
-                f"sum(increase({den}[{w}]))",
+                # an empty denominator (or none in the window: 0/0) still gives no data.
+                f"(sum({num}) or vector(0)) / sum({den})",
+                f"sum({den})",
             )
         if source.gauge is not None:
             g = source.gauge

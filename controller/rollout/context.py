@@ -134,8 +134,10 @@ class Ctx:
         new = self.state.with_record(self.record(f"scale-{move.role.value}", reason))
         return Decision(Scale(move.role, name, move.replicas), new, reason)
 
-    def wait(self, reason: str, until: datetime | None = None) -> Decision:
-        return Decision(Wait(until), self.state, reason)
+    def wait(
+        self, reason: str, until: datetime | None = None, fresh_after: datetime | None = None
+    ) -> Decision:
+        return Decision(Wait(until, fresh_after), self.state, reason)
 
     @property
     def verdict(self) -> Verdict | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from controller.analysis.evaluate import (
     CapacityResult,
     Sample,
@@ -121,6 +123,38 @@ def _release(ctx: Ctx, what: str) -> Decision:
     )
 
 
+def _judged_at_end(ctx: Ctx, end: datetime, label: str, period: str) -> Decision | None:
+    """None if analysis passed on an evaluation taken at or after `end`; else wait or hold.
+
+    `end` is when a hold (or the bake) is over. A verdict evaluated before it judged a window
+    that can predate a fault that began since - with a 30 s interval a step advanced 22 s into
+    a fault on a verdict taken 1 s after it began - so only one evaluated at or after `end`
+    counts. Until it arrives the decision waits, asking the shell for an evaluation at once
+    (`Wait.fresh_after`); if none has come within one analysis interval (the runner's next
+    scheduled evaluation), the step holds as on any missing verdict, and maxHold applies.
+    """
+    analysis = ctx.spec.step_analysis(ctx.state.step)
+    if not analysis.metrics:
+        return None
+    verdict = ctx.fresh_verdict(end)
+    if verdict is Verdict.PASS:
+        return None
+    if verdict is None and ctx.now < end + analysis.interval:
+        return ctx.wait(
+            f"{label}: {period} over; waiting for the analysis evaluated at its end",
+            end + analysis.interval,
+            fresh_after=end,
+        )
+    why = (
+        ctx.verdicts.explain()
+        if verdict is not None and ctx.verdicts is not None
+        else f"no analysis result since the {period} ended"
+    )
+    return _hold(
+        ctx, f"{label}: analysis {verdict or 'pending'}: {why}", verdict or Verdict.INCONCLUSIVE
+    )
+
+
 def progressing(ctx: Ctx) -> Decision:
     failed = _analysis_failed(ctx)
     if failed is not None:
@@ -174,22 +208,9 @@ def progressing(ctx: Ctx) -> Decision:
     if ctx.now < hold_end and not promoted:
         return ctx.wait(f"step {st.step + 1}: holding until {hold_end.isoformat()}", hold_end)
     if not promoted:
-        verdict = (
-            ctx.fresh_verdict(st.step_reached_at)
-            if ctx.spec.step_analysis(st.step).metrics
-            else Verdict.PASS
-        )
-        if verdict is not Verdict.PASS:
-            why = (
-                ctx.verdicts.explain()
-                if verdict is not None and ctx.verdicts is not None
-                else "no analysis result since the step was reached"
-            )
-            return _hold(
-                ctx,
-                f"step {st.step + 1}: analysis {verdict or 'pending'}: {why}",
-                verdict or Verdict.INCONCLUSIVE,
-            )
+        judged = _judged_at_end(ctx, hold_end, f"step {st.step + 1}", "hold")
+        if judged is not None:
+            return judged
         if step.manual_gate:
             return ctx.transition(
                 Phase.PAUSED,
@@ -287,19 +308,10 @@ def baking(ctx: Ctx) -> Decision:
     promoted = st.promoted_step == st.step
     if ctx.now < bake_end and not promoted:
         return ctx.wait(f"baking until {bake_end.isoformat()}", bake_end)
-    if not promoted and ctx.spec.analysis.metrics:
-        verdict = ctx.fresh_verdict(st.bake_started_at)
-        if verdict is not Verdict.PASS:
-            why = (
-                ctx.verdicts.explain()
-                if ctx.verdicts is not None and verdict
-                else "no analysis result"
-            )
-            return _hold(
-                ctx,
-                f"bake: analysis {verdict or 'pending'}: {why}",
-                verdict or Verdict.INCONCLUSIVE,
-            )
+    if not promoted:
+        judged = _judged_at_end(ctx, bake_end, "bake", "bake")
+        if judged is not None:
+            return judged
     return ctx.transition(
         Phase.SCALING_DOWN,
         "bake-passed",

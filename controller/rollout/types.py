@@ -123,9 +123,15 @@ class RunPreflight:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing to do until `until` (None: until something changes)."""
+    """Nothing to do until `until` (None: until something changes).
+
+    `fresh_after`: what is awaited is an analysis evaluated at or after this time (the end of a
+    hold or bake); the shell asks the analysis runner for one at once instead of waiting for
+    its next scheduled evaluation.
+    """
 
     until: datetime | None
+    fresh_after: datetime | None = None
 
 
 Action = Scale | PatchService | Persist | DeleteDeployment | RunPreflight | Wait

@@ -157,6 +157,7 @@ async def sandbox_world(
     floor: int = 4,
     canary_env: dict[str, str] | None = None,
     quiet_canary: bool = False,
+    seed: int = 11,
 ) -> AsyncIterator[World]:
     """The zai-proxy scenario with Prometheus and the invariant monitor running."""
     _KrApi._instances.clear()
@@ -167,7 +168,7 @@ async def sandbox_world(
         traffic_rate=traffic_rate,
         prometheus=prometheus,
         scrape_interval=1.0,
-        seed=11,
+        seed=seed,
         tuning=FAST,
     )
     async with Sandbox(options) as sandbox:

@@ -617,3 +617,73 @@ async def test_spread_offsets_the_first_evaluation_stably() -> None:
     await again.time.until_sleeping()
     await again.runner.stop()
     assert again.time.sleeps[0] == first_sleep  # the same rollout, the same offset
+
+
+# -- an evaluation out of schedule at the end of a hold -------------------------------------
+
+
+async def test_evaluate_soon_evaluates_at_once_and_leaves_the_grid_alone() -> None:
+    h = Harness()
+    await h.start()  # evaluated at T0, sleeping until T0+30s
+    hold_end = T0 + timedelta(seconds=12)
+    h.time.now = hold_end  # the hold ends between two scheduled evaluations
+    assert h.runner.evaluate_soon(hold_end)
+    await until(lambda: len(h.reports) == 2)
+    assert h.reports[1].summary.at == hold_end
+    # Already judged at (or after) the hold end: nothing more to do.
+    assert not h.runner.evaluate_soon(hold_end)
+    assert not h.runner.evaluate_soon(hold_end - timedelta(seconds=1))
+    # The grid goes on as before (the fake sleep adds its whole length to the clock, so step
+    # the clock back to where that sleep began).
+    h.time.now = T0
+    await h.time.tick()
+    await h.runner.stop()
+    assert [r.summary.at for r in h.reports] == [T0, hold_end, T0 + timedelta(seconds=30)]
+    assert h.time.sleeps == [30.0, 30.0]
+
+
+async def test_evaluate_soon_waits_for_an_evaluation_in_progress_and_never_doubles() -> None:
+    h = Harness()
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        await release.wait()
+
+    await h.start()
+    h.provider.before_measure = slow
+    h.time.release()  # the T0+30s evaluation starts and blocks in the provider
+    await until(lambda: len(h.provider.measured) == 2)
+    # It began before the hold end at T0+31s: one more evaluation is needed, and only one.
+    h.time.now = T0 + timedelta(seconds=31)
+    assert h.runner.evaluate_soon(T0 + timedelta(seconds=31))
+    assert not h.runner.evaluate_soon(T0 + timedelta(seconds=31))  # one is pending
+    h.provider.before_measure = None
+    release.set()
+    await until(lambda: len(h.reports) == 3)
+    assert [r.summary.at for r in h.reports] == [
+        T0,
+        T0 + timedelta(seconds=30),
+        T0 + timedelta(seconds=31),
+    ]
+    # An evaluation that began at or after the hold end needs no second one.
+    assert not h.runner.evaluate_soon(T0 + timedelta(seconds=31))
+    await h.runner.stop()
+
+
+async def test_evaluate_soon_needs_a_running_loop_and_stop_cancels_it() -> None:
+    before = other_tasks()
+    h = Harness()
+    assert not h.runner.evaluate_soon(T0)  # not started
+    await h.start()
+    entered = asyncio.Event()
+
+    async def hang() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    h.provider.before_measure = hang
+    assert h.runner.evaluate_soon(T0 + timedelta(seconds=5))
+    await asyncio.wait_for(entered.wait(), WAIT)
+    await h.runner.stop()
+    assert other_tasks() == before
+    assert not h.runner.evaluate_soon(T0 + timedelta(seconds=5))

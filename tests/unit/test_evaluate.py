@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.analysis.evaluate import (
+    Breach,
     Measurement,
     Sample,
     Verdict,
@@ -34,38 +35,100 @@ def m(canary: Sample, stable: Sample | None = None) -> Measurement:
     return Measurement("bad-gateway", canary, stable)
 
 
+COMPARE = {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}}
+
+
 @pytest.mark.parametrize(
-    ("spec", "canary", "stable", "verdict", "why"),
+    ("spec", "canary", "stable", "verdict", "breach", "why"),
     [
-        ({"max": 0.05}, Sample(0.01, 100), None, Verdict.PASS, "under max"),
-        ({"max": 0.05}, Sample(0.20, 100), None, Verdict.FAIL, "over max"),
-        ({"max": 0.05}, Sample(0.05, 100), None, Verdict.PASS, "max is inclusive"),
-        ({"min": 0.9}, Sample(0.5, 100), None, Verdict.FAIL, "under min"),
-        ({"max": 0.05}, Sample(None), None, Verdict.INCONCLUSIVE, "no data is never pass"),
-        ({"max": 0.05}, Sample(0.0, 10), None, Verdict.INCONCLUSIVE, "too few requests"),
-        ({"max": 0.05, "minRequests": 5}, Sample(0.0, 10), None, Verdict.PASS, "own minRequests"),
-        ({"max": 0.05}, Sample(None, error="timeout"), None, Verdict.ERROR, "query failed"),
-        # Comparison: a breach stable shares holds (upstream incident) ...
+        ({"max": 0.05}, Sample(0.01, 100), None, Verdict.PASS, Breach.NONE, "under max"),
+        ({"max": 0.05}, Sample(0.20, 100), None, Verdict.FAIL, Breach.CANARY, "over max"),
+        ({"max": 0.05}, Sample(0.05, 100), None, Verdict.PASS, Breach.NONE, "max is inclusive"),
+        ({"min": 0.9}, Sample(0.5, 100), None, Verdict.FAIL, Breach.CANARY, "under min"),
         (
-            {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}},
+            {"max": 0.05},
+            Sample(None),
+            None,
+            Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
+            "no data is never pass",
+        ),
+        (
+            {"max": 0.05},
+            Sample(0.0, 10),
+            None,
+            Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
+            "too few requests",
+        ),
+        (
+            {"max": 0.05, "minRequests": 5},
+            Sample(0.0, 10),
+            None,
+            Verdict.PASS,
+            Breach.NONE,
+            "own minRequests",
+        ),
+        (
+            {"max": 0.05},
+            Sample(None, error="timeout"),
+            None,
+            Verdict.ERROR,
+            Breach.UNKNOWN,
+            "query failed",
+        ),
+        # Comparison: a breach stable shares holds (upstream incident) and stops the clock ...
+        (
+            COMPARE,
             Sample(0.20, 100),
             Sample(0.18, 100),
             Verdict.INCONCLUSIVE,
+            Breach.SHARED,
             "fleet-wide breach holds",
+        ),
+        (
+            COMPARE,
+            Sample(0.06, 100),
+            Sample(0.045, 1000),
+            Verdict.INCONCLUSIVE,
+            Breach.SHARED,
+            "over max but within stable's band (0.045 x 1.5 + 0.01) holds too",
         ),
         # ... a breach only canary has fails.
         (
-            {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}},
+            COMPARE,
             Sample(0.20, 100),
             Sample(0.01, 100),
             Verdict.FAIL,
+            Breach.CANARY,
             "canary-only breach fails",
+        ),
+        # Issue 18 run 1: one canary pod's ~100-request window read 10.7 % against stable's
+        # 5.85 % while both versions were at ~14 %. Above the band (9.8 %) on point values, but
+        # the excess is well within the noise of 100 requests: it cannot roll back.
+        (
+            COMPARE,
+            Sample(0.107, 100),
+            Sample(0.0585, 300),
+            Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
+            "worse than stable only within the noise",
+        ),
+        # The same ratios over 50x the requests (a busy canary) are worse beyond doubt.
+        (
+            COMPARE,
+            Sample(0.107, 5000),
+            Sample(0.0585, 15000),
+            Verdict.FAIL,
+            Breach.CANARY,
+            "the same excess over many requests fails",
         ),
         (
             {"max": 0.05, "compare": {"factor": 1.5}},
             Sample(0.04, 100),
             Sample(0.0, 100),
             Verdict.PASS,
+            Breach.NONE,
             "worse than stable but within max passes",
         ),
         (
@@ -73,6 +136,7 @@ def m(canary: Sample, stable: Sample | None = None) -> Measurement:
             Sample(0.20, 100),
             Sample(None),
             Verdict.FAIL,
+            Breach.CANARY,
             "no stable data: judged on max alone",
         ),
         (
@@ -80,20 +144,31 @@ def m(canary: Sample, stable: Sample | None = None) -> Measurement:
             Sample(1.0, 100),
             Sample(0.4, 100),
             Verdict.FAIL,
-            "compare only: p95 more than doubled",
+            Breach.CANARY,
+            "compare only: more than doubled",
         ),
         (
             {"compare": {"factor": 2.0}},
             Sample(0.7, 100),
             Sample(0.4, 100),
             Verdict.PASS,
+            Breach.NONE,
             "compare only: within factor",
+        ),
+        (
+            {"compare": {"factor": 2.0}},
+            Sample(0.12, 60),
+            Sample(0.05, 400),
+            Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
+            "compare only: more than doubled, but only within the noise of 60 requests",
         ),
         (
             {"compare": {"factor": 2.0}},
             Sample(0.7, 100),
             Sample(None),
             Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
             "compare only without stable data",
         ),
         (
@@ -101,16 +176,81 @@ def m(canary: Sample, stable: Sample | None = None) -> Measurement:
             Sample(0.7, 100),
             Sample(0.4, 3),
             Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
             "stable with too few requests is no baseline",
+        ),
+        # Higher is better (a success ratio): the band is stable / factor - slack.
+        (
+            {"min": 0.95, "compare": {"factor": 1.0, "slack": 0.01}},
+            Sample(0.90, 500),
+            Sample(0.99, 2000),
+            Verdict.FAIL,
+            Breach.CANARY,
+            "success ratio clearly under stable's fails",
+        ),
+        (
+            {"min": 0.95, "compare": {"factor": 1.0, "slack": 0.01}},
+            Sample(0.93, 60),
+            Sample(0.97, 200),
+            Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
+            "success ratio under stable's only within the noise of 60 requests",
+        ),
+        (
+            {"min": 0.95, "compare": {"factor": 1.0, "slack": 0.01}},
+            Sample(0.90, 500),
+            Sample(0.905, 2000),
+            Verdict.INCONCLUSIVE,
+            Breach.SHARED,
+            "success ratio as low as stable's is fleet-wide",
         ),
     ],
 )
 def test_judge_table(
-    spec: dict[str, object], canary: Sample, stable: Sample | None, verdict: Verdict, why: str
+    spec: dict[str, object],
+    canary: Sample,
+    stable: Sample | None,
+    verdict: Verdict,
+    breach: Breach,
+    why: str,
 ) -> None:
-    got, reason = judge(metric(**spec), m(canary, stable), min_requests=50)
-    assert got is verdict, why
-    assert reason
+    got = judge(metric(**spec), m(canary, stable), min_requests=50)
+    assert (got.verdict, got.breach) == (verdict, breach), why
+    assert got.reason
+
+
+def test_judge_explains_the_comparison() -> None:
+    shared = judge(metric(**COMPARE), m(Sample(0.20, 100), Sample(0.18, 100)), 50)
+    assert shared.reason == (
+        "0.2 vs <= 0.05, <= stable*1.5+0.01 (stable 0.18): stable breaches too (fleet-wide?), "
+        "holding; breach clock reset"
+    )
+    band = judge(metric(**COMPARE), m(Sample(0.06, 100), Sample(0.045, 1000)), 50)
+    assert "within stable's band, holding; breach clock reset" in band.reason
+    noise = judge(metric(**COMPARE), m(Sample(0.107, 100), Sample(0.0585, 300)), 50)
+    assert "worse than stable only within the noise of 100 and 300 requests" in noise.reason
+    assert "95% lower bound of the excess -0.0377 <= slack 0.01" in noise.reason
+
+
+def test_values_that_are_not_proportions_compare_by_value() -> None:
+    """Latency quantiles have no binomial noise model: the plain comparison applies."""
+    p95 = Metric.model_validate(
+        {
+            "name": "bad-gateway",
+            "histogramQuantile": {
+                "metric": "zai_proxy_request_duration_seconds",
+                "quantile": 0.95,
+            },
+            "compare": {"factor": 2.0},
+        }
+    )
+    # Few requests, but 0.9 s > 2 x 0.4 s: worse (no noise allowance for a non-proportion).
+    assert judge(p95, m(Sample(0.9, 60), Sample(0.4, 400)), 50).verdict is Verdict.FAIL
+    # A counter ratio without request counts (a raw query without sampleQuery) too.
+    ratio = metric(compare={"factor": 2.0})
+    assert judge(ratio, m(Sample(0.12), Sample(0.05)), 50).verdict is Verdict.FAIL
+    # A "ratio" outside [0, 1] is not a proportion either.
+    assert judge(ratio, m(Sample(3.0, 60), Sample(1.0, 400)), 50).verdict is Verdict.FAIL
 
 
 def test_breach_must_persist_for_the_for_duration() -> None:
@@ -157,12 +297,13 @@ def test_a_failed_query_keeps_the_breach_clock() -> None:
 
 
 def test_stable_query_error_is_an_error_not_a_judgement_on_max_alone() -> None:
-    got, reason = judge(
+    got = judge(
         metric(max=0.05, compare={"factor": 1.5}),
         m(Sample(0.2, 100), Sample(None, error="boom")),
         min_requests=50,
     )
-    assert got is Verdict.ERROR and "stable query failed" in reason
+    assert got.verdict is Verdict.ERROR and "stable query failed" in got.reason
+    assert got.breach is Breach.UNKNOWN
 
 
 def test_after_the_flip_compare_only_metrics_do_not_count() -> None:

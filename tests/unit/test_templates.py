@@ -12,6 +12,7 @@ from controller.analysis.templates import (
     KNOWN_VARIABLES,
     QueryContext,
     TemplateError,
+    counted,
     matcher_text,
     pod_regex,
     promql_duration,
@@ -52,17 +53,28 @@ def unquote_promql(text: str) -> str:
 # Structured metrics
 
 
+def test_counted_counts_each_series_from_its_first_event() -> None:
+    """Exact per-series counts: last - start, the whole value of a series new in the window,
+    increase() only for a series that reset (real-Prometheus values in
+    tests/integration/test_counter_first_appearance.py)."""
+    assert counted('m{a="b"}', "120s") == (
+        '((last_over_time(m{a="b"}[120s]) - m{a="b"} offset 120s) '
+        'unless resets(m{a="b"}[120s]) > 0) '
+        'or (last_over_time(m{a="b"}[120s]) unless m{a="b"} offset 120s) '
+        'or increase(m{a="b"}[120s])'
+    )
+
+
 @pytest.mark.parametrize("side", [Side.CANARY, Side.STABLE, Side.SERVICE])
 def test_counter_ratio(ctx: QueryContext, zai: Rollout, side: Side) -> None:
     sel = SELECTORS[side]
     q = ctx.compile(zai.analysis.metrics[0], side)
     assert q.side is side
-    assert q.value == (
-        f'(sum(rate(zai_proxy_requests_total{{{sel},status_code="429"}}[120s])) or vector(0)) / '
-        f"sum(rate(zai_proxy_requests_total{{{sel}}}[120s]))"
-    )
+    num = counted(f'zai_proxy_requests_total{{{sel},status_code="429"}}', "120s")
+    den = counted(f"zai_proxy_requests_total{{{sel}}}", "120s")
+    assert q.value == f"(sum({num}) or vector(0)) / sum({den})"
     # The sample counts the denominator's requests.
-    assert q.sample == f"sum(increase(zai_proxy_requests_total{{{sel}}}[120s]))"
+    assert q.sample == f"sum({den})"
 
 
 def test_counter_ratio_with_denominator_matchers(zai: Rollout) -> None:
@@ -76,11 +88,10 @@ def test_counter_ratio_with_denominator_matchers(zai: Rollout) -> None:
         }
     )
     q = QueryContext(zai, timedelta(seconds=30)).compile(source, Side.CANARY)
-    assert q.value == (
-        f'(sum(rate(http_requests_total{{{CANARY_SEL},code=~"5.."}}[30s])) or vector(0)) / '
-        f'sum(rate(http_requests_total{{{CANARY_SEL},route!="/health"}}[30s]))'
-    )
-    assert q.sample == f'sum(increase(http_requests_total{{{CANARY_SEL},route!="/health"}}[30s]))'
+    num = counted(f'http_requests_total{{{CANARY_SEL},code=~"5.."}}', "30s")
+    den = counted(f'http_requests_total{{{CANARY_SEL},route!="/health"}}', "30s")
+    assert q.value == f"(sum({num}) or vector(0)) / sum({den})"
+    assert q.sample == f"sum({den})"
 
 
 @pytest.mark.parametrize("side", [Side.CANARY, Side.STABLE])
@@ -192,11 +203,9 @@ def test_custom_selectors_use_side_variables(zai: Rollout) -> None:
     }
     custom = QueryContext(Rollout.model_validate(data), timedelta(minutes=1))
     q = custom.compile(zai.analysis.metrics[1], Side.CANARY)
-    assert q.value == (
-        '(sum(rate(zai_proxy_requests_total{app="zai-proxy",version="v2",status_code="502"}[60s]))'
-        " or vector(0))"
-        ' / sum(rate(zai_proxy_requests_total{app="zai-proxy",version="v2"}[60s]))'
-    )
+    num = counted('zai_proxy_requests_total{app="zai-proxy",version="v2",status_code="502"}', "60s")
+    den = counted('zai_proxy_requests_total{app="zai-proxy",version="v2"}', "60s")
+    assert q.value == f"(sum({num}) or vector(0)) / sum({den})"
 
 
 def test_unknown_variable_is_a_template_error(ctx: QueryContext) -> None:

@@ -1,0 +1,137 @@
+"""Issue 18 #5: a step (and the bake) passes only on an analysis evaluated at or after its end.
+
+decide() is driven with stepped time and summaries stamped at chosen instants; the shell's part
+(asking the runner for an evaluation at once) is `Wait.fresh_after`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.analysis.evaluate import AnalysisSummary, Verdict
+from controller.rollout import Decision, Wait, decide
+from controller.state import Phase
+from tests.unit.rollout_model import Driver, make_spec
+
+INTERVAL = timedelta(seconds=10)  # make_spec's analysis interval
+HOLD = timedelta(minutes=1)
+BAKE = timedelta(minutes=2)
+
+
+def reached(driver: Driver) -> datetime:
+    """Run until step 1's split is reached and its hold is running; its hold end."""
+    while driver.state is None or driver.state.step_reached_at is None:
+        d = driver.step()
+        if isinstance(d.action, Wait):
+            driver.cluster.ready_up(9, 9)
+            driver.now += timedelta(seconds=1)
+    assert driver.state is not None and driver.state.step_reached_at is not None
+    return driver.state.step_reached_at + HOLD
+
+
+def decide_with(driver: Driver, verdict: Verdict, at: datetime) -> Decision:
+    """One decide() at the driver's now with a summary evaluated at `at`; applied."""
+    summary = AnalysisSummary(at, verdict)
+    d = decide(driver.spec, driver.state, driver.cluster.observed(driver.now), summary, driver.now)
+    driver.state = d.state
+    return d
+
+
+def test_a_pass_from_before_the_hold_end_waits_for_a_fresh_evaluation() -> None:
+    driver = Driver(make_spec())
+    end = reached(driver)
+    # Issue 18 #5: the fault began 22 s before the hold ended; the last verdict was taken 1 s
+    # after it began and still passed.
+    driver.now = end
+    d = decide_with(driver, Verdict.PASS, end - timedelta(seconds=21))
+    assert d.action == Wait(end + INTERVAL, fresh_after=end)
+    assert d.state.step == 0 and d.state.phase is Phase.PROGRESSING
+    assert d.state.holding_since is None and d.event is None  # a wait, not a recorded hold
+    assert "hold over; waiting for the analysis evaluated at its end" in d.reason
+    # The evaluation taken at the hold's end judges the fault: no advance.
+    driver.now = end + timedelta(milliseconds=300)
+    held = decide_with(driver, Verdict.INCONCLUSIVE, end)
+    assert held.state.phase is Phase.HOLDING and held.state.step == 0
+    assert "step 1: analysis inconclusive" in held.reason
+    # Once a later evaluation passes, the step advances on it.
+    driver.now = end + timedelta(seconds=40)
+    advanced = decide_with(driver, Verdict.PASS, end + timedelta(seconds=40))
+    assert advanced.state.step == 1 and advanced.event is not None
+    assert advanced.event.reason == "StepAdvanced"
+
+
+def test_a_fresh_pass_at_the_hold_end_advances_at_once() -> None:
+    driver = Driver(make_spec())
+    end = reached(driver)
+    driver.now = end + timedelta(milliseconds=50)
+    d = decide_with(driver, Verdict.PASS, end)  # evaluated exactly at the end: counts
+    assert d.state.step == 1 and d.state.holding_since is None
+
+
+def test_without_a_fresh_evaluation_within_an_interval_the_step_holds() -> None:
+    driver = Driver(make_spec())
+    end = reached(driver)
+    stale = end - timedelta(seconds=5)
+    driver.now = end + INTERVAL - timedelta(milliseconds=1)
+    assert isinstance(decide_with(driver, Verdict.PASS, stale).action, Wait)
+    assert driver.state is not None and driver.state.phase is Phase.PROGRESSING
+    driver.now = end + INTERVAL
+    held = decide_with(driver, Verdict.PASS, stale)
+    assert held.state.phase is Phase.HOLDING
+    assert "analysis pending: no analysis result since the hold ended" in held.reason
+    # ... and maxHold (5 m) applies from there as to any missing verdict.
+    driver.now = end + INTERVAL + timedelta(minutes=5)
+    assert decide_with(driver, Verdict.PASS, stale).state.phase is Phase.PAUSED
+
+
+def test_the_bake_passes_only_on_an_evaluation_after_its_end() -> None:
+    driver = Driver(make_spec())
+    driver.run(Phase.BAKING)  # waiting, bake started
+    assert driver.state is not None and driver.state.bake_started_at is not None
+    end = driver.state.bake_started_at + BAKE
+    driver.now = end
+    d = decide_with(driver, Verdict.PASS, end - timedelta(seconds=3))
+    assert d.action == Wait(end + INTERVAL, fresh_after=end)
+    assert d.state.phase is Phase.BAKING
+    assert d.reason == "bake: bake over; waiting for the analysis evaluated at its end"
+    driver.now = end + timedelta(seconds=1)
+    passed = decide_with(driver, Verdict.PASS, end + timedelta(seconds=1))
+    assert passed.state.phase is Phase.SCALING_DOWN
+
+
+class LaggingDriver(Driver):
+    """Summaries evaluated `lags[i]` seconds before the i-th decision (cycling)."""
+
+    lags: tuple[int, ...] = (0,)
+    used: list[AnalysisSummary | None]
+
+    def summary(self) -> AnalysisSummary | None:
+        lag = self.lags[len(self.decisions) % len(self.lags)]
+        s = AnalysisSummary(self.now - timedelta(seconds=lag), Verdict.PASS)
+        self.used.append(s)
+        return s
+
+
+@settings(max_examples=60, deadline=None)
+@given(lags=st.lists(st.integers(0, 30), min_size=1, max_size=8))
+def test_no_step_or_bake_ever_passes_on_a_verdict_from_before_its_end(lags: list[int]) -> None:
+    driver = LaggingDriver(make_spec())
+    driver.lags = tuple(lags)
+    driver.used = []
+    driver.run(Phase.COMPLETED, limit=2000)
+    ends: dict[int, datetime] = {}
+    for d, summary in zip(driver.decisions, driver.used, strict=True):
+        s = d.state
+        if s.step_reached_at is not None:
+            ends[s.step] = s.step_reached_at + HOLD
+        if s.bake_started_at is not None:
+            ends[s.step] = s.bake_started_at + BAKE
+        passed = d.event is not None and d.event.reason in ("StepAdvanced", "FlipStarted")
+        baked = d.event is not None and d.event.reason == "BakePassed"
+        if passed or baked:
+            assert summary is not None
+            end = ends[s.step - 1] if passed else ends[s.step]
+            assert summary.at >= end, (d.reason, summary.at, end)
