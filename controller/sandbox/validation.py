@@ -2,8 +2,9 @@
 
 Each function returns a list of :class:`FieldError`; an empty list means valid. The registry turns
 a non-empty list into a 422 Invalid Status. Rules here are the ones a controller can trip over:
-names, labels, the 256 KiB total of annotations, Deployment replicas/selector/template, immutable fields, Service ports, Pod spec
-immutability, Lease durations, EndpointSlice address types and events.k8s.io required fields.
+names, labels, the 256 KiB total of annotations, Deployment replicas/selector/template, immutable
+fields, Service ports, Pod spec immutability, Lease durations, EndpointSlice address types and
+events.k8s.io required fields.
 """
 
 from __future__ import annotations
