@@ -21,14 +21,27 @@ from controller.state import COMMAND_ANNOTATION, STATE_ANNOTATION, StateError, r
 
 
 def parse_command(raw: str | None) -> Command | None:
-    """The command annotation (JSON ``{"kind", "id", "by"}``); None if absent or malformed."""
+    """The command annotation (JSON ``{"kind", "id", "by"[, "detail"]}``); None if malformed."""
     if not raw:
         return None
     try:
         data = json.loads(raw)
-        return Command(CommandKind(data["kind"]), id=str(data["id"]), by=str(data.get("by", "?")))
+        return Command(
+            CommandKind(data["kind"]),
+            id=str(data["id"]),
+            by=str(data.get("by", "?")),
+            detail=str(data.get("detail", "")),
+        )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def encode_command(command: Command) -> str:
+    """The command annotation's JSON for `command` (what `parse_command` reads)."""
+    data = {"kind": command.kind.value, "id": command.id, "by": command.by}
+    if command.detail:
+        data["detail"] = command.detail
+    return json.dumps(data)
 
 
 class CommandError(Exception):
