@@ -6,10 +6,9 @@ tolerant of everything else Alertmanager sends or may add (extra keys are ignore
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 # Alertmanager sends at most this many alerts per notification when `max_alerts` is 0
 # (unlimited); the body limit bounds it anyway, this keeps one request's work bounded too.
@@ -26,8 +25,9 @@ class Alert(_Lenient):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
-    ends_at: datetime | None = Field(default=None, alias="endsAt")
+    # RFC 3339 with a zone, as Alertmanager writes them (a naive time would be ambiguous).
+    starts_at: AwareDatetime = Field(alias="startsAt")
+    ends_at: AwareDatetime | None = Field(default=None, alias="endsAt")
     generator_url: str = Field(default="", alias="generatorURL")
     fingerprint: str = ""
 

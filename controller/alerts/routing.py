@@ -26,6 +26,7 @@ from controller.config.model import AlertAction, Rollout
 from controller.rollout.types import Command, CommandKind
 from controller.state import Phase, RolloutState, format_timestamp
 
+BY_MAX = 80  # characters of `by` (it is kept in every decision record of the state)
 DETAIL_MAX = 700  # characters of alert detail in a decision (an Event message keeps 1024)
 _KIND = {AlertAction.ROLLBACK: CommandKind.ABORT, AlertAction.PAUSE: CommandKind.PAUSE}
 
@@ -139,7 +140,7 @@ def build_command(chosen: AlertMatch, others: Sequence[AlertMatch] = ()) -> Comm
     return Command(
         _KIND[chosen.action],
         id=command_id,
-        by=f"alert:{chosen.alert.name or 'unnamed'}",
+        by=_cut(f"alert:{chosen.alert.name or 'unnamed'}", BY_MAX),
         detail=_cut(detail, DETAIL_MAX - len(suffix)) + suffix,
     )
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from controller.alerts.payload import Alert, PayloadError, parse_notification
 from controller.alerts.routes import ALERT_VARIABLES, compile_routes, variables
 from controller.alerts.routing import (
+    BY_MAX,
     DETAIL_MAX,
     AlertMatch,
     Delivery,
@@ -108,6 +109,16 @@ def test_a_real_notification_parses_and_extra_fields_are_ignored() -> None:
             ).encode(),
             "alerts.0.startsAt",
         ),
+        (
+            json.dumps(
+                {
+                    **NOTIFICATION,
+                    "alerts": [{**NOTIFICATION["alerts"][0], "startsAt": "2026-11-27T12:00:00"}],
+                }
+            ).encode(),
+            "alerts.0.startsAt: Input should have timezone info",
+        ),
+        (b'{"version": "4", "x": ' + b"[" * 500 + b"]" * 500 + b"}", "recursion limit"),
     ],
 )
 def test_malformed_payloads_say_why(body: bytes, message: str) -> None:
@@ -155,6 +166,13 @@ def test_a_firing_alert_rolls_back_a_rollout_in_flight() -> None:
         out.command.id,
     ):
         assert part in detail
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_rollback_beats_pause_whatever_the_route_order(order: int) -> None:
+    spec = make_spec(alerts=ROUTES[::order])
+    [out] = route_alerts([alert()], [(spec, Phase.PROGRESSING)])
+    assert out.command is not None and out.command.kind is CommandKind.ABORT
 
 
 def test_pause_only_when_no_rollback_route_matches() -> None:
@@ -250,10 +268,11 @@ def test_the_command_id_is_one_per_firing() -> None:
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=30), st.text(max_size=300), max_size=30))
-def test_the_detail_is_bounded_and_keeps_the_id(labels: dict[str, str]) -> None:
+def test_the_detail_and_by_are_bounded_and_keep_the_id(labels: dict[str, str]) -> None:
     command = build_command(AlertMatch(alert(labels=labels), AlertAction.ROLLBACK))
-    assert len(command.detail) <= DETAIL_MAX
+    assert len(command.detail) <= DETAIL_MAX and len(command.by) <= BY_MAX
     assert command.detail.endswith(f"[{command.id}]")
+    assert command.by.startswith("alert:")
 
 
 # --- delivery and the command path ------------------------------------------------------------
