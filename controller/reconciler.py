@@ -186,16 +186,14 @@ class RolloutReconciler:
         """Hand an alert's command to the next reconcile, where decide() applies it.
 
         It is persisted first, as the command annotation `ptc abort` writes (see
-        `controller.alerts.deliver`): it survives a failover and applies exactly once.
+        `controller.alerts.deliver`): it survives a failover and applies exactly once. The
+        reconciler sees it as it sees a person's command: the watch delivers the write and
+        wakes it, within milliseconds.
         """
         svc = self.service()
         if svc is None:
             raise NotFound(f"Service {self.spec.namespace}/{self.spec.service} not found")
-        outcome, written = await deliver_command(self.kube, self.spec, svc, command)
-        if written is not None:
-            self._own_service = written
-            self.wake.set()
-        return outcome
+        return await deliver_command(self.kube, self.spec, svc, command)
 
     def stop(self) -> None:
         """Ask the loop to end after the action in flight."""

@@ -27,11 +27,11 @@ class DeliveryError(Exception):
 
 async def deliver_command(
     kube: Kube, spec: Rollout, svc: ServiceInfo, command: Command
-) -> tuple[Delivery, ServiceInfo | None]:
+) -> Delivery:
     """Write `command` as the Service's command annotation unless it is a duplicate or busy.
 
-    Returns what was done and, after a write, the Service as written. Conflicts (someone wrote
-    the Service meanwhile) are retried on a fresh read; KubeError otherwise propagates.
+    `svc` is the Service as last seen. Conflicts (someone wrote the Service meanwhile) are
+    retried on a fresh read; any other KubeError propagates.
     """
     for _ in range(ATTEMPTS):
         state = None
@@ -40,9 +40,9 @@ async def deliver_command(
         pending = parse_command(svc.annotations.get(COMMAND_ANNOTATION))
         verdict = delivery(state, pending, command)
         if verdict is not Delivery.WRITE:
-            return verdict, None
+            return verdict
         try:
-            written = await kube.patch_service(
+            await kube.patch_service(
                 spec.namespace,
                 spec.service,
                 resource_version=svc.resource_version,
@@ -51,7 +51,7 @@ async def deliver_command(
         except Conflict:
             svc = await kube.get_service(spec.namespace, spec.service)
             continue
-        return Delivery.WRITE, written
+        return Delivery.WRITE
     raise DeliveryError(
         f"Service {spec.namespace}/{spec.service} kept changing during {ATTEMPTS} attempts"
     )
