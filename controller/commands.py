@@ -1,8 +1,9 @@
 """`ptc promote|abort|pause|resume|retry`: write the command annotation, wait for the ack.
 
-The command is JSON in the Service annotation ``ptc.dev/command`` — ``{"kind", "id", "by"}`` —
-so plain ``kubectl annotate`` and RBAC work unchanged. The controller applies a command id
-exactly once and records it in the state (``lastCommand``); that record is the acknowledgement.
+The command is JSON in the Service annotation ``ptc.dev/command`` — ``{"kind", "id", "by"}``,
+and ``"detail"`` when an alert gave it — so plain ``kubectl annotate`` and RBAC work unchanged.
+The controller applies a command id exactly once and records it in the state
+(``lastCommand``); that record is the acknowledgement.
 """
 
 from __future__ import annotations
