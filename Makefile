@@ -2,12 +2,12 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-test prometheus chromium demo test lint schema
+.PHONY: install install-test prometheus alertmanager chromium demo test lint schema
 
 install:
 	$(PIP) install -e .
 
-install-test: prometheus chromium
+install-test: prometheus alertmanager chromium
 	$(PIP) install -e '.[test]'
 	# helm-sdkpy (the real Helm v4 library, chart tests) declares Python >= 3.12 but works
 	# on 3.11: its own pip call.
@@ -18,6 +18,13 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+# The real Alertmanager the alert-driven rollback tests start (Debian package; the binary is
+# called prometheus-alertmanager there).
+alertmanager:
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }
 
 # Headless Chromium for the report's browser check (Debian package).
 chromium:

@@ -1,8 +1,9 @@
 """`ptc promote|abort|pause|resume|retry`: write the command annotation, wait for the ack.
 
-The command is JSON in the Service annotation ``ptc.dev/command`` — ``{"kind", "id", "by"}`` —
-so plain ``kubectl annotate`` and RBAC work unchanged. The controller applies a command id
-exactly once and records it in the state (``lastCommand``); that record is the acknowledgement.
+The command is JSON in the Service annotation ``ptc.dev/command`` — ``{"kind", "id", "by"}``,
+and ``"detail"`` when an alert gave it — so plain ``kubectl annotate`` and RBAC work unchanged.
+The controller applies a command id exactly once and records it in the state
+(``lastCommand``); that record is the acknowledgement.
 """
 
 from __future__ import annotations
@@ -21,14 +22,27 @@ from controller.state import COMMAND_ANNOTATION, STATE_ANNOTATION, StateError, r
 
 
 def parse_command(raw: str | None) -> Command | None:
-    """The command annotation (JSON ``{"kind", "id", "by"}``); None if absent or malformed."""
+    """The command annotation (JSON ``{"kind", "id", "by"[, "detail"]}``); None if malformed."""
     if not raw:
         return None
     try:
         data = json.loads(raw)
-        return Command(CommandKind(data["kind"]), id=str(data["id"]), by=str(data.get("by", "?")))
+        return Command(
+            CommandKind(data["kind"]),
+            id=str(data["id"]),
+            by=str(data.get("by", "?")),
+            detail=str(data.get("detail", "")),
+        )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def encode_command(command: Command) -> str:
+    """The command annotation's JSON for `command` (what `parse_command` reads)."""
+    data = {"kind": command.kind.value, "id": command.id, "by": command.by}
+    if command.detail:
+        data["detail"] = command.detail
+    return json.dumps(data)
 
 
 class CommandError(Exception):

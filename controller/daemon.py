@@ -61,6 +61,7 @@ class DaemonOptions:
     lease_duration: timedelta = timedelta(seconds=15)
     renew_deadline: timedelta = timedelta(seconds=10)
     retry_period: timedelta = timedelta(seconds=2)
+    alerts_token_file: str | None = None  # the Alertmanager receiver's bearer token (off: None)
 
 
 class Controller:

@@ -65,6 +65,18 @@ class Metrics:
             "ptc_api_errors", "Kubernetes API errors by type", ["error"], registry=r
         )
         self.leader = Gauge("ptc_leader", "1 while this instance is the leader", registry=r)
+        self.alert_requests = Counter(
+            "ptc_alert_webhook_requests",
+            "Alertmanager webhook requests by HTTP status answered",
+            ["code"],
+            registry=r,
+        )
+        self.alert_outcomes = Counter(
+            "ptc_alert_outcomes",
+            "What matching alerts did per rollout: rollback, pause, duplicate, recorded, resolved",
+            ["namespace", "rollout", "outcome"],
+            registry=r,
+        )
         self.config_generation = Gauge(
             "ptc_config_generation", "How many configs have been applied", registry=r
         )

@@ -21,6 +21,8 @@ from typing import Any
 
 import structlog
 
+from controller.alerts.deliver import deliver_command
+from controller.alerts.routing import Delivery
 from controller.analysis.evaluate import AnalysisSummary
 from controller.analysis.provider import Provider
 from controller.analysis.runner import AnalysisReport, AnalysisRunner
@@ -38,6 +40,7 @@ from controller.metrics import Metrics
 from controller.observe import Caches, observe
 from controller.preflight import check_world, probe_pods
 from controller.rollout import (
+    Command,
     Decision,
     DeleteDeployment,
     Observed,
@@ -178,6 +181,19 @@ class RolloutReconciler:
         if self._runner is not None:
             self._runner.update(spec)
         self.wake.set()
+
+    async def alert(self, command: Command) -> Delivery:
+        """Hand an alert's command to the next reconcile, where decide() applies it.
+
+        It is persisted first, as the command annotation `ptc abort` writes (see
+        `controller.alerts.deliver`): it survives a failover and applies exactly once. The
+        reconciler sees it as it sees a person's command: the watch delivers the write and
+        wakes it, within milliseconds.
+        """
+        svc = self.service()
+        if svc is None:
+            raise NotFound(f"Service {self.spec.namespace}/{self.spec.service} not found")
+        return await deliver_command(self.kube, self.spec, svc, command)
 
     def stop(self) -> None:
         """Ask the loop to end after the action in flight."""

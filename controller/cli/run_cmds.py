@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from controller.cli.common import (
@@ -49,7 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_period = parse_duration(args.retry_period)
     except ValueError as exc:
         raise UsageError(f"leader election: {exc}") from None
+    if args.alerts_token_file and not os.path.isfile(args.alerts_token_file):
+        raise UsageError(f"--alerts-token-file: no such file {args.alerts_token_file!r}")
     options = DaemonOptions(
+        alerts_token_file=args.alerts_token_file or None,
         leader_elect=args.leader_elect,
         leader_namespace=args.leader_namespace,
         lease_duration=lease_duration,
@@ -124,7 +128,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Run the controller: watch each rollout's Deployments, Pods, Service and "
             "EndpointSlices, shift traffic step by step, judge each step on Prometheus, flip, "
             "bake, keep stable for the retention window, and roll back on a breach. Serves "
-            "/healthz, /readyz, /metrics and /api/v1/rollouts. SIGTERM finishes the write in "
+            "/healthz, /readyz, /metrics, /api/v1/rollouts and (with --alerts-token-file) the "
+            "Alertmanager receiver /api/v1/alerts. SIGTERM finishes the write in "
             "flight and exits 0."
         ),
     )
@@ -180,6 +185,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="json when stderr is not a terminal (auto)",
     )
     p.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    p.add_argument(
+        "--alerts-token-file",
+        default=os.environ.get("PTC_ALERTS_TOKEN_FILE", ""),
+        metavar="FILE",
+        help="serve the Alertmanager webhook POST /api/v1/alerts, authenticated by the bearer "
+        "token in FILE, re-read on every request (default: $PTC_ALERTS_TOKEN_FILE; unset: off)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 # is imported first this module runs while that one is half-initialised.
 from controller import plan as planner
 from controller.analysis import templates
+from controller.config.alertchecks import check_alerts
 from controller.config.checks_types import Finding, Loc, Severity
 from controller.config.model import Analysis, Config, Metric, Preflight, Rollout, Source
 from controller.config.querychecks import check_queries
@@ -189,6 +190,7 @@ def check_rollout(
         for f in check_preflight(rollout.preflight)
     )
     out.extend(check_queries(rollout))
+    out.extend(check_alerts(rollout))
     total = rollout.replicas or replicas
     if total is not None and total > MAX_REPLICAS:
         out.append(

@@ -329,6 +329,32 @@ class AnalysisOverride(Model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Alerts: Alertmanager notifications that act on a rollout (README "Alertmanager")
+
+
+class AlertAction(StrEnum):
+    """What a matching firing alert does to a rollout in flight."""
+
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+
+
+class AlertRoute(Model):
+    """Alerts whose labels satisfy every matcher act on this rollout with `action`."""
+
+    matchers: list[str] = Field(
+        min_length=1,
+        description="Alertmanager matchers, all must hold: 'alertname=~\"ZaiProxy.*\"', "
+        "'namespace=\"{{ namespace }}\"'; operators =, !=, =~, !~ (regexes fully anchored); "
+        "values may use the rollout's template variables, e.g. {{ canary_version }}",
+    )
+    action: AlertAction = Field(
+        default=AlertAction.ROLLBACK,
+        description="rollback (abort the rollout) or pause it for a person",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Rollout
 
 
@@ -471,6 +497,10 @@ class Rollout(Model):
     analysis: Analysis = Field(default_factory=Analysis)
     rollback: Rollback = Field(default_factory=Rollback)
     preflight: Preflight = Field(default_factory=Preflight)
+    alerts: list[AlertRoute] = Field(
+        default_factory=list,
+        description="Alertmanager alerts that roll back or pause this rollout while it runs",
+    )
 
     def spec_hash(self) -> str:
         """A short stable hash of everything that defines this rollout."""
@@ -502,6 +532,7 @@ DEFAULTABLE = (
     "analysis",
     "rollback",
     "preflight",
+    "alerts",
 )
 
 
@@ -520,6 +551,7 @@ class RolloutDefaults(Model):
     analysis: Analysis | None = None
     rollback: Rollback | None = None
     preflight: Preflight | None = None
+    alerts: list[AlertRoute] | None = None
 
 
 class Config(Model):

@@ -28,7 +28,7 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
     if cmd.kind is CommandKind.ABORT:
         if st.phase.terminal or st.phase is Phase.ROLLING_BACK:
             return refuse(f"abort ignored: rollout is {st.phase.value}")
-        new = begin_rollback(ctx, f"aborted by {cmd.by}", by=cmd.by)
+        new = begin_rollback(ctx, f"aborted by {cmd.by}{_about(cmd)}", by=cmd.by)
         return replace(new, state=replace(new.state, last_command=cmd.id))
     if cmd.kind is CommandKind.PAUSE:
         if st.phase.terminal or st.phase in (Phase.PAUSED, Phase.ROLLING_BACK):
@@ -36,7 +36,7 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
         return ctx.transition(
             Phase.PAUSED,
             "paused",
-            f"paused by {cmd.by}",
+            f"paused by {cmd.by}{_about(cmd)}",
             by=cmd.by,
             event_reason="RolloutPaused",
             paused_from=st.phase,
@@ -116,3 +116,7 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
 
 # A rollout that failed in these phases never shifted traffic.
 NO_TRAFFIC_PHASES = (Phase.PENDING, Phase.PREFLIGHT)
+
+
+def _about(cmd: Command) -> str:
+    return f": {cmd.detail}" if cmd.detail else ""

@@ -27,11 +27,14 @@ class CommandKind(StrEnum):
 
 @dataclass(frozen=True)
 class Command:
-    """A manual command; `id` makes it apply exactly once."""
+    """A manual (or alert-given) command; `id` makes it apply exactly once."""
 
     kind: CommandKind
     id: str
     by: str = "unknown"
+    # What the command is about, appended to the decision's reason (an alert's labels,
+    # startsAt and source), so the record and the Event carry it.
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,54 @@ def chart_values() -> dict[str, Any]:
                 "annotations": STRING_MAP,
             }
         ),
+        "alertmanager": alertmanager(),
     }
+
+
+def alertmanager() -> dict[str, Any]:
+    """The Alertmanager receiver: token Secret and the optional AlertmanagerConfig."""
+    matcher = strict(
+        {
+            "name": {"type": "string", "minLength": 1},
+            "value": STRING,
+            "matchType": {"enum": ["=", "!=", "=~", "!~"]},
+        },
+        required=["name"],
+    )
+    config = strict(
+        {
+            "enabled": BOOLEAN,
+            "namespace": {"anyOf": [{"const": ""}, DNS_LABEL]},
+            "labels": STRING_MAP,
+            "matchers": {"type": "array", "items": matcher},
+            "groupBy": {"type": "array", "items": STRING},
+            "groupWait": DURATION,
+            "groupInterval": DURATION,
+            "repeatInterval": DURATION,
+        }
+    )
+    return strict(
+        {
+            "enabled": BOOLEAN,
+            "token": STRING,
+            "existingSecret": STRING,
+            "secretKey": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"},
+            "alertmanagerConfig": config,
+        },
+        # On, it needs a token: in the values, or in an existing Secret.
+        **{
+            "if": {"properties": {"enabled": {"const": True}}, "required": ["enabled"]},
+            "then": {
+                "anyOf": [
+                    {"properties": {"token": {"minLength": 1}}, "required": ["token"]},
+                    {
+                        "properties": {"existingSecret": {"minLength": 1}},
+                        "required": ["existingSecret"],
+                    },
+                ]
+            },
+        },
+    )
 
 
 def values_schema() -> dict[str, Any]:

@@ -203,10 +203,12 @@ async def running_controller(
     *,
     config_file: Path | None = None,
     identity: str = "test-controller",
+    **options: Any,
 ) -> AsyncIterator[Controller]:
     """The controller in-process against the world, stopped cleanly afterwards.
 
-    With `config_file`, the config is written there and watched for hot reloads.
+    With `config_file`, the config is written there and watched for hot reloads; `options` are
+    more DaemonOptions (e.g. alerts_token_file).
     """
     sandbox = world.sandbox
     assert sandbox.kubeconfig is not None
@@ -222,6 +224,7 @@ async def running_controller(
             listen_port=0,
             identity=identity,
             config_source=str(config_file) if config_file else "",
+            **options,
         ),
     )
     task = asyncio.create_task(controller.run(), name="controller")

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ZAI = yaml.safe_load((ROOT / "config" / "zai-proxy.yaml").read_text())
 MINIMAL = yaml.safe_load((ROOT / "config" / "minimal.yaml").read_text())
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
 UID = 65532
 
 Triple = tuple[str, str, str]
@@ -48,6 +48,9 @@ E2E_ROLLOUT = {
     "flip": {"bake": "1s"},
     "retention": {"scaleDownDelay": "1s"},
 }
+
+ALERT_TOKEN = "chart-alert-token-5e1d"
+ALERT_ROUTES = [{"matchers": ['alertname=~"ZaiProxy.*"', 'version="{{ canary_version }}"']}]
 
 SCENARIOS: dict[str, Job] = {
     "default": Job("ptc", "ptc"),
@@ -105,6 +108,37 @@ SCENARIOS: dict[str, Job] = {
             ],
         },
     ),
+    # The Alertmanager receiver: a chart-made token Secret (also in the AlertmanagerConfig's
+    # namespace), and one from an existing Secret.
+    "alertmanager": Job(
+        "ptc",
+        "ptc-system",
+        {
+            "rollouts": [{**E2E_ROLLOUT, "alerts": ALERT_ROUTES}],
+            "alertmanager": {
+                "enabled": True,
+                "token": ALERT_TOKEN,
+                "alertmanagerConfig": {
+                    "enabled": True,
+                    "namespace": "devpod",
+                    "labels": {"alertmanagerConfig": "ptc"},
+                    "matchers": [{"name": "alertname", "value": "ZaiProxy.*", "matchType": "=~"}],
+                },
+            },
+        },
+    ),
+    "alertmanager-existing-secret": Job(
+        "edge",
+        "monitoring",
+        {
+            "alertmanager": {
+                "enabled": True,
+                "existingSecret": "ptc-webhook",
+                "secretKey": "bearer",
+                "alertmanagerConfig": {"enabled": True},
+            },
+        },
+    ),
 }
 GOOD = list(SCENARIOS)
 
@@ -130,6 +164,17 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "unknown-config-key": ({"defaults": {"maxSurges": 1}}, "maxSurges"),
     "unknown-chart-key": ({"replicas": 3}, "replicas"),
     "bad-prometheus": ({"prometheus": {"url": "http://x", "timeout": 10}}, "/prometheus/timeout"),
+    "alerts-without-token": ({"alertmanager": {"enabled": True}}, "/alertmanager"),
+    "alerts-bad-match-type": (
+        {
+            "alertmanager": {
+                "enabled": True,
+                "token": "t",
+                "alertmanagerConfig": {"matchers": [{"name": "a", "matchType": "~"}]},
+            }
+        },
+        "/alertmanager/alertmanagerConfig/matchers/0/matchType",
+    ),
 }
 
 

@@ -71,6 +71,7 @@ KINDS = (
     ),
     Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
     Kind("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule"),
+    Kind("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs", "AlertmanagerConfig"),
 )
 
 

@@ -226,9 +226,9 @@ def test_a_list_the_rollout_gives_is_not_blamed_on_defaults() -> None:
 def test_defaults_refuses_keys_that_are_not_defaultable() -> None:
     text = "defaults:\n  service: web\nrollouts:\n" + ROLLOUT + "    steps: [{weight: 5}]\n"
     assert problems(text) == [
-        "f.yaml:2: defaults.service: unknown key 'service'; expected one of: analysis, flip, "
-        "maxSurge, maxUnavailable, namespace, preflight, retention, rollback, shifting, steps, "
-        "versionLabel, weightTolerance",
+        "f.yaml:2: defaults.service: unknown key 'service'; expected one of: alerts, analysis, "
+        "flip, maxSurge, maxUnavailable, namespace, preflight, retention, rollback, shifting, "
+        "steps, versionLabel, weightTolerance",
     ]
 
 
@@ -558,6 +558,7 @@ def test_schema_header() -> None:
         (
             ("rollouts", 0),
             [
+                "alerts",
                 "analysis",
                 "canary",
                 "flip",

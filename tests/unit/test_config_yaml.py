@@ -54,9 +54,9 @@ def test_keys_are_the_text_written_and_located() -> None:
 
 
 KEYS = (
-    "analysis, canary, flip, maxSurge, maxUnavailable, name, namespace, preflight, replicas, "
-    "retention, rollback, service, sharedSelector, shifting, stable, steps, versionLabel, "
-    "weightTolerance"
+    "alerts, analysis, canary, flip, maxSurge, maxUnavailable, name, namespace, preflight, "
+    "replicas, retention, rollback, service, sharedSelector, shifting, stable, steps, "
+    "versionLabel, weightTolerance"
 )
 
 

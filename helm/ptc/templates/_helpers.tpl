@@ -154,3 +154,8 @@ about the controller itself) live. */}}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* The Secret holding the Alertmanager receiver's token. */}}
+{{- define "ptc.alertsSecretName" -}}
+{{- .Values.alertmanager.existingSecret | default (printf "%s-alerts" (include "ptc.fullname" .)) }}
+{{- end }}
