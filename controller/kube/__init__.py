@@ -28,6 +28,7 @@ from controller.kube.permissions import PERMISSIONS, Permission
 from controller.kube.policy import KubePolicy
 from controller.kube.resources import Kind
 from controller.kube.types import (
+    ContainerInfo,
     DeploymentInfo,
     EndpointInfo,
     EndpointSliceInfo,
@@ -35,6 +36,7 @@ from controller.kube.types import (
     LeaseInfo,
     ObjectRef,
     PodInfo,
+    PreStopHook,
     ServiceInfo,
 )
 
@@ -44,6 +46,7 @@ __all__ = [
     "MODIFIED",
     "PERMISSIONS",
     "Conflict",
+    "ContainerInfo",
     "DeploymentInfo",
     "EndpointInfo",
     "EndpointSliceInfo",
@@ -62,6 +65,7 @@ __all__ = [
     "ObjectRef",
     "Permission",
     "PodInfo",
+    "PreStopHook",
     "ServiceInfo",
     "Unauthorized",
     "Unavailable",

@@ -12,6 +12,7 @@ import re
 from typing import Any, TypeGuard
 
 from controller.sandbox.apierrors import FieldError
+from controller.sandbox.hooks import validate_lifecycle
 from controller.sandbox.kinds import ResourceType
 from controller.sandbox.patch import json_equal
 from controller.sandbox.selectors import (
@@ -161,6 +162,9 @@ def _validate_pod_spec(spec: Any, path: str) -> list[FieldError]:
         return [_required(path)]
     errs = _validate_containers(spec.get("containers"), f"{path}.containers")
     grace = spec.get("terminationGracePeriodSeconds")
+    for i, c in enumerate(spec.get("containers") or []):
+        if isinstance(c, dict):
+            errs += validate_lifecycle(c, grace, f"{path}.containers[{i}]")
     if grace is not None and (not _is_int(grace) or grace < 0):
         errs.append(
             _invalid(

@@ -143,6 +143,7 @@ async def sandbox_world(
     prometheus: bool = True,
     floor: int = 4,
     canary_env: dict[str, str] | None = None,
+    pre_stop_seconds: int | None = None,
 ) -> AsyncIterator[World]:
     """The zai-proxy scenario with Prometheus and the invariant monitor running."""
     _KrApi._instances.clear()
@@ -163,6 +164,7 @@ async def sandbox_world(
             canary_rate_limit_initial=canary_rate_limit_initial,
             stable_rate_limit_initial=stable_rate_limit_initial,
             canary_env=canary_env,
+            pre_stop_seconds=pre_stop_seconds,
         )
         monitor = InvariantMonitor(sandbox, NS, SERVICE, STABLE, CANARY, floor)
         monitor.start()
