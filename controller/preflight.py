@@ -14,6 +14,7 @@ import aiohttp
 
 from controller.config.model import Rollout
 from controller.kube import DeploymentInfo, PodInfo
+from controller.termination import check_termination
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,15 @@ def check_world(
     stable: DeploymentInfo | None,
     canary: DeploymentInfo | None,
     pods: Sequence[PodInfo],
+    *,
+    stable_serving: bool | None = None,
 ) -> Findings:
-    """Both Deployments exist, labels fit the selectors, canary is Ready, no foreign pods."""
+    """Both Deployments exist, labels fit the selectors, canary is Ready, no foreign pods.
+
+    Also: pods ptc terminates while they serve have a preStop delay (a warning, or a problem
+    with ``preflight.requirePreStop``); ``stable_serving`` overrides whether stable's pods are
+    among them (default: from the shifting mode, see :mod:`controller.termination`).
+    """
     problems: list[str] = []
     waiting: list[str] = []
     warnings: list[str] = []
@@ -76,6 +84,14 @@ def check_world(
             f"{canary.name}: {dict(canary.selector)}); Kubernetes keeps their pods apart by "
             "owner, but kubectl and label-based tools will mix them up"
         )
+    termination = check_termination(spec, stable, canary, stable_serving=stable_serving)
+    if spec.preflight.require_pre_stop:
+        problems.extend(
+            f"{m} (refused: preflight.requirePreStop is on)" for m in termination.missing
+        )
+    else:
+        warnings.extend(termination.missing)
+    warnings.extend(termination.warnings)
     ours = {stable.name, canary.name}
     foreign = sorted(
         p.name for p in pods if _matches(shared, p.labels) and p.deployment not in ours

@@ -98,6 +98,7 @@ class RolloutReconciler:
         self._own_service: ServiceInfo | None = None
         self._pending_scale: dict[str, int] = {}
         self._preflight: PreflightResult | None = None
+        self._warned: frozenset[str] = frozenset()  # preflight warnings already sent as Events
         self._report: AnalysisReport | None = None
         self._runner: AnalysisRunner | None = None
         self._last_decision: Decision | None = None
@@ -393,10 +394,14 @@ class RolloutReconciler:
         )
         for warning in findings.warnings:
             self._log.warning("preflight warning", warning=warning)
+            # once per distinct warning: a waiting preflight re-runs every few seconds
+            if warning not in self._warned and self.may_write():
+                await self.emit("Warning", "PreflightWarning", warning)
+        self._warned = frozenset(findings.warnings)
         problems = list(findings.problems)
         if not problems and not findings.waiting:
             problems.extend(await probe_pods(self.spec, findings.probe_targets))
-        self._preflight = PreflightResult(now, tuple(problems), findings.waiting)
+        self._preflight = PreflightResult(now, tuple(problems), findings.waiting, findings.warnings)
         self._log.info(
             "preflight",
             problems=list(problems),

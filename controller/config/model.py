@@ -328,6 +328,11 @@ class Preflight(Model):
     health_path: str = "/health"
     metrics_path: str = "/metrics"
     expect_metrics: list[str] = Field(default_factory=list)
+    require_pre_stop: bool = Field(
+        default=False,
+        description="refuse to start (instead of warning) when pods ptc terminates while they "
+        "still serve have no preStop delay",
+    )
 
 
 class DeploymentRef(Model):

@@ -98,7 +98,8 @@ def preflight(ctx: Ctx) -> Decision:
     return ctx.transition(
         Phase.PROGRESSING,
         "preflight-passed",
-        f"preflight passed; shifting {total} replica(s) in {len(ctx.spec.steps)} step(s)",
+        f"preflight passed; shifting {total} replica(s) in {len(ctx.spec.steps)} step(s)"
+        + "".join(f"; warning: {w}" for w in result.warnings),
         replicas=total,
         shared_selector=shared,
         step=0,
