@@ -26,6 +26,11 @@ class Findings:
     warnings: tuple[str, ...] = ()
     probe_targets: tuple[tuple[str, str, int], ...] = field(default=())  # (pod, ip, port)
 
+    @property
+    def headlines(self) -> tuple[str, ...]:
+        """Each warning's first sentence, for the decision record (Events carry the full text)."""
+        return tuple(w.split(". ", 1)[0] for w in self.warnings)
+
 
 def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

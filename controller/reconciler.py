@@ -401,7 +401,9 @@ class RolloutReconciler:
         problems = list(findings.problems)
         if not problems and not findings.waiting:
             problems.extend(await probe_pods(self.spec, findings.probe_targets))
-        self._preflight = PreflightResult(now, tuple(problems), findings.waiting, findings.warnings)
+        self._preflight = PreflightResult(
+            now, tuple(problems), findings.waiting, findings.headlines
+        )
         self._log.info(
             "preflight",
             problems=list(problems),

@@ -64,7 +64,7 @@ def _missing(role: str, why: str, namespace: str, dep: DeploymentInfo) -> str | 
         return None
     names = ", ".join(c.name for c in bare)
     return (
-        f"{role} {dep.name}: container {names} has no preStop delay, and {why}: a pod that "
+        f"{role} {dep.name}: container {names} has no preStop delay, and {why}. A pod that "
         "exits at SIGTERM (zai-proxy does) refuses or resets the requests that reach it before "
         "every client has seen its endpoint go. Fix: "
         f"{patch_command(namespace, dep, bare)} (Kubernetes >= 1.30; on older clusters "
@@ -81,7 +81,7 @@ def _cut_short(role: str, dep: DeploymentInfo) -> list[str]:
         if seconds is not None and seconds >= grace:
             out.append(
                 f"{role} {dep.name}: container {c.name}'s preStop sleeps {seconds:g}s but "
-                f"terminationGracePeriodSeconds is {grace}: the kubelet kills the pod mid-hook "
+                f"terminationGracePeriodSeconds is {grace}. The kubelet kills the pod mid-hook "
                 f"when the grace period ends; set it above the sleep (e.g. {seconds + 5:g})"
             )
     return out

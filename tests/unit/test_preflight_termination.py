@@ -80,6 +80,14 @@ def test_the_seeds_deployments_get_a_warning_naming_the_exact_patch() -> None:
     assert canary_note.startswith("canary zai-proxy-v2: container zai-proxy has no preStop")
     assert "rollback" in canary_note
     assert all(len(w) <= 1024 for w in findings.warnings)  # fits an Event's message
+    # the decision record keeps each warning's first sentence
+    assert [h for h in findings.headlines if "preStop" in h] == [
+        "stable zai-proxy: container zai-proxy has no preStop delay, and ptc scales it down "
+        "while it serves (standard shifting)",
+        "canary zai-proxy-v2: container zai-proxy has no preStop delay, and a rollback scales it "
+        "down while it still serves (stable has no `version`, so the rollback selector keeps "
+        "matching its pods)",
+    ]
 
 
 def test_require_pre_stop_refuses_instead_of_warning() -> None:
@@ -226,3 +234,9 @@ def test_the_warnings_reach_the_decision_record() -> None:
     record = passed.state.history[-1]
     assert record.decision == "preflight-passed"
     assert "warning: stable zai-proxy: container zai-proxy has no preStop" in record.reason
+    assert record.reason.endswith("(full text: PreflightWarning Events)")
+    quiet = PreflightResult(T0)
+    plain = decide(
+        spec, started, Observed(obs.stable, obs.canary, obs.selector, preflight=quiet), None, T0
+    )
+    assert "warning" not in plain.state.history[-1].reason
