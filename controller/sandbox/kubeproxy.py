@@ -39,8 +39,8 @@ class EndpointPropagation:
     def view(self, current: Sequence[str]) -> list[str]:
         """Record the EndpointSlice's ready set now; return the set the clients see now."""
         now = self._clock()
-        ips = tuple(sorted(current))
-        if ips != self._latest:
+        ips = tuple(current)
+        if sorted(ips) != sorted(self._latest):
             self._latest = ips
             low, high = self.delay
             at = now + (self._rng.uniform(low, high) if high > 0 else 0.0)

@@ -19,7 +19,7 @@ from controller.sandbox.apiserver import ApiServer
 from controller.sandbox.faults import FaultProfile, FaultProfiles, Latency
 from controller.sandbox.kubeproxy import EndpointPropagation
 from controller.sandbox.scenarios import zai_proxy_scenario
-from controller.sandbox.traffic import TrafficGenerator
+from controller.sandbox.traffic import TrafficGenerator, TrafficStats
 from controller.sandbox.workload import NullPodRuntime, Workload
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning, SimulatedZaiProxy
@@ -45,7 +45,7 @@ def test_each_endpoint_change_reaches_clients_after_its_delay_in_order() -> None
     assert view.view(["a", "c"]) == ["a"]  # ... until the change has propagated, then the next
     assert view.next_change_at == pytest.approx(0.25)
     clock.advance(0.05)
-    assert view.view(["c", "a"]) == ["a", "c"]
+    assert view.view(["c", "a"]) == ["a", "c"]  # a reordering is no change
     assert view.next_change_at is None
 
 
@@ -266,13 +266,15 @@ def test_invalid_lifecycle_hooks_are_rejected_like_the_api_server(
 # --- under traffic: dropped requests per scale-down -------------------------------------------
 
 
-async def drops_per_scale_down(tmp_path: Path, pre_stop_seconds: int | None) -> list[int]:
-    """Scale the stable Deployment 4 -> 3 -> 2 -> 1 under 200 req/s; dropped requests of each."""
+async def drops_per_scale_down(
+    tmp_path: Path, pre_stop_seconds: int | None
+) -> tuple[list[int], TrafficStats]:
+    """Scale the stable Deployment 4 -> 3 -> 2 -> 1 under 400 req/s; dropped requests of each."""
     options = SandboxOptions(
         workdir=tmp_path,
         ready_delay=0.05,
         termination_grace=0.05,
-        traffic_rate=200,
+        traffic_rate=400,
         prometheus=False,
         control_port=None,
         seed=5,
@@ -286,6 +288,7 @@ async def drops_per_scale_down(tmp_path: Path, pre_stop_seconds: int | None) -> 
             stable_rate_limit_initial=1000,
             pre_stop_seconds=pre_stop_seconds,
         )
+        sandbox.traffic.reset_stats()  # not the requests refused before the first pod was Ready
         runtime = sandbox.runtime
         for replicas in (3, 2, 1):
             before = sandbox.traffic.stats.copy()
@@ -307,16 +310,23 @@ async def drops_per_scale_down(tmp_path: Path, pre_stop_seconds: int | None) -> 
                 == dropped
             )
             drops.append(dropped)
-        assert sandbox.traffic.stats.failures == sandbox.traffic.stats.dropped  # no HTTP errors
-    print(f"preStop {pre_stop_seconds}: dropped requests per scale-down {drops}")
-    return drops
+        stats = sandbox.traffic.stats.copy()
+    assert stats.failures == stats.dropped  # no HTTP errors, only connection failures
+    print(
+        f"preStop {pre_stop_seconds}: dropped requests per scale-down {drops} "
+        f"(refused {stats.refused}, reset {stats.reset}, of {stats.total})"
+    )
+    return drops, stats
 
 
 async def test_scale_downs_without_pre_stop_drop_requests(tmp_path: Path) -> None:
-    drops = await drops_per_scale_down(tmp_path, pre_stop_seconds=None)
-    # ~50 req/s reach each pod and clients learn of its removal 0.05-0.3 s late: ~9 per pod
+    drops, stats = await drops_per_scale_down(tmp_path, pre_stop_seconds=None)
+    # 100-200 req/s reach each pod; clients learn of its removal 0.05-0.3 s late (refused), and
+    # the answers in flight when it exits are cut (reset): about 20-60 per scale-down
     assert sum(drops) > 0
+    assert stats.refused > 0 and stats.reset > 0
 
 
 async def test_a_pre_stop_sleep_longer_than_propagation_drops_nothing(tmp_path: Path) -> None:
-    assert await drops_per_scale_down(tmp_path, pre_stop_seconds=1) == [0, 0, 0]
+    drops, stats = await drops_per_scale_down(tmp_path, pre_stop_seconds=1)
+    assert drops == [0, 0, 0] and stats.total > 500
