@@ -96,6 +96,7 @@ class SimulatedPodRuntime:
         self._by_ip: dict[str, PodEndpoint] = {}
         self._by_name: dict[tuple[str, str], PodEndpoint] = {}
         self._gone: dict[str, PodEndpoint] = {}  # by ip, oldest first
+        self._started: dict[tuple[str, str], int] = {}  # pods started per Deployment
         self._listeners: list[PodListener] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -136,7 +137,9 @@ class SimulatedPodRuntime:
         existing = self._by_name.get((namespace, name))
         if existing is not None:
             return existing.ip  # idempotent: the workload may retry a start
-        rng = random.Random(self._pod_seed(namespace, name)) if self._seed is not None else None
+        rng = (
+            random.Random(self._pod_seed(namespace, deployment)) if self._seed is not None else None
+        )
         proxy = SimulatedZaiProxy.from_pod(
             pod, deployment, faults=self.faults, tuning=self.tuning, clock=self._clock, rng=rng
         )
@@ -200,8 +203,14 @@ class SimulatedPodRuntime:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _pod_seed(self, namespace: str, name: str) -> int:
-        return (self._seed or 0) ^ zlib.crc32(f"{namespace}/{name}".encode())
+    def _pod_seed(self, namespace: str, deployment: str) -> int:
+        # By Deployment and start order, not by pod name: names come from the API server's
+        # random stream, which every other object created (an Event, a Lease) moves on, and a
+        # seeded test's faults must not change with them.
+        ordinal = self._started[(namespace, deployment)] = (
+            self._started.get((namespace, deployment), 0) + 1
+        )
+        return (self._seed or 0) ^ zlib.crc32(f"{namespace}/{deployment}/{ordinal}".encode())
 
     def _random_ip(self) -> str:
         net = self._network
