@@ -311,6 +311,12 @@ async def drops_per_scale_down(
             )
             drops.append(dropped)
         stats = sandbox.traffic.stats.copy()
+        shown = sandbox.status()["traffic"]  # what `ptc sandbox`'s GET /status reports
+        assert (shown["dropped"], shown["refused"], shown["reset"]) == (
+            stats.dropped,
+            stats.refused,
+            stats.reset,
+        )
     assert stats.failures == stats.dropped  # no HTTP errors, only connection failures
     print(
         f"preStop {pre_stop_seconds}: dropped requests per scale-down {drops} "
