@@ -80,7 +80,12 @@ def rollout_spec() -> dict[str, Any]:
                 }
             ],
         },
-        "preflight": {"expectMetrics": ["zai_proxy_requests_total"]},
+        "preflight": {
+            "metrics": {
+                "atStart": ["zai_proxy_build_info"],
+                "lazy": ["zai_proxy_requests_total"],
+            }
+        },
     }
 
 

@@ -379,7 +379,10 @@ def fleet_spec(m: FleetMember, *, interval: str = "10s", hold: str = "2h") -> di
             "onError": "hold",
             "metrics": fleet_metrics(),
         },
-        "preflight": {"probe": True, "expectMetrics": ["zai_proxy_requests_total"]},
+        "preflight": {
+            "probe": True,
+            "metrics": {"atStart": ["zai_proxy_build_info"], "lazy": ["zai_proxy_requests_total"]},
+        },
     }
 
 

@@ -96,7 +96,12 @@ def rollout_spec(interval: float, for_: float, window: float) -> dict[str, Any]:
             ],
         },
         "rollback": {"cooldown": "1s", "maxAttempts": 1000},
-        "preflight": {"expectMetrics": ["zai_proxy_requests_total"]},
+        "preflight": {
+            "metrics": {
+                "atStart": ["zai_proxy_build_info"],
+                "lazy": ["zai_proxy_requests_total"],
+            }
+        },
     }
 
 

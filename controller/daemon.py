@@ -25,12 +25,14 @@ from controller.analysis.provider import Provider
 from controller.analysis.routing import RoutingProvider
 from controller.config import ConfigError, load_config
 from controller.config.model import Config, Rollout, Side
-from controller.kube import Kube
+from controller.config.yamlread import MAX_BYTES
+from controller.kube import Kube, ObjectRef
 from controller.leader import LeaderElector, LeaderSettings
 from controller.metrics import Metrics
 from controller.observe import Caches
 from controller.reconciler import RolloutReconciler
 from controller.server import Server
+from controller.state import Phase, RolloutState, StateError, read_state
 
 log = structlog.get_logger("ptc.daemon")
 
@@ -39,6 +41,8 @@ RouteKey = tuple[str, str, str | None]  # namespace, kind, the name an event is 
 SYNC_TIMEOUT = 60.0
 STOP_GRACE = 20.0
 RELOAD_INTERVAL = 2.0  # seconds between looks at the config file
+# Nothing has moved yet in these phases: a rollout removed from the config is simply let go.
+_NOT_STARTED = (Phase.PENDING, Phase.PREFLIGHT)
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Controller:
         self.generation = 1
         self._config_digest = _digest_file(options.config_source)
         self.last_reload_error: str | None = None
+        # In flight but gone from the config: driven to a safe end, then let go.
+        self._unconfigured: set[tuple[str, str]] = set()
 
     def _default_provider(self, config: Config) -> Provider:
         return RoutingProvider(
@@ -144,12 +150,24 @@ class Controller:
             self._tasks.append(task)
 
     async def _announce_leadership(self) -> None:
-        for reconciler in list(self.reconcilers):
-            await reconciler.emit(
-                "Normal",
-                "LeaderElected",
-                f"{self.options.identity} is the active ptc controller now",
-            )
+        await self._controller_event(
+            "Normal", "LeaderElected", f"{self.options.identity} is the active ptc controller now"
+        )
+
+    async def _controller_event(self, type_: str, reason: str, message: str) -> None:
+        """One Event about the controller itself, on its leader-election Lease.
+
+        Not one per rollout: a reload or a leadership change at 500 rollouts would be 500
+        Events. Without leader election there is no Lease: each rollout's Service gets it.
+        """
+        if self.elector is None or self.kube is None:
+            for reconciler in list(self.reconcilers):
+                with contextlib.suppress(Exception):
+                    await reconciler.emit(type_, reason, message)
+            return
+        lease = self.elector.settings
+        ref = ObjectRef("Lease", lease.namespace, lease.name, api_version="coordination.k8s.io/v1")
+        await self.kube.emit_event(lease.namespace, ref, type_, reason, message)
 
     def readiness(self) -> tuple[bool, list[str]]:
         """Ready once every informer has synced; the reasons when not."""
@@ -231,6 +249,8 @@ class Controller:
                 ),
                 on_change=self._on_leadership,
             )
+            # Every rollout write is sent only while leadership lasts, bounded by what is left.
+            self.kube.fence = self.elector.time_left
             elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
             elector_task.add_done_callback(self._reconciler_ended)
             self._tasks.append(elector_task)
@@ -262,37 +282,35 @@ class Controller:
         """Look at the config file every few seconds; apply a valid change, refuse a bad one.
 
         A ConfigMap mount changes by swapping a symlink, so the file is re-read through its
-        path each time and compared by content, not by inode or mtime.
+        path each time and compared by content, not by inode or mtime. Nothing a file holds
+        ends this loop: whatever goes wrong, the last good config stays and the loop goes on.
         """
         path = self.options.config_source
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=RELOAD_INTERVAL)
-            digest = await asyncio.to_thread(_digest_file, path)
-            if digest is None or digest == self._config_digest:
-                continue
-            self._config_digest = digest
-            await self.reload(path)
+            if self._stop.is_set():
+                break
+            try:
+                digest = await asyncio.to_thread(_digest_file, path)
+                if digest is None or digest == self._config_digest:
+                    continue
+                self._config_digest = digest
+                await self.reload(path)
+            except Exception as exc:  # the loop must outlive any file; CancelledError passes
+                log.error("config reload failed; keeping the last good config", error=repr(exc))
 
     async def reload(self, path: str) -> bool:
-        """Load `path` and apply it; False (last good config kept) if it is invalid."""
+        """Load `path` and apply it; False (last good config kept) if it is refused."""
         try:
             # A big config takes a moment to parse: not on the event loop.
             loaded = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
-            self.last_reload_error = str(exc)
-            log.error(
-                "config reload refused; keeping the last good config",
-                file=path,
-                problems=[str(p) for p in exc.problems],
-            )
-            for reconciler in self.reconcilers:
-                await reconciler.emit(
-                    "Warning",
-                    "ConfigRejected",
-                    f"config reload refused, last good config (generation {self.generation}) "
-                    f"stays in force: " + "; ".join(str(p) for p in exc.problems)[:900],
-                )
+            await self._reject(path, [str(p) for p in exc.problems])
+            return False
+        except Exception as exc:  # load_config raises only ConfigError; this is the backstop
+            log.error("config reload crashed in the loader", file=path, exc_info=exc)
+            await self._reject(path, [f"{path}: cannot be checked: {exc!r}"])
             return False
         self.last_reload_error = None
         self.generation += 1
@@ -300,37 +318,100 @@ class Controller:
         new = {(r.namespace, r.name): r for r in loaded.config.rollouts}
         existing = {(r.spec.namespace, r.spec.name): r for r in self.reconcilers}
         for key, reconciler in existing.items():
-            spec = new.get(key)
-            if spec is None:
-                log.warning(
-                    "rollout removed from the config; no longer managed (cluster left as it is)",
-                    rollout=key[1],
-                    namespace=key[0],
-                )
-                reconciler.stop()
-                self.reconcilers.remove(reconciler)
-                self._invalidate_routes()
-                continue
-            outcome = reconciler.update_spec(spec, self.generation)
-            if outcome == "applied":
-                await reconciler.emit(
-                    "Normal", "ConfigApplied", f"config generation {self.generation} applied"
-                )
-            elif outcome == "deferred":
-                await reconciler.emit(
-                    "Warning",
-                    "ConfigDeferred",
-                    f"config generation {self.generation} names a new stable/canary; refused "
-                    "while the rollout in flight runs: it applies once that one has ended "
-                    "(abort it to apply sooner)",
-                )
-            log.info("config reloaded", rollout=key[1], outcome=outcome, generation=self.generation)
+            try:
+                await self._reload_one(reconciler, new.get(key))
+            except Exception as exc:  # one rollout's trouble must not stop the others'
+                log.error("applying the config failed", rollout=key[1], exc_info=exc)
         for key, spec in new.items():
             if key not in existing and (
                 not self.options.namespaces or spec.namespace in self.options.namespaces
             ):
-                await self._add_rollout(spec)
+                try:
+                    await self._add_rollout(spec)
+                except Exception as exc:
+                    log.error("adding a rollout failed", rollout=spec.name, exc_info=exc)
         return True
+
+    async def _reject(self, path: str, problems: list[str]) -> None:
+        self.last_reload_error = "\n".join(problems)
+        log.error(
+            "config reload refused; keeping the last good config", file=path, problems=problems
+        )
+        with contextlib.suppress(Exception):
+            await self._controller_event(
+                "Warning",
+                "ConfigRejected",
+                f"config reload refused, last good config (generation {self.generation}) "
+                f"stays in force: " + "; ".join(problems)[:900],
+            )
+
+    async def _reload_one(self, reconciler: RolloutReconciler, spec: Rollout | None) -> None:
+        name, namespace = reconciler.spec.name, reconciler.spec.namespace
+        if spec is None:
+            await self._unconfigure(reconciler)
+            return
+        if (namespace, name) in self._unconfigured:
+            self._unconfigured.discard((namespace, name))
+            await reconciler.emit(
+                "Normal", "Configured", "the rollout is in the config again: managed as usual"
+            )
+        outcome = reconciler.update_spec(spec, self.generation)
+        if outcome == "applied":
+            await reconciler.emit(
+                "Normal", "ConfigApplied", f"config generation {self.generation} applied"
+            )
+        elif outcome == "deferred":
+            await reconciler.emit(
+                "Warning",
+                "ConfigDeferred",
+                f"config generation {self.generation} names a new stable/canary; refused "
+                "while the rollout in flight runs: it applies once that one has ended "
+                "(abort it to apply sooner)",
+            )
+        log.info("config reloaded", rollout=name, outcome=outcome, generation=self.generation)
+
+    async def _unconfigure(self, reconciler: RolloutReconciler) -> None:
+        """A rollout gone from the config: one in flight ends on its spec, else it is let go.
+
+        Removing a rollout from the file must never abandon one that is moving traffic: it is
+        driven to a safe end (completion or rollback, analysis included) on the spec it
+        started with, unless a person aborts it; then it is no longer managed.
+        """
+        key = (reconciler.spec.namespace, reconciler.spec.name)
+        state = _state_of(reconciler)
+        if state is not None and state.phase not in _NOT_STARTED and not state.phase.terminal:
+            if key not in self._unconfigured:
+                self._unconfigured.add(key)
+                log.warning(
+                    "rollout removed from the config while in flight; driving it to a safe end "
+                    "on the spec it started with",
+                    rollout=key[1],
+                    namespace=key[0],
+                    phase=state.phase.value,
+                    step=state.step,
+                )
+                await reconciler.emit(
+                    "Warning",
+                    "NoLongerConfigured",
+                    f"rollout removed from the config while {state.phase.value} (step "
+                    f"{state.step + 1}): it is driven to a safe end on the spec it started "
+                    "with, analysis included; abort it to roll back now",
+                )
+            return
+        self._retire(reconciler)
+
+    def _retire(self, reconciler: RolloutReconciler) -> None:
+        key = (reconciler.spec.namespace, reconciler.spec.name)
+        log.warning(
+            "rollout removed from the config; no longer managed (cluster left as it is)",
+            rollout=key[1],
+            namespace=key[0],
+        )
+        self._unconfigured.discard(key)
+        reconciler.stop()
+        if reconciler in self.reconcilers:
+            self.reconcilers.remove(reconciler)
+        self._invalidate_routes()
 
     async def _add_rollout(self, spec: Rollout) -> None:
         assert self.kube is not None
@@ -376,8 +457,10 @@ class Controller:
             # The name an event is about (a pod's Deployment, a slice's Service) picks the
             # reconcilers at once: no scan of every rollout for every pod event.
             key = _route_key(kind, obj)
-            for reconciler in self._routes.get((namespace, kind, key), ()):
+            for reconciler in list(self._routes.get((namespace, kind, key), ())):
                 reconciler.on_event(kind, event_type, obj)
+                if kind == "services" and self._unconfigured:
+                    self._retire_if_ended(reconciler, obj)
 
         return route
 
@@ -398,6 +481,17 @@ class Controller:
                     table.setdefault((ns, kind, key), []).append(r)
             self._route_table = table
         return self._route_table
+
+    def _retire_if_ended(self, reconciler: RolloutReconciler, svc: Any) -> None:
+        """An unconfigured rollout is let go once its Service's state shows it has ended."""
+        if (reconciler.spec.namespace, reconciler.spec.name) not in self._unconfigured:
+            return
+        try:
+            state = read_state(svc.annotations)
+        except StateError:
+            return
+        if state is None or state.phase.terminal:
+            self._retire(reconciler)
 
     def _invalidate_routes(self) -> None:
         """A reconciler came, went or changed its spec: rebuild the routes on the next event."""
@@ -443,13 +537,29 @@ class Controller:
 
 
 def _digest_file(path: str) -> str | None:
-    """sha256 of the file's content; None when there is no file or it cannot be read."""
+    """sha256 of the file's size and content; None when there is no file or it cannot be read.
+
+    Reads at most one byte past the loader's limit: a file larger than that is refused
+    whatever follows, and a huge file or a device must not be read whole.
+    """
     if not path:
         return None
     try:
         with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
+            digest = hashlib.sha256(handle.read(MAX_BYTES + 1))
+            digest.update(str(os.fstat(handle.fileno()).st_size).encode())
+            return digest.hexdigest()
     except OSError:
+        return None
+
+
+def _state_of(reconciler: RolloutReconciler) -> RolloutState | None:
+    svc = reconciler.service()
+    if svc is None:
+        return None
+    try:
+        return read_state(svc.annotations)
+    except StateError:
         return None
 
 

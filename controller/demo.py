@@ -112,7 +112,12 @@ def demo_rollout(
             },
         },
         "rollback": {"cooldown": "5s"},
-        "preflight": {"expectMetrics": ["zai_proxy_requests_total"]},
+        "preflight": {
+            "metrics": {
+                "atStart": ["zai_proxy_build_info"],
+                "lazy": ["zai_proxy_requests_total"],
+            }
+        },
     }
 
 

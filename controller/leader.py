@@ -226,6 +226,12 @@ class LeaderElector:
         """
         return self._deadline if self._leading else None
 
+    def time_left(self) -> float | None:
+        """Seconds we may still act as leader (None when not leading): the writes' fence."""
+        if not self.is_leader() or self._deadline is None:
+            return None
+        return self._deadline - self._clock()
+
     @property
     def holder(self) -> str | None:
         """The holder named by the Lease when we last saw it (None: nobody, or not yet read)."""

@@ -1,7 +1,9 @@
 """Structured logging: JSON lines in a cluster (stdout not a TTY), readable lines in a terminal.
 
 Every reconciler binds `rollout`, `namespace`, `phase` and `step` in contextvars, so each line a
-rollout's task logs carries them without passing a logger around.
+rollout's task logs carries them without passing a logger around. Lines from libraries that log
+through the standard library (aiohttp, kr8s, urllib3, asyncio) go through the same renderer, with
+their logger's name, so a JSON log stays JSON.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ def configure_logging(fmt: Format = "auto", level: str = "info") -> None:
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
@@ -40,6 +45,28 @@ def configure_logging(fmt: Format = "auto", level: str = "info") -> None:
         logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(message)s"
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries' own info lines are noise next to ptc's decisions; their warnings are not.
+    root.setLevel(max(numeric, logging.WARNING))
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time: tests and embedders swap it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)

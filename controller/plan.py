@@ -13,6 +13,14 @@ strictly between 0 and 100 exists: that plan is infeasible.
 
 Moving between splits, canary goes up first (within N + maxSurge pods), its pods must be Ready,
 and only then does stable go down, never taking Ready pods under the floor N - maxUnavailable.
+
+That is the *standard* shifting mode: N pods, but every step that lowers stable terminates pods
+the Service still routes to. The *surge* mode never does: stable stays at N and the canary grows
+beside it, canary = round_half_up(N * w / (100 - w)) clamped to [1, min(maxSurge, full canary)],
+so the weight is k / (N + k): N=4, w=25 -> 1 canary / 4 stable (20%); w=50 -> 4/4 (50%); N=1 ->
+1/1 (50%) for any weight. No step goes past 50%: the rest is the flip, which needs the full canary
+beside all N stable pods (maxSurge >= the canary's full size), then pins the selector and scales
+stable down once it is out of the Service.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from controller.config.model import Rollout
+from controller.config.model import Rollout, Shifting
 
 
 class Role(StrEnum):
@@ -139,6 +147,48 @@ def place(weight: float, limits: Limits, tolerance: float) -> Placement:
     return Placement(weight, best, abs(best.weight - weight) <= tolerance)
 
 
+def place_surge(weight: float, limits: Limits, tolerance: float, most: int) -> Placement:
+    """Choose the split for `weight` with stable at N: canary k of at most min(surge, `most`)."""
+    n = limits.total
+    top = min(limits.surge, most)
+    if top < 1 or n < 1:
+        return Placement(weight, None, False)
+    want = n * weight / (100 - weight) if weight < 100 else float(top)
+    k = min(max(round_half_up(want), 1), top)
+    # k/(N+k) is not linear in k: the half-up pick can lose to its neighbour by a hair.
+    best = min(
+        (Split(c, n) for c in {max(k - 1, 1), k, min(k + 1, top)}),
+        key=lambda s: (round(abs(s.weight - weight), 9), s.canary),
+    )
+    return Placement(weight, best, abs(best.weight - weight) <= tolerance)
+
+
+def full_canary(rollout: Rollout, limits: Limits) -> int:
+    """The canary's size at the flip."""
+    return rollout.flip.canary_replicas or limits.total
+
+
+def place_step(rollout: Rollout, weight: float, limits: Limits) -> Placement:
+    """The split a step at `weight` uses in the rollout's shifting mode."""
+    if rollout.shifting is Shifting.SURGE:
+        return place_surge(weight, limits, rollout.weight_tolerance, full_canary(rollout, limits))
+    return place(weight, limits, rollout.weight_tolerance)
+
+
+def surge_shortfall(rollout: Rollout, limits: Limits) -> str | None:
+    """Why surge mode cannot flip with these limits (None: it can, or the mode is standard)."""
+    if rollout.shifting is not Shifting.SURGE:
+        return None
+    need = full_canary(rollout, limits)
+    if limits.surge >= need:
+        return None
+    return (
+        f"shifting: surge needs maxSurge >= {need} (the full canary beside all {limits.total} "
+        f"stable pod(s) at the flip), it allows {limits.surge}: raise maxSurge (e.g. 100%) or "
+        "use shifting: standard"
+    )
+
+
 @dataclass(frozen=True)
 class Counts:
     """What the cluster has: desired (spec) and Ready replicas of each version."""
@@ -240,6 +290,7 @@ class PlannedStep:
     moves: list[Move]
     cumulative: timedelta  # holds and bake up to and including this row
     note: str = ""
+    serving_terminated: int = 0  # pods removed by this row's moves while the Service routes to them
 
 
 @dataclass(frozen=True)
@@ -249,6 +300,12 @@ class Plan:
     rollout: str
     limits: Limits
     steps: list[PlannedStep]
+    shifting: Shifting = Shifting.STANDARD
+
+    @property
+    def serving_terminated(self) -> int:
+        """Pods terminated while the Service routes to them, over the whole rollout."""
+        return sum(s.serving_terminated for s in self.steps)
 
     @property
     def feasible(self) -> bool:
@@ -262,9 +319,24 @@ class Plan:
 
 
 def flip_split(rollout: Rollout, limits: Limits, before: Split) -> Split:
-    """Canary at full size; stable kept warm with whatever the surge budget leaves."""
-    canary = rollout.flip.canary_replicas or limits.total
+    """Canary at full size; stable kept warm with whatever the surge budget leaves.
+
+    In surge mode stable keeps every pod until the selector is pinned (see `surge_shortfall`).
+    """
+    canary = full_canary(rollout, limits)
+    if rollout.shifting is Shifting.SURGE:
+        return Split(canary, before.stable)
     return Split(canary, min(before.stable, max(0, limits.cap - canary)))
+
+
+def serving_terminations(start: Split, moves: list[Move]) -> int:
+    """Pods the moves remove while both versions are behind the shared selector."""
+    current = {Role.CANARY: start.canary, Role.STABLE: start.stable}
+    removed = 0
+    for move in moves:
+        removed += max(current[move.role] - move.replicas, 0)
+        current[move.role] = move.replicas
+    return removed
 
 
 def rollback_split(rollout: Rollout, total: int) -> Split:
@@ -279,15 +351,18 @@ def plan_rollout(rollout: Rollout, total: int) -> Plan:
     current = Split(0, total)
     elapsed = timedelta(0)
     for i, step in enumerate(rollout.steps):
-        placement = place(step.weight, limits, rollout.weight_tolerance)
+        placement = place_step(rollout, step.weight, limits)
         elapsed += step.hold
         note = ""
         moves: list[Move] = []
         peak: int | None = None
+        start = current
         if placement.split is None:
-            note = (
-                f"infeasible: no split of {total} pod(s) + {limits.surge} surge has both "
-                f"versions; raise maxSurge"
+            note = "infeasible: " + (
+                (surge_shortfall(rollout, limits) or "shifting: surge needs maxSurge >= 1")
+                if rollout.shifting is Shifting.SURGE
+                else f"no split of {total} pod(s) + {limits.surge} surge has both versions; "
+                "raise maxSurge"
             )
         else:
             try:
@@ -314,15 +389,20 @@ def plan_rollout(rollout: Rollout, total: int) -> Plan:
                 moves=moves,
                 cumulative=elapsed,
                 note=note,
+                serving_terminated=serving_terminations(start, moves),
             )
         )
     target = flip_split(rollout, limits, current)
     elapsed += rollout.flip.bake
-    try:
-        moves, peak = moves_between(current, target, limits)
-        note = "" if target.stable else "no stable pod stays warm through the bake"
-    except ValueError as exc:
-        moves, peak, note = [], None, f"infeasible: {exc}"
+    shortfall = surge_shortfall(rollout, limits)
+    if shortfall is not None:
+        moves, peak, note = [], None, f"infeasible: {shortfall}"
+    else:
+        try:
+            moves, peak = moves_between(current, target, limits)
+            note = "" if target.stable else "no stable pod stays warm through the bake"
+        except ValueError as exc:
+            moves, peak, note = [], None, f"infeasible: {exc}"
     rows.append(
         PlannedStep(
             index=len(rollout.steps),
@@ -337,6 +417,9 @@ def plan_rollout(rollout: Rollout, total: int) -> Plan:
             moves=moves,
             cumulative=elapsed,
             note=note,
+            # Stable pods removed before the pin still serve; the scale-down after the bake
+            # (retention) is not a move of this row.
+            serving_terminated=serving_terminations(current, moves),
         )
     )
-    return Plan(rollout.name, limits, rows)
+    return Plan(rollout.name, limits, rows, rollout.shifting)

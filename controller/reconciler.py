@@ -398,16 +398,15 @@ class RolloutReconciler:
             if warning not in self._warned and self.may_write():
                 await self.emit("Warning", "PreflightWarning", warning)
         self._warned = frozenset(findings.warnings)
-        problems = list(findings.problems)
-        if not problems and not findings.waiting:
-            problems.extend(await probe_pods(self.spec, findings.probe_targets))
-        self._preflight = PreflightResult(
-            now, tuple(problems), findings.waiting, findings.headlines
-        )
+        problems, waiting = findings.problems, findings.waiting
+        if not problems and not waiting:
+            probed = await probe_pods(self.spec, findings.probe_targets, now=now)
+            problems, waiting = probed.problems, probed.waiting
+        self._preflight = PreflightResult(now, problems, waiting, findings.headlines)
         self._log.info(
             "preflight",
             problems=list(problems),
-            waiting=list(findings.waiting),
+            waiting=list(waiting),
             probed=len(findings.probe_targets),
         )
 

@@ -99,6 +99,10 @@ class RolloutState:
     bake_started_at: datetime | None = None
     scaled_down_at: datetime | None = None
     finished_at: datetime | None = None
+    # The phase a `failed` rollout failed in: preflight or pending means no traffic moved, so
+    # `retry` is free (no cooldown, no attempt). None: unknown (states from older ptc), or not
+    # failed.
+    failed_in: Phase | None = None
     message: str = ""  # why the rollout is where it is, for people
     last_command: str | None = None  # id of the last command applied (exactly once)
     writer: str | None = None  # identity of the controller that wrote this
@@ -255,8 +259,8 @@ def decode_state(text: str) -> RolloutState:
         value = data[key]
         if f.name in _DATETIME_FIELDS:
             value = _parse_ts(value, key)
-        elif f.name in ("phase", "paused_from"):
-            value = _phase(value, key, optional=f.name == "paused_from")
+        elif f.name in ("phase", "paused_from", "failed_in"):
+            value = _phase(value, key, optional=f.name != "phase")
         elif f.name in _INT_FIELDS:
             value = _int(value, key, _INT_FIELDS[f.name])
         elif f.name in _STR_FIELDS:

@@ -260,7 +260,7 @@ class PrometheusProvider:
         """Canary (and, with ``compare``, stable) samples for every metric, in parallel."""
         deadline = time.monotonic() + self.timeout
         params = self._time_params()
-        context = QueryContext(rollout, analysis.window)
+        context = self.query_context(rollout, analysis.window)
 
         async def one(metric_index: int) -> Measurement:
             metric = analysis.metrics[metric_index]
@@ -282,7 +282,7 @@ class PrometheusProvider:
         """Canary capacity (canary side) and Service demand (service side), in parallel."""
         deadline = time.monotonic() + self.timeout
         params = self._time_params()
-        context = QueryContext(rollout, window)
+        context = self.query_context(rollout, window)
         capacity, demand = await asyncio.gather(
             self._sample(context, gate.capacity, Side.CANARY, None, deadline, params),
             self._sample(context, gate.demand, Side.SERVICE, None, deadline, params),
@@ -296,6 +296,10 @@ class PrometheusProvider:
         self._closed = True
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         self._session.close()
+
+    def query_context(self, rollout: Rollout, window: timedelta) -> QueryContext:
+        """The templates' variables for one call (``ptc backtest`` binds other pods here)."""
+        return QueryContext(rollout, window)
 
     # -- one query --------------------------------------------------------------------------
 

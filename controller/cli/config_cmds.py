@@ -17,7 +17,7 @@ from controller.cli.common import (
     _load,
     _print_problems,
 )
-from controller.config import ConfigError, Rollout
+from controller.config import ConfigError, Rollout, Shifting
 from controller.config.checks import Severity
 from controller.config.schema import schema_json
 from controller.durations import format_duration
@@ -48,6 +48,8 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "replicas": plan.limits.total,
         "maxSurge": plan.limits.surge,
         "maxUnavailable": plan.limits.unavailable,
+        "shifting": plan.shifting.value,
+        "servingPodsTerminated": plan.serving_terminated,
         "feasible": plan.feasible,
         "minimumDuration": format_duration(plan.minimum_duration),
         "steps": [
@@ -59,6 +61,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
                 "achievedWeight": round(row.achieved, 2) if row.achieved is not None else None,
                 "withinTolerance": row.within_tolerance,
                 "peakPods": row.peak_pods,
+                "servingPodsTerminated": row.serving_terminated,
                 "hold": format_duration(row.hold),
                 "manualGate": row.manual_gate,
                 "moves": [{"deployment": m.role.value, "replicas": m.replicas} for m in row.moves],
@@ -75,7 +78,7 @@ def _plan_table(plan: Plan, rollout: Rollout, console: Console) -> None:
         title=(
             f"rollout {plan.rollout}: {rollout.stable.deployment} -> {rollout.canary.deployment}, "
             f"N={plan.limits.total}, maxSurge={plan.limits.surge}, "
-            f"maxUnavailable={plan.limits.unavailable}"
+            f"maxUnavailable={plan.limits.unavailable}, shifting={plan.shifting.value}"
         ),
         title_justify="left",
     )
@@ -86,6 +89,7 @@ def _plan_table(plan: Plan, rollout: Rollout, console: Console) -> None:
         ("stable", "right"),
         ("achieved", "right"),
         ("peak pods", "right"),
+        ("serving pods stopped", "right"),
         ("hold", "right"),
         ("min. elapsed", "right"),
         ("note", "left"),
@@ -101,6 +105,7 @@ def _plan_table(plan: Plan, rollout: Rollout, console: Console) -> None:
             str(row.split.stable) if row.split else "-",
             f"{row.achieved:.1f}%" if row.achieved is not None else "-",
             str(row.peak_pods) if row.peak_pods is not None else "-",
+            str(row.serving_terminated),
             hold,
             format_duration(row.cumulative),
             row.note,
@@ -110,6 +115,12 @@ def _plan_table(plan: Plan, rollout: Rollout, console: Console) -> None:
         f"minimum time to completion: {format_duration(plan.minimum_duration)} "
         f"(holds and bake; pod start-up and analysis holds add to it)"
     )
+    if plan.serving_terminated:
+        console.print(
+            f"{plan.serving_terminated} pod(s) are terminated while the Service routes to them: "
+            "give the pods a preStop delay, or use shifting: surge (no serving pod is "
+            "terminated, more pods at once)"
+        )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -135,6 +146,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 f"{args.file}: rollout {rollout.name!r} sets no `replicas` (it takes stable's "
                 "count when it starts): pass --replicas N to plan it"
             )
+        if args.shifting:
+            rollout = rollout.model_copy(update={"shifting": Shifting(args.shifting)})
         plans.append((rollout, plan_rollout(rollout, total)))
     if args.output == "json":
         data = [_plan_json(p) for _, p in plans]
@@ -182,8 +195,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show each step's replica counts, achieved weight and timing",
         description=(
             "Print, per step: the weight asked, canary/stable replicas, the weight achieved, the "
-            "peak pod count while shifting, the hold, and the minimum time elapsed. The last row "
-            "is the flip. Exit 2 if a step is infeasible."
+            "peak pod count while shifting, how many pods are terminated while the Service still "
+            "routes to them, the hold, and the minimum time elapsed. The last row is the flip. "
+            "--shifting shows what the other mode would do. Exit 2 if a step is infeasible."
         ),
     )
     p.add_argument("file", metavar="FILE", help="config file (YAML)")
@@ -193,6 +207,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="N",
         help="plan for N replicas (default: the rollout's `replicas`)",
+    )
+    p.add_argument(
+        "--shifting",
+        choices=[m.value for m in Shifting],
+        help="plan in this shifting mode instead of the rollout's (standard: stable scaled down "
+        "at each step; surge: stable kept at N until the flip)",
     )
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_plan)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -19,6 +21,8 @@ from controller.cli.common import (
 )
 from controller.config import ConfigError
 
+T = TypeVar("T")
+
 
 def cmd_command(args: argparse.Namespace) -> int:
     """Send a manual command to a running controller and wait for its acknowledgement."""
@@ -28,19 +32,25 @@ def cmd_command(args: argparse.Namespace) -> int:
     from controller.kube import KubeError
     from controller.rollout import CommandKind
 
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    if not 0 < args.timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--timeout must be in (0, {MAX_TIMEOUT:g}] seconds")
     try:
         result = asyncio.run(
-            send_command(
-                CommandKind(args.command),
-                args.rollout,
-                args.namespace,
-                kubeconfig=args.kubeconfig,
-                timeout=args.timeout,
-                by=args.by,
+            _bounded(
+                send_command(
+                    CommandKind(args.command),
+                    args.rollout,
+                    args.namespace,
+                    kubeconfig=args.kubeconfig,
+                    timeout=args.timeout,
+                    by=args.by,
+                ),
+                args.timeout,
             )
         )
+    except TimeoutError:
+        print(f"ptc {args.command}: {_no_answer(args.timeout)}", file=sys.stderr)
+        return EXIT_RUNTIME
     except RolloutNotFound as exc:
         print(f"ptc {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -61,8 +71,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
+    if not 0 < args.timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--timeout must be in (0, {MAX_TIMEOUT:g}] seconds")
     try:
         return asyncio.run(_status(args))
+    except TimeoutError:
+        print(f"ptc status: {_no_answer(args.timeout)}", file=sys.stderr)
+        return EXIT_RUNTIME
     except StatusError as exc:
         print(f"ptc status: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if "no rollout named" in str(exc) else EXIT_RUNTIME
@@ -87,13 +102,17 @@ async def _status(args: argparse.Namespace) -> int:
     cluster: ClusterStatus | None = None
     try:
         if not args.controller:
-            kube = await Kube.connect(args.kubeconfig)
-            cluster = await _cluster_status(kube, args.namespace)
+            # Connecting, the API server's retries and the first list: all within --timeout.
+            async with asyncio.timeout(args.timeout):
+                kube = await Kube.connect(args.kubeconfig)
+                cluster = await _cluster_status(kube, args.namespace)
 
         async def fetch() -> list[dict[str, Any]]:
             if cluster is not None:
                 return select(cluster.documents(), args.rollout)
-            return select(await from_controller(args.controller), args.rollout)
+            async with asyncio.timeout(args.timeout):
+                documents = await from_controller(args.controller)
+            return select(documents, args.rollout)
 
         console = Console(no_color=args.no_color, highlight=False)
         if not console.is_terminal:
@@ -138,6 +157,22 @@ async def _cluster_status(kube: Any, namespace: str) -> Any:
     cluster = ClusterStatus(kube, namespace)
     await cluster.start()
     return cluster
+
+
+MAX_TIMEOUT = 3600.0
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """`awaitable` within `seconds`, connecting and retries included; TimeoutError past it."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
+def _no_answer(seconds: float) -> str:
+    return (
+        f"no answer within --timeout {seconds:g}s (connecting to the Kubernetes API included); "
+        "check the kubeconfig's server and that the API server answers"
+    )
 
 
 def _print_yaml(data: Any) -> None:
@@ -195,7 +230,8 @@ COMMAND_HELP = {
     "abort": "roll back now",
     "pause": "stop progressing (analysis still rolls back on a breach)",
     "resume": "go on after a pause",
-    "retry": "start again after a rollback (cooldown and maxAttempts apply)",
+    "retry": "start again after a rollback (cooldown and maxAttempts apply) or a failure; "
+    "after a preflight failure at once, using no attempt",
 }
 
 
@@ -203,7 +239,12 @@ def _command_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("rollout", metavar="ROLLOUT", help="the rollout's name in the config")
     p.add_argument("--namespace", "-n", default="default", help="its namespace (default)")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the ack (30)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds for the whole command: connecting, sending, the ack (30)",
+    )
     p.add_argument("--by", help="who gives the command (default: user@host)")
 
 
@@ -228,6 +269,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--watch", "-w", action="store_true", help="update in place until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, help="--watch refresh in seconds (1)")
     p.add_argument("--no-color", action="store_true", help="plain text")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to connect and read (each refresh with --watch) (30)",
+    )
     p.set_defaults(func=cmd_status)
 
     for name, summary in COMMAND_HELP.items():

@@ -214,7 +214,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "(GET /status, POST /faults, POST /traffic)."
         ),
     )
-    p.add_argument("--scenario", choices=("zai-proxy",), help="set up a world (default: empty)")
+    p.add_argument(
+        "--scenario",
+        choices=("zai-proxy", "zai-proxy-quiet-canary"),
+        help="set up a world (default: empty); quiet-canary: v2 at 1 Ready pod, no traffic yet",
+    )
     p.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
     p.add_argument("--control-port", type=int, default=0, help="control port (default: free)")
     p.add_argument("--workdir", metavar="DIR", help="where the kubeconfig and data go (temp)")

@@ -9,6 +9,7 @@ from controller.config.model import (
     Metric,
     Policy,
     Rollout,
+    Shifting,
     Side,
     Step,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Policy",
     "Problem",
     "Rollout",
+    "Shifting",
     "Side",
     "Step",
     "load_config",

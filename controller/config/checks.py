@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Sequence, Set
 
 from pydantic.alias_generators import to_camel
 
@@ -13,25 +11,14 @@ from pydantic.alias_generators import to_camel
 # is imported first this module runs while that one is half-initialised.
 from controller import plan as planner
 from controller.analysis import templates
-from controller.config.model import Analysis, Config, Metric, Rollout, Source
+from controller.config.checks_types import Finding, Loc, Severity
+from controller.config.model import Analysis, Config, Metric, Preflight, Rollout, Source
+from controller.config.querychecks import check_queries
 
-Loc = tuple[str | int, ...]
+__all__ = ["Finding", "Loc", "Severity", "check_config", "check_rollouts"]
 
-
-class Severity(StrEnum):
-    """Errors stop the config from being used; warnings are printed and the config is used."""
-
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem found in a validated model, located by its YAML key path."""
-
-    loc: Loc
-    message: str
-    severity: Severity = Severity.ERROR
+MAX_REPLICAS = 10_000  # the planner walks every pod move: bounded work, also at run time
+PLAN_BUDGET = 100_000  # pod moves planned per file (about a second), then plans are skipped
 
 
 def check_config(config: Config, replicas: int | None = None) -> list[Finding]:
@@ -43,10 +30,17 @@ def check_config(config: Config, replicas: int | None = None) -> list[Finding]:
 
 
 def check_rollouts(
-    indexed: Sequence[tuple[int, Rollout]], replicas: int | None = None
+    indexed: Sequence[tuple[int, Rollout]],
+    replicas: int | None = None,
+    skip_plan: Set[int] = frozenset(),
 ) -> list[Finding]:
-    """Semantic problems of the rollouts that passed type validation, by their file index."""
+    """Semantic problems of the rollouts that passed type validation, by their file index.
+
+    The rollouts at `skip_plan` are not planned (repaired ones: placeholders plan nothing).
+    """
     findings: list[Finding] = []
+    budget = PLAN_BUDGET
+    unplanned = 0
     seen_names: dict[str, int] = {}
     seen_services: dict[tuple[str, str], str] = {}
     for i, rollout in indexed:
@@ -70,14 +64,38 @@ def check_rollouts(
                 )
             )
         seen_services.setdefault(key, rollout.name)
+        cost = _plan_cost(rollout, replicas)
+        plan = i not in skip_plan and cost <= budget
+        budget -= cost if plan else 0
+        unplanned += 1 if i not in skip_plan and not plan else 0
         findings.extend(
             Finding((*base, *f.loc), f.message, f.severity)
-            for f in check_rollout(rollout, replicas)
+            for f in check_rollout(rollout, replicas, plan)
+        )
+    if unplanned:
+        findings.append(
+            Finding(
+                ("rollouts",),
+                f"the plans of {unplanned} rollout(s) were not checked: too many pod moves to "
+                "plan in one file; check them with `ptc plan --rollout NAME`",
+                Severity.WARNING,
+            )
         )
     return findings
 
 
-def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding]:
+def _plan_cost(rollout: Rollout, replicas: int | None) -> int:
+    """About how many pod moves planning the rollout walks through."""
+    total = rollout.replicas or replicas or 0
+    if total > MAX_REPLICAS:
+        return 0  # refused, not planned
+    surge = max(1, planner.resolve_surge(rollout.max_surge, total))
+    return (total // surge + 1) * (len(rollout.steps) + 1)
+
+
+def check_rollout(
+    rollout: Rollout, replicas: int | None = None, plan: bool = True
+) -> list[Finding]:
     """Semantic problems of one rollout, located relative to it.
 
     The plan is checked for the rollout's `replicas`, else for `replicas` if given.
@@ -166,9 +184,53 @@ def check_rollout(rollout: Rollout, replicas: int | None = None) -> list[Finding
         Finding(("analysis", *f.loc), f.message, f.severity)
         for f in check_analysis(rollout.analysis)
     )
+    out.extend(
+        Finding(("preflight", *f.loc), f.message, f.severity)
+        for f in check_preflight(rollout.preflight)
+    )
+    out.extend(check_queries(rollout))
     total = rollout.replicas or replicas
-    if total is not None and not any(f.severity is Severity.ERROR for f in out):
+    if total is not None and total > MAX_REPLICAS:
+        out.append(
+            Finding(
+                ("replicas",),
+                f"{total} replicas: ptc plans rollouts of at most {MAX_REPLICAS} replicas",
+            )
+        )
+    elif plan and total is not None and not any(f.severity is Severity.ERROR for f in out):
         out.extend(check_plan(rollout, total))
+    return out
+
+
+def check_preflight(preflight: Preflight) -> list[Finding]:
+    """A family cannot be both required at start and lazy; the old key gets a pointer."""
+    out: list[Finding] = []
+    lazy = set(preflight.metrics.lazy)
+    for key, names in (
+        (("metrics", "atStart"), preflight.metrics.at_start),
+        (("expectMetrics",), preflight.expect_metrics),
+    ):
+        for j, name in enumerate(names):
+            if name in lazy:
+                out.append(
+                    Finding(
+                        (*key, j),
+                        f"{name!r} is also in metrics.lazy: a family is either there from "
+                        "process start or created lazily, not both",
+                    )
+                )
+    if preflight.expect_metrics:
+        out.append(
+            Finding(
+                ("expectMetrics",),
+                "expectMetrics is the old name of metrics.atStart: every family listed must "
+                "exist before the pod's first request. A family the service creates with its "
+                "first request (zai-proxy: zai_proxy_requests_total, "
+                "zai_proxy_request_duration_seconds) belongs in metrics.lazy, or a canary "
+                "that has served nothing yet fails its preflight",
+                Severity.WARNING,
+            )
+        )
     return out
 
 
@@ -180,6 +242,8 @@ def check_plan(rollout: Rollout, total: int) -> list[Finding]:
         if not row.note:
             continue
         loc: Loc = ("steps", row.index, "weight") if row.label != "flip" else ("flip",)
+        if "shifting: surge needs" in row.note:
+            loc = ("maxSurge",)
         severity = Severity.ERROR if row.note.startswith("infeasible") else Severity.WARNING
         out.append(Finding(loc, f"with {total} replica(s): {row.note}", severity))
     return out
@@ -241,7 +305,7 @@ def _metric_problems(metric: Metric, loc: Loc, provider: str) -> list[Finding]:
     if metric.counter_ratio is not None:
         for bound in ("max", "min"):
             value = getattr(metric, bound)
-            if value is not None and not 0 <= value <= 1:
+            if value is not None and value > 1:
                 out.append(
                     Finding(
                         (*loc, bound),

@@ -10,46 +10,26 @@ Values inherited from ``defaults:`` are reported at the line in ``defaults:`` th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml as yaml_fast
 from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
+from controller.config import model
 from controller.config.checks import Finding, Severity, check_config, check_rollouts
 from controller.config.model import DEFAULTABLE, Config, Rollout
+from controller.config.repair import caused_by_repair, clean_loc, repair_rollout
 from controller.config.schema import allowed_keys
+from controller.config.yamlread import MAX_BYTES, Document, YamlError, read_yaml, too_large
 
 Loc = tuple[str | int, ...]
 
-
-class _FastLoader(getattr(yaml_fast, "CSafeLoader", yaml_fast.SafeLoader)):  # type: ignore[misc]
-    """PyYAML's C loader, refusing duplicate keys as ruamel (and YAML 1.2) does."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        if len(keys) != len({repr(k) for k in keys}):
-            raise yaml_fast.constructor.ConstructorError(
-                None, None, "duplicate key", node.start_mark
-            )
-        return dict(super().construct_mapping(node, deep=deep))
-
-
-_FAST_LOADER = _FastLoader
-# Scalars that YAML 1.1 (PyYAML) and YAML 1.2 (ruamel) read differently: yes/no/on/off,
-# 0-prefixed octals, sexagesimals. A file with any of them takes the slow, exact path.
-_YAML11_ONLY = re.compile(
-    r"(?im)[:\-\[{,]\s*(?:yes|no|on|off|y|n|0[0-7]+|[0-9]+:[0-5]?[0-9](?::[0-5]?[0-9])*)"
-    r"\s*(?:[,}\]#]|$)"
-)
+NONE_HINT = "write `rollouts: []` to run with none"
 INHERITED = " (inherited from defaults)"
 _DEFAULTABLE_KEYS = {
     "".join(w.capitalize() if i else w for i, w in enumerate(k.split("_"))) for k in DEFAULTABLE
@@ -100,46 +80,94 @@ class LoadedConfig:
 def load_config(path: str | Path, replicas: int | None = None) -> LoadedConfig:
     """Read and validate a config file; ConfigError with every problem if it is not valid.
 
-    `replicas` also checks the plans of rollouts that set no `replicas`, for that N.
+    `replicas` also checks the plans of rollouts that set no `replicas`, for that N. Nothing
+    but ConfigError escapes, whatever the file holds.
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as handle:
+            # Bounded: a device, a pipe or a huge file is not read past the limit.
+            data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError([Problem(str(p), None, None, "", f"cannot read file: {reason}")]) from exc
+    if len(data) > MAX_BYTES:
+        size = _file_size(p)
+        message = (
+            too_large(size)
+            if size > MAX_BYTES
+            else too_large(len(data)).replace(f"is {len(data)} bytes", "is larger than that")
+        )
+        raise ConfigError([Problem(str(p), None, None, "", message)])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(
-            [Problem(str(p), line, None, "", f"not UTF-8 text: byte {exc.object[exc.start]:#04x}")]
+            [Problem(str(p), line, None, "", f"not UTF-8 text: byte {data[exc.start]:#04x}")]
         ) from exc
     return load_config_text(text, str(p), replicas)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def load_config_text(
     text: str, filename: str = "<config>", replicas: int | None = None
 ) -> LoadedConfig:
-    """Validate config text; `filename` is only used in messages."""
-    fast = _load_fast(text, filename, replicas)
-    if fast is not None:
-        return fast
-    yaml = YAML(typ="rt")
+    """Validate config text; `filename` is only used in messages. Only ConfigError escapes."""
     try:
-        raw = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        return _load_text(text, filename, replicas)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the contract: a config or its problems, never a crash
         raise ConfigError(
-            [Problem(filename, line, None, "", f"not valid YAML: {exc.problem or exc}")]
+            [
+                Problem(
+                    filename,
+                    None,
+                    None,
+                    "",
+                    f"cannot be checked: {type(exc).__name__}: {exc} (a bug in ptc: please "
+                    "report it with the file)",
+                )
+            ]
         ) from exc
+
+
+def _load_text(text: str, filename: str, replicas: int | None) -> LoadedConfig:
+    try:
+        doc = read_yaml(text)
+    except YamlError as exc:
+        problems = [Problem(filename, p.line, None, "", p.message) for p in exc.problems]
+        raise ConfigError(problems) from None
+    read_problems = [Problem(filename, p.line, None, "", p.message) for p in doc.problems]
+    raw = doc.data
     if raw is None:
-        raw = CommentedMap()
-    if not isinstance(raw, Mapping):
         raise ConfigError(
-            [Problem(filename, 1, None, "", f"expected a mapping at the top, got {_kind(raw)}")]
+            [
+                *read_problems,
+                Problem(filename, 1, None, "", f"the file is empty: no rollouts ({NONE_HINT})"),
+            ]
         )
-    locator = _Locator(filename, raw)
-    merged = _merge_defaults(_plain(raw))
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [
+                Problem(
+                    filename,
+                    doc.root_line,
+                    None,
+                    "",
+                    f"expected a mapping at the top, got {_kind(raw)}",
+                )
+            ]
+        )
+    locator = _Locator(filename, doc)
+    merged = _merge_defaults(raw)
     try:
         # Keys as written in YAML only: `max_surge` is a typo there, not another spelling.
         config: Config | None = Config.model_validate(merged, by_alias=True, by_name=False)
@@ -148,100 +176,53 @@ def load_config_text(
         type_errors = exc.errors()
     if config is not None:
         findings = check_config(config, replicas)
-        problems = _dedupe(locator.from_finding(f) for f in findings)
+        problems = _dedupe([*read_problems, *(locator.from_finding(f) for f in findings)])
     else:
-        # Judge the rollouts that are well-typed too, so one run reports every problem.
-        broken = {
-            e["loc"][1] for e in type_errors if len(e["loc"]) > 1 and e["loc"][0] == "rollouts"
-        }
-        raw_rollouts = merged.get("rollouts")
-        valid: list[tuple[int, Rollout]] = []
-        removed: list[Loc] = []
-        if isinstance(raw_rollouts, list):
-            for i, r in enumerate(raw_rollouts):
-                mine = [
-                    e["loc"][2:]
-                    for e in type_errors
-                    if i in broken and e["loc"][:2] == ("rollouts", i)
-                ]
-                repaired = _without_bad_values(r, mine) if i in broken else r
-                if repaired is None:
-                    continue
-                try:
-                    valid.append(
-                        (i, Rollout.model_validate(repaired, by_alias=True, by_name=False))
-                    )
-                except ValidationError:
-                    continue
-                removed.extend(("rollouts", i, *loc) for loc in mine)
-        findings = [
-            f
-            for f in check_rollouts(valid, replicas)
-            if not any(f.loc[: len(loc)] == loc for loc in removed)
-        ]
+        findings = _judge_the_rest(merged, type_errors, replicas)
         problems = _dedupe(
-            [locator.from_pydantic(err) for err in type_errors]
+            [*read_problems]
+            + [locator.from_pydantic(err) for err in type_errors]
             + [locator.from_finding(f) for f in findings]
         )
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if errors or config is None:
         raise ConfigError(errors + [p for p in problems if p.severity is Severity.WARNING])
-    return LoadedConfig(config, filename, sorted(problems, key=lambda p: p.line or 0))
+    return LoadedConfig(config, filename, sorted(problems, key=lambda p: (p.line or 0, p.path)))
 
 
-def _load_fast(text: str, filename: str, replicas: int | None) -> LoadedConfig | None:
-    """The common case, quickly: a valid file (warnings allowed).
-
-    ruamel's round-trip parser keeps the line numbers errors are reported with, but takes
-    seconds for a config of hundreds of rollouts. PyYAML's C parser gives the document and its
-    nodes (with their lines, for warnings) in a fraction of that. A file with errors — or with
-    anything the two parsers could read differently — goes the slow, exact way.
-    """
-    if _YAML11_ONLY.search(text):
-        return None
-    loader = _FAST_LOADER(text)
-    try:
-        root = loader.get_single_node()
-        raw = loader.construct_document(root) if root is not None else None
-    except yaml_fast.YAMLError:
-        return None
-    finally:
-        loader.dispose()
-    if not isinstance(raw, dict):
-        return None
-    try:
-        config = Config.model_validate(_merge_defaults(raw), by_alias=True, by_name=False)
-    except (ValidationError, TypeError, ValueError):
-        return None
-    findings = check_config(config, replicas)
-    if any(f.severity is Severity.ERROR for f in findings):
-        return None
-    locator = _NodeLocator(filename, raw, root)
-    warnings = sorted(
-        _dedupe(locator.from_finding(f) for f in findings), key=lambda p: (p.line or 0, p.path)
-    )
-    return LoadedConfig(config, filename, warnings)
-
-
-def _without_bad_values(rollout: Any, locs: list[Loc]) -> Any:
-    """A copy of a rollout with each badly typed value removed (so its default applies).
-
-    Lets the semantic checks judge the rest of a rollout that has a typo in it. None when a
-    bad value cannot be removed (a required key missing or a broken list item).
-    """
-    data = copy.deepcopy(rollout)
-    for loc in locs:
-        parts = [p for p in loc if not (isinstance(p, str) and "[" in p)]
-        node = data
-        for part in parts[:-1]:
-            try:
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                return None
-        if not parts or not isinstance(node, dict) or parts[-1] not in node:
-            return None
-        del node[parts[-1]]
-    return data
+def _judge_the_rest(
+    merged: dict[str, Any], type_errors: Sequence[Mapping[str, Any]], replicas: int | None
+) -> list[Finding]:
+    """Semantic findings of every rollout, badly typed ones repaired first (see repair)."""
+    raw_rollouts = merged.get("rollouts")
+    if not isinstance(raw_rollouts, list):
+        return []
+    mine: dict[int, list[tuple[Loc, str]]] = {}
+    for e in type_errors:
+        loc = clean_loc(e["loc"])
+        if len(loc) > 1 and loc[0] == "rollouts" and isinstance(loc[1], int):
+            mine.setdefault(loc[1], []).append((loc[2:], str(e["type"])))
+    valid: list[tuple[int, Rollout]] = []
+    repaired: dict[int, list[Loc]] = {}
+    for i, r in enumerate(raw_rollouts):
+        if i not in mine:
+            with contextlib.suppress(ValidationError):
+                valid.append((i, Rollout.model_validate(r, by_alias=True, by_name=False)))
+            continue
+        fixed = repair_rollout(r, mine[i])
+        if fixed is not None:
+            valid.append((i, fixed.rollout))
+            repaired[i] = fixed.repaired
+    return [
+        f
+        for f in check_rollouts(valid, replicas, skip_plan=set(repaired))
+        if not (
+            len(f.loc) > 2
+            and isinstance(f.loc[1], int)
+            and f.loc[1] in repaired
+            and caused_by_repair(f.loc[2:], repaired[f.loc[1]])
+        )
+    ]
 
 
 def _dedupe(problems: Any) -> list[Problem]:
@@ -266,15 +247,6 @@ def _kind(value: object) -> str:
     if value is None:
         return "nothing"
     return f"{type(value).__name__} {value!r}"
-
-
-def _plain(value: Any) -> Any:
-    """ruamel's commented containers -> plain dicts/lists (pydantic wants plain data)."""
-    if isinstance(value, Mapping):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _deep_merge(base: Any, override: Any) -> Any:
@@ -318,32 +290,29 @@ def _short(value: Any) -> str:
 
 
 _PATTERN_HELP = {
-    "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$": "a Kubernetes namespace (lower-case letters, digits "
-    "and '-', starting and ending alphanumeric, at most 63)",
-    "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$": "a Kubernetes object name (lower-case letters, "
-    "digits, '-' and '.', starting and ending alphanumeric)",
-    "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$": "a label value (letters, digits, "
-    "'-', '_' and '.', at most 63, starting and ending alphanumeric)",
+    model.DNS_LABEL: "a Kubernetes namespace: a DNS-1123 label (lower-case letters, digits and "
+    "'-', starting and ending alphanumeric, at most 63)",
+    model.DNS_1035_LABEL: "a Kubernetes Service name: a DNS-1035 label (lower-case letters, "
+    "digits and '-', starting with a letter, ending alphanumeric, at most 63)",
+    model.DNS_SUBDOMAIN: "a Kubernetes object name: a DNS-1123 subdomain (dot-separated "
+    "labels of lower-case letters, digits and '-', each starting and ending alphanumeric)",
+    model.LABEL_VALUE: "a label value (letters, digits, '-', '_' and '.', at most 63, starting "
+    "and ending alphanumeric)",
+    model.METRIC_NAME: "a Prometheus metric name (letters, digits, '_' and ':', not starting "
+    "with a digit)",
+    model.PROM_LABEL: "a Prometheus label name (letters, digits and '_', not starting with a "
+    "digit)",
+    "^/": "a path starting with '/'",
 }
-
-
-def _key_line(node: CommentedMap, key: str) -> int | None:
-    """The line of `key` in a mapping, looking through YAML merge keys (``<<: *base``)."""
-    if key in node.lc.data:
-        return int(node.lc.key(key)[0]) + 1
-    for item in getattr(node, "merge", None) or []:
-        source = item[1] if isinstance(item, tuple) else item
-        if isinstance(source, CommentedMap) and key in source:
-            return _key_line(source, key)
-    return None
 
 
 class _Locator:
     """Maps key paths in the validated (merged) data back to lines of the original file."""
 
-    def __init__(self, filename: str, raw: Mapping[str, Any]) -> None:
+    def __init__(self, filename: str, doc: Document) -> None:
         self.filename = filename
-        self.raw = raw
+        self.doc = doc
+        self.raw: dict[str, Any] = doc.data
 
     def _node_line(self, loc: Loc) -> tuple[int | None, bool, bool]:
         """Line of the deepest node on `loc` present in the file.
@@ -355,11 +324,9 @@ class _Locator:
         line: int | None = 1
         in_list = False
         for depth, part in enumerate(loc):
-            if isinstance(node, CommentedMap) and isinstance(part, str) and part in node:
-                line = _key_line(node, part) or line
-                node = node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-                line = node.lc.item(part)[0] + 1
+            here = self.doc.line_of(node, part)  # None when `part` is not in the file
+            if here is not None:
+                line = here
                 node = node[part]
             else:
                 return line, False, in_list or (depth >= 2 and isinstance(node, list))
@@ -413,6 +380,8 @@ class _Locator:
                 message += f"; did you mean {hint[0]!r}?"
             elif options:
                 message += f"; expected one of: {', '.join(sorted(options))}"
+        elif kind == "missing" and loc == ("rollouts",):
+            message = f"no `rollouts:` in the file ({NONE_HINT})"
         elif kind == "missing":
             message = "required key is missing"
         elif kind == "string_pattern_mismatch":
@@ -441,36 +410,3 @@ class _Locator:
             _fmt_path(self._rel(loc)),
             message + note,
         )
-
-
-class _NodeLocator(_Locator):
-    """The same line lookups over PyYAML's node tree (the fast path's)."""
-
-    def __init__(self, filename: str, raw: Mapping[str, Any], root: Any) -> None:
-        super().__init__(filename, raw)
-        self.root = root
-
-    def _node_line(self, loc: Loc) -> tuple[int | None, bool, bool]:
-        node: Any = self.root
-        line: int | None = 1
-        in_list = False
-        for depth, part in enumerate(loc):
-            child = None
-            if isinstance(node, yaml_fast.MappingNode) and isinstance(part, str):
-                for key, value in node.value:
-                    if getattr(key, "value", None) == part:
-                        line, child = key.start_mark.line + 1, value
-                        break
-            elif (
-                isinstance(node, yaml_fast.SequenceNode)
-                and isinstance(part, int)
-                and part < len(node.value)
-            ):
-                child = node.value[part]
-                line = child.start_mark.line + 1
-            if child is None:
-                through_list = depth >= 2 and isinstance(node, yaml_fast.SequenceNode)
-                return line, False, in_list or through_list
-            node = child
-            in_list = in_list or (depth >= 2 and isinstance(part, int))
-        return line, True, in_list

@@ -12,8 +12,10 @@ import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,13 +27,24 @@ from pydantic.alias_generators import to_camel
 
 from controller.durations import DURATION_HELP, DURATION_PATTERN, format_duration, parse_duration
 
+MAX_DURATION = timedelta(days=3650)  # so holds and bakes can be added up without overflow
+
 
 def _duration_in(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, str):
-        return parse_duration(value)
+        parsed = parse_duration(value)
+        if parsed > MAX_DURATION:
+            raise ValueError(f"duration {value!r} is too long (at most 3650d)")
+        return parsed
     raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__} {value!r}")
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return value
 
 
 Duration = Annotated[
@@ -40,6 +53,13 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "description": DURATION_HELP}),
 ]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+# YAML's types as the schema and Kubernetes take them: `true` is no number, "20" no integer.
+INT32_MAX = 2**31 - 1
+Number = Annotated[float, Field(strict=True)]
+Int32 = Annotated[int, Field(strict=True, le=INT32_MAX)]
+Flag = Annotated[bool, Field(strict=True)]
 
 
 _PERCENT = r"(100|[1-9]?[0-9])%"
@@ -53,6 +73,8 @@ def _int_or_percent_in(value: object) -> int | str:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"expected a non-negative integer, got {value}")
+        if value > INT32_MAX:
+            raise ValueError(f"expected an integer at most {INT32_MAX}, got {value}")
         return value
     if isinstance(value, str) and re.fullmatch(_PERCENT, value):
         return value
@@ -65,23 +87,31 @@ IntOrPercent = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": 0, "maximum": INT32_MAX},
                 {"type": "string", "pattern": f"^{_PERCENT}$"},
             ]
         }
     ),
 ]
 
-# Kubernetes object names (DNS-1123 label / subdomain) and label values.
+# Kubernetes names, per kind: namespaces are DNS-1123 labels, Services DNS-1035 labels (a letter
+# first), Deployments DNS-1123 subdomains (dot-separated labels); and label values.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 LABEL_KEY = (
     r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 
 Name = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
+ServiceName = Annotated[str, Field(pattern=DNS_1035_LABEL, max_length=63)]
 Namespace = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+# Prometheus's classic names (what a query can use without quoting).
+METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+PROM_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+MetricName = Annotated[str, Field(pattern=METRIC_NAME)]
+UrlPath = Annotated[str, Field(pattern=r"^/")]
 LabelValue = Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]
 LabelKey = Annotated[str, Field(pattern=LABEL_KEY)]
 Selector = dict[LabelKey, LabelValue]
@@ -108,6 +138,18 @@ class Policy(StrEnum):
     HOLD = "hold"
 
 
+class Shifting(StrEnum):
+    """How traffic moves during the steps (DESIGN.md §4, README "Shifting modes")."""
+
+    # Canary up, then stable down to N - canary: N pods (+ maxSurge while moving), but every
+    # step terminates stable pods that are still in the Service.
+    STANDARD = "standard"
+    # Stable stays at N through the steps, canary grows within maxSurge (weights k/(N+k));
+    # stable is scaled down only after the flip took it out of the Service: no serving pod is
+    # terminated, at the cost of up to 2N pods at the flip.
+    SURGE = "surge"
+
+
 class Side(StrEnum):
     """Which pods a query is about."""
 
@@ -120,11 +162,22 @@ class Side(StrEnum):
 # Global settings
 
 
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"expected an http(s) URL with a valid port, got {value!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
 class PrometheusSettings(Model):
     """How to reach Prometheus."""
 
-    url: str = "http://localhost:9090"
-    timeout: Duration = timedelta(seconds=10)
+    url: Annotated[str, AfterValidator(_http_url)] = "http://localhost:9090"
+    timeout: PositiveDuration = timedelta(seconds=10)
     bearer_token_file: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     ca_file: str | None = None
@@ -134,7 +187,7 @@ class PrometheusSettings(Model):
 # Analysis
 
 Matchers = dict[
-    str,
+    Annotated[str, Field(pattern=PROM_LABEL)],
     Annotated[
         str,
         Field(
@@ -147,7 +200,7 @@ Matchers = dict[
 class CounterRatio(Model):
     """rate(metric{numerator}) / rate(metric{denominator}) over the window, per side."""
 
-    metric: str
+    metric: MetricName
     numerator: Matchers
     denominator: Matchers = Field(default_factory=dict)
 
@@ -155,7 +208,7 @@ class CounterRatio(Model):
 class Gauge(Model):
     """An aggregate over a gauge's series, per side."""
 
-    metric: str
+    metric: MetricName
     aggregate: Literal["sum", "min", "max", "avg"] = "sum"
     matchers: Matchers = Field(default_factory=dict)
 
@@ -163,15 +216,15 @@ class Gauge(Model):
 class HistogramQuantile(Model):
     """histogram_quantile(q, rate(metric_bucket)) over the window, per side."""
 
-    metric: str = Field(description="histogram base name, without _bucket")
-    quantile: float = Field(gt=0, lt=1)
+    metric: MetricName = Field(description="histogram base name, without _bucket")
+    quantile: float = Field(gt=0, lt=1, strict=True)
     matchers: Matchers = Field(default_factory=dict)
 
 
 class Rate(Model):
     """sum(rate(counter{matchers})) over the window, per side (requests per second)."""
 
-    metric: str
+    metric: MetricName
     matchers: Matchers = Field(default_factory=dict)
 
 
@@ -199,19 +252,19 @@ class Source(Model):
 class Compare(Model):
     """Canary fails only if it is also worse than stable: canary > stable * factor + slack."""
 
-    factor: float = Field(default=1.0, gt=0)
-    slack: float = Field(default=0.0, ge=0)
+    factor: float = Field(default=1.0, gt=0, strict=True)
+    slack: float = Field(default=0.0, ge=0, strict=True)
 
 
 class Metric(Source):
     """One analysis metric: a source, thresholds, and how long a breach must last."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$", max_length=63)]
-    max: float | None = None
-    min: float | None = None
+    max: Number | None = None
+    min: Number | None = None
     for_: Duration = Field(default=timedelta(0), alias="for")
     compare: Compare | None = None
-    min_requests: int | None = Field(default=None, ge=0)
+    min_requests: Int32 | None = Field(default=None, ge=0)
     sample_query: str | None = Field(
         default=None,
         description="raw PromQL template counting requests in the window, for minRequests",
@@ -225,7 +278,7 @@ class CapacityGate(Model):
         description="canary's capacity in requests/s (e.g. the sum of its rate limits)"
     )
     demand: Source = Field(description="current demand on the whole Service in requests/s")
-    headroom: float = Field(default=1.2, gt=0)
+    headroom: float = Field(default=1.2, gt=0, strict=True)
 
 
 DEFAULT_SELECTORS: dict[Side, str] = {
@@ -253,7 +306,7 @@ class Analysis(Model):
     provider: Literal["prometheus", "direct"] = "prometheus"
     interval: Duration = timedelta(seconds=30)
     window: Duration = timedelta(minutes=2)
-    min_requests: int = Field(default=50, ge=0)
+    min_requests: Int32 = Field(default=50, ge=0)
     selectors: Selectors = Field(default_factory=Selectors)
     metrics: list[Metric] = Field(default_factory=list)
     capacity_gate: CapacityGate | None = None
@@ -267,7 +320,7 @@ class AnalysisOverride(Model):
 
     interval: Duration | None = None
     window: Duration | None = None
-    min_requests: int | None = Field(default=None, ge=0)
+    min_requests: Int32 | None = Field(default=None, ge=0)
     metrics: list[Metric] | None = None
     capacity_gate: CapacityGate | None = None
     on_inconclusive: Policy | None = None
@@ -282,16 +335,20 @@ class AnalysisOverride(Model):
 class Step(Model):
     """One stage: shift to a weight, then hold (and analyse) before the next."""
 
-    weight: float = Field(description="canary's share of traffic in percent, in (0, 100]")
+    weight: float = Field(
+        strict=True, description="canary's share of traffic in percent, in (0, 100]"
+    )
     hold: Duration = timedelta(minutes=1)
-    manual_gate: bool = Field(default=False, description="pause after the hold until promoted")
+    manual_gate: bool = Field(
+        default=False, strict=True, description="pause after the hold until promoted"
+    )
     analysis: AnalysisOverride | None = None
 
 
 class Flip(Model):
     """The final selector flip and bake."""
 
-    canary_replicas: int | None = Field(
+    canary_replicas: Int32 | None = Field(
         default=None, ge=1, description="canary size at the flip; default: the rollout's replicas"
     )
     bake: Duration = timedelta(minutes=5)
@@ -304,35 +361,70 @@ class Retention(Model):
         default=timedelta(hours=24),
         description="how long stable is kept (scaled to 0) so a rollback stays instant",
     )
-    delete_stable: bool = False
+    delete_stable: Flag = False
 
 
 class Rollback(Model):
     """How a rollback ends and whether the rollout may try again."""
 
-    canary_replicas: int = Field(default=0, ge=0)
+    canary_replicas: Int32 = Field(default=0, ge=0)
     cooldown: Duration = timedelta(minutes=5)
-    max_attempts: int = Field(
+    max_attempts: Int32 = Field(
         default=3, ge=1, description="attempts per canary spec, retries incl."
     )
-    auto_retry: bool = Field(default=False, description="retry by itself after the cooldown")
+    auto_retry: bool = Field(
+        default=False, strict=True, description="retry by itself after the cooldown"
+    )
+
+
+class PreflightMetrics(Model):
+    """Metric families the canary's /metrics must have, by when they appear."""
+
+    at_start: list[MetricName] = Field(
+        default_factory=list,
+        description="exposed from process start (zai-proxy: build_info, max_workers, the rate "
+        "gauge); absent past startGrace fails the preflight",
+    )
+    lazy: list[MetricName] = Field(
+        default_factory=list,
+        description="created by the first request or event (zai-proxy: requests_total, "
+        "request_duration_seconds); absent is not a problem",
+    )
 
 
 class Preflight(Model):
     """The automated version of the manual 'verify v2 is healthy' step."""
 
     probe: bool = Field(
-        default=True, description="probe each canary pod's health/metrics over HTTP"
+        default=True, strict=True, description="probe each canary pod's health/metrics over HTTP"
     )
-    port: int | None = Field(default=None, ge=1, le=65535)
-    health_path: str = "/health"
-    metrics_path: str = "/metrics"
-    expect_metrics: list[str] = Field(default_factory=list)
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True)
+    health_path: UrlPath = "/health"
+    metrics_path: UrlPath = "/metrics"
+    metrics: PreflightMetrics = Field(default_factory=PreflightMetrics)
+    expect_metrics: list[MetricName] = Field(
+        default_factory=list,
+        description="old name of metrics.atStart (families required from process start)",
+    )
+    start_grace: Duration = Field(
+        default=timedelta(seconds=30),
+        description="a pod younger than this may still lack an atStart family: wait, not fail",
+    )
+    timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="how long preflight waits on what time can fix (pods not Ready, probes "
+        "unanswered) before it fails with the last reason",
+    )
     require_pre_stop: bool = Field(
         default=False,
+        strict=True,
         description="refuse to start (instead of warning) when pods ptc terminates while they "
         "still serve have no preStop delay",
     )
+
+    def at_start(self) -> list[str]:
+        """Families required from process start (`metrics.atStart` and the old `expectMetrics`)."""
+        return list(dict.fromkeys([*self.metrics.at_start, *self.expect_metrics]))
 
 
 class DeploymentRef(Model):
@@ -353,20 +445,31 @@ class Rollout(Model):
 
     name: Name
     namespace: Namespace = "default"
-    service: Name
+    service: ServiceName
     version_label: LabelKey = "version"
     shared_selector: Selector | None = Field(
         default=None, description="default: the Service's selector minus the version label"
     )
     stable: DeploymentRef
     canary: CanaryRef
-    replicas: int | None = Field(
+    replicas: Int32 | None = Field(
         default=None, ge=1, description="default: stable's replicas when the rollout starts"
     )
     max_surge: IntOrPercent = "25%"
     max_unavailable: IntOrPercent = 0
+    shifting: Shifting = Field(
+        default=Shifting.STANDARD,
+        description="standard: scale stable down as canary grows (N pods, but serving stable "
+        "pods are terminated at each step); surge: stable stays at N until the flip, canary "
+        "grows within maxSurge (no serving pod terminated; needs maxSurge >= the canary's "
+        "full size, weights up to 50%)",
+    )
     weight_tolerance: float = Field(
-        default=10.0, ge=0, le=100, description="percentage points a step may miss its weight by"
+        default=10.0,
+        ge=0,
+        le=100,
+        strict=True,
+        description="percentage points a step may miss its weight by",
     )
     steps: list[Step] = Field(min_length=1)
     flip: Flip = Field(default_factory=Flip)
@@ -397,6 +500,7 @@ DEFAULTABLE = (
     "version_label",
     "max_surge",
     "max_unavailable",
+    "shifting",
     "weight_tolerance",
     "steps",
     "flip",
@@ -414,7 +518,8 @@ class RolloutDefaults(Model):
     version_label: LabelKey | None = None
     max_surge: IntOrPercent | None = None
     max_unavailable: IntOrPercent | None = None
-    weight_tolerance: float | None = Field(default=None, ge=0, le=100)
+    shifting: Shifting | None = None
+    weight_tolerance: float | None = Field(default=None, ge=0, le=100, strict=True)
     steps: list[Step] | None = None
     flip: Flip | None = None
     retention: Retention | None = None
@@ -428,7 +533,9 @@ class Config(Model):
 
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     defaults: RolloutDefaults = Field(default_factory=RolloutDefaults)
-    rollouts: list[Rollout] = Field(default_factory=list)
+    rollouts: list[Rollout] = Field(
+        description="required: an empty file is a mistake; `rollouts: []` says none on purpose"
+    )
 
     def rollout(self, name: str) -> Rollout:
         """The rollout called `name`; KeyError naming the ones there are."""

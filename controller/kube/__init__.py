@@ -5,7 +5,8 @@
 - Frozen views: :class:`PodInfo`, :class:`DeploymentInfo`, :class:`ServiceInfo`,
   :class:`EndpointSliceInfo` / :class:`EndpointInfo`, :class:`LeaseInfo`, :class:`ObjectRef`.
 - Errors: :class:`KubeError` > :class:`NotFound`, :class:`Conflict`, :class:`Forbidden`
-  (> :class:`Unauthorized`), :class:`Invalid`, :class:`Gone`, :class:`Unavailable`.
+  (> :class:`Unauthorized`), :class:`Invalid`, :class:`Gone`, :class:`NotLeader`,
+  :class:`Unavailable`.
 - :data:`PERMISSIONS` — the exact RBAC the adapter needs.
 
 Modules: ``client`` (Kube), ``informer``, ``transport`` (kr8s, timeouts, error translation),
@@ -20,6 +21,7 @@ from controller.kube.errors import (
     Invalid,
     KubeError,
     NotFound,
+    NotLeader,
     Unauthorized,
     Unavailable,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "KubePolicy",
     "LeaseInfo",
     "NotFound",
+    "NotLeader",
     "ObjectRef",
     "Permission",
     "PodInfo",

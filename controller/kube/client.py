@@ -4,20 +4,26 @@ Each call has a timeout; Unavailable (5xx, 429, connection errors, timeouts) is 
 nowhere else, with tenacity exponential backoff, jitter, a cap and a maximum number of attempts
 (:class:`~controller.kube.policy.KubePolicy`). NotFound, Conflict, Forbidden and Invalid are
 raised at once. Only the permissions in :data:`~controller.kube.permissions.PERMISSIONS` are used.
+
+Writes are fenced to leadership: with a ``fence`` (the leader elector's time left), every write
+attempt — the first and each retry — is sent only while leadership lasts and is bounded by the
+time left, else :class:`~controller.kube.errors.NotLeader`. The Lease writes of the election
+itself are not fenced, nor are Events (they record, they do not act).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
 import structlog
 
-from controller.kube.errors import Conflict, KubeError
-from controller.kube.events import event_object
+from controller.kube.errors import Conflict, KubeError, NotFound, NotLeader
+from controller.kube.events import RepeatTracker, event_key, event_object, repeat_patch
 from controller.kube.informer import Informer
 from controller.kube.policy import KubePolicy, call_with_retries
 from controller.kube.resources import (
@@ -62,6 +68,12 @@ def selector_string(selector: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
+Fence = Callable[[], float | None]
+"""Seconds this process may still write (None or <= 0: it may not), read before each attempt."""
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class Kube:
     """Kubernetes API adapter (kr8s async underneath); create with :meth:`connect`."""
 
@@ -78,6 +90,8 @@ class Kube:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.instance = instance or socket.gethostname()
         self._informers: dict[tuple[str, str], Informer[Any]] = {}
+        self._events = RepeatTracker()
+        self.fence: Fence | None = None  # set by the daemon when leader election is on
         self.retries = 0  # Unavailable answers retried, for metrics
 
     @classmethod
@@ -142,17 +156,27 @@ class Kube:
 
     # --- writes ----------------------------------------------------------------------------
 
-    async def scale(self, namespace: str, deployment: str, replicas: int) -> None:
-        """Set ``spec.replicas`` through the ``scale`` subresource (returns without waiting)."""
+    async def scale(
+        self, namespace: str, deployment: str, replicas: int, *, resource_version: str = ""
+    ) -> None:
+        """Set ``spec.replicas`` through the ``scale`` subresource (returns without waiting).
+
+        With ``resource_version`` (the Deployment's, which its Scale shares), only if the
+        Deployment is still at it: Conflict otherwise, so a write decided on a stale view (or by
+        a deposed leader, after the new one acted) does not land.
+        """
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
+        body: Obj = {"spec": {"replicas": replicas}}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         await self._call(
             "PATCH",
             DEPLOYMENTS,
             namespace,
             deployment,
             "scale",
-            body={"spec": {"replicas": replicas}},
+            body=body,
             content_type=MERGE_PATCH,
         )
 
@@ -226,21 +250,42 @@ class Kube:
     ) -> bool:
         """Record a core v1 Event (``type`` Normal or Warning); best effort: failures are logged.
 
-        One attempt, no retries: an Event is never worth delaying a rollout for. Returns
-        whether the Event was recorded.
+        An identical Event (same object, type, reason and message) within the last 10 minutes
+        bumps the recorded one's ``count`` and ``lastTimestamp`` instead of adding another, as
+        client-go's recorder does. One attempt, no retries: an Event is never worth delaying a
+        rollout for. Returns whether the Event was recorded.
         """
-        event = event_object(
-            namespace,
-            involved,
-            type,
-            reason,
-            message,
-            component=component,
-            instance=self.instance,
-            when=self._clock(),
-        )
+        now = self._clock()
+        key = event_key(namespace, involved, type, reason, message)
         try:
+            seen = self._events.repeat_of(key, now)
+            if seen is not None:
+                try:
+                    await self._transport.request(
+                        "PATCH",
+                        EVENTS,
+                        namespace,
+                        seen.name,
+                        body=repeat_patch(seen.count + 1, now),
+                        content_type=MERGE_PATCH,
+                    )
+                except NotFound:
+                    self._events.forget(key)  # expired on the server (event TTL): record anew
+                else:
+                    self._events.recorded(key, seen.name, seen.count + 1, now)
+                    return True
+            event = event_object(
+                namespace,
+                involved,
+                type,
+                reason,
+                message,
+                component=component,
+                instance=self.instance,
+                when=now,
+            )
             await self._transport.request("POST", EVENTS, namespace, body=event)
+            self._events.recorded(key, event["metadata"]["name"], 1, now)
         except KubeError as e:
             log.warning(
                 "kube.event.failed",
@@ -276,7 +321,7 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "spec": lease_spec(holder, duration_seconds, acquire_time, renew_time, transitions),
         }
-        return lease_info(await self._call("POST", LEASES, namespace, body=body))
+        return lease_info(await self._call("POST", LEASES, namespace, body=body, fenced=False))
 
     async def update_lease(
         self,
@@ -299,7 +344,7 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
             "spec": lease_spec(holder, duration_seconds, acquire_time, renew_time, transitions),
         }
-        return lease_info(await self._call("PUT", LEASES, namespace, name, body=body))
+        return lease_info(await self._call("PUT", LEASES, namespace, name, body=body, fenced=False))
 
     # --- informers ---------------------------------------------------------------------------
 
@@ -365,11 +410,14 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
         on_retry: Callable[[], None] | None = None,
+        fenced: bool = True,
     ) -> Obj:
-        """One request, retried on Unavailable (see :func:`call_with_retries`)."""
+        """One request, retried on Unavailable (see :func:`call_with_retries`); writes fenced."""
+        fence = self.fence if fenced and method in WRITES else None
+        what = describe(method, resource, namespace, name, subresource)
 
-        def attempt() -> Awaitable[Obj]:
-            return self._transport.request(
+        async def attempt() -> Obj:
+            request = self._transport.request(
                 method,
                 resource,
                 namespace,
@@ -379,13 +427,27 @@ class Kube:
                 body=body,
                 content_type=content_type,
             )
+            if fence is None:
+                return await request
+            left = fence()
+            if left is None or left <= 0:
+                request.close()  # never started: nothing was sent
+                raise NotLeader(f"{what}: not sent, this process is no longer the leader")
+            try:
+                async with asyncio.timeout(left):
+                    return await request
+            except TimeoutError:
+                # The transport's own timeout raises Unavailable, so this one is ours.
+                raise NotLeader(
+                    f"{what}: cut short when leadership ran out ({left:.1f}s left at send); "
+                    "it may or may not have been applied"
+                ) from None
 
         def retrying() -> None:
             self.retries += 1
             if on_retry is not None:
                 on_retry()
 
-        what = describe(method, resource, namespace, name, subresource)
         return await call_with_retries(self.policy, attempt, what, retrying)
 
 

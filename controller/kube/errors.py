@@ -9,6 +9,7 @@
     │   └── Unauthorized      401: the credentials were rejected
     ├── Invalid               422/400: the server rejected the object or the request
     ├── Gone                  410: the resourceVersion is too old (watch/list continue expired)
+    ├── NotLeader             a write refused locally: this process may no longer write (fencing)
     └── Unavailable           5xx, 429, transport errors and timeouts: worth retrying
 
 Only :class:`Unavailable` is retried (by :class:`~controller.kube.client.Kube`, once). Every error
@@ -65,6 +66,10 @@ class Invalid(KubeError):
 
 class Gone(KubeError):
     """410: the requested resourceVersion is no longer available; list again."""
+
+
+class NotLeader(KubeError):
+    """A write not sent (or cut short) because this process's leadership ran out."""
 
 
 class Unavailable(KubeError):

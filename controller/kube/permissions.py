@@ -25,9 +25,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", ("list", "watch")),
     # get_service, patch_service (reads the current selector to null dropped keys); informer
     Permission("", "services", ("get", "list", "watch", "patch")),
-    # emit_event (core v1 Events)
-    Permission("", "events", ("create",)),
-    # get_deployment, delete_deployment; the deployments informer
+    # emit_event (core v1 Events): create, and patch to count a repeat; in every rollout's
+    # namespace and, for Events about the controller itself (on its Lease), the Lease's
+    Permission("", "events", ("create", "patch")),
+    # get_deployment, delete_deployment (see DELETE_STABLE); the deployments informer
     Permission("apps", "deployments", ("get", "list", "watch", "delete")),
     # scale (PATCH of the scale subresource, never the whole Deployment)
     Permission("apps", "deployments/scale", ("patch",)),
@@ -36,6 +37,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     # leader election: get_lease, create_lease, update_lease (PUT with resourceVersion)
     Permission("coordination.k8s.io", "leases", ("get", "create", "update")),
 )
+
+
+# Needed only where a rollout sets retention.deleteStable: the chart grants it nowhere else.
+DELETE_STABLE: tuple[str, str, str] = ("apps", "deployments", "delete")
 
 
 def triples(permissions: tuple[Permission, ...] = PERMISSIONS) -> Iterator[tuple[str, str, str]]:

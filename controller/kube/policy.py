@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -47,17 +48,26 @@ class KubePolicy:
     def request_wait(self) -> tenacity.wait.wait_base:
         """Backoff between request attempts (honours Retry-After, capped)."""
         return _RetryAfterOrBackoff(
-            tenacity.wait_exponential_jitter(
-                multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
-            ),
-            self.backoff_max,
+            exponential_jitter(self.backoff_initial, self.backoff_max), self.backoff_max
         )
 
     def reconnect_wait(self) -> tenacity.wait.wait_base:
         """Backoff between watch reconnects."""
-        return tenacity.wait_exponential_jitter(
-            multiplier=self.reconnect_initial, max=self.reconnect_max, jitter=self.reconnect_initial
-        )
+        return exponential_jitter(self.reconnect_initial, self.reconnect_max)
+
+
+# tenacity 9.2 renamed wait_exponential_jitter's `initial` to `multiplier` and deprecates the
+# old name; the releases pyproject allows before it (>= 8.2) only know `initial`.
+_FIRST_WAIT = (
+    "multiplier"
+    if "multiplier" in inspect.signature(tenacity.wait_exponential_jitter).parameters
+    else "initial"
+)
+
+
+def exponential_jitter(first: float, cap: float) -> tenacity.wait.wait_base:
+    """first * 2**n seconds plus up to `first` of jitter, at most `cap`."""
+    return tenacity.wait_exponential_jitter(**{_FIRST_WAIT: first}, max=cap, jitter=first)
 
 
 class _RetryAfterOrBackoff(tenacity.wait.wait_base):

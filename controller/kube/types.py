@@ -82,6 +82,8 @@ class PodInfo:
     deployment: str | None
     container_ports: tuple[int, ...]
     resource_version: str = field(default="", compare=False)
+    # When its containers (last) started: a young process may not expose every metric yet.
+    started_at: datetime | None = None
 
     def ref(self) -> ObjectRef:
         """This pod as an Event's involved object."""
@@ -227,7 +229,20 @@ def pod_info(raw: Obj) -> PodInfo:
         deployment=_deployment_of(meta, labels),
         container_ports=ports,
         resource_version=meta.get("resourceVersion", ""),
+        started_at=_started_at(status),
     )
+
+
+def _started_at(status: Obj) -> datetime | None:
+    """The latest running container's start (a restart resets it), else the pod's startTime."""
+    known: list[datetime] = []
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") if isinstance(container, dict) else None
+        running = state.get("running") if isinstance(state, dict) else None
+        started = parse_time(running.get("startedAt")) if isinstance(running, dict) else None
+        if started is not None:
+            known.append(started)
+    return max(known) if known else parse_time(status.get("startTime"))
 
 
 def _deployment_of(meta: Obj, labels: Mapping[str, str]) -> str | None:

@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from controller.analysis.evaluate import threshold_text
 from controller.config.model import Metric, Rollout
-from controller.plan import Limits, place
+from controller.plan import Limits, place_step
 from controller.state import HISTORY_LIMIT, DecisionRecord, MetricRecord, RolloutState
 
 
@@ -251,7 +251,7 @@ def step_weights(rollout: Rollout, replicas: int | None) -> list[float | None]:
     limits = Limits.for_rollout(rollout, total)
     out: list[float | None] = []
     for step in rollout.steps:
-        split = place(step.weight, limits, rollout.weight_tolerance).split
+        split = place_step(rollout, step.weight, limits).split
         out.append(round(split.weight, 2) if split is not None else None)
     return out
 

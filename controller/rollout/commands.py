@@ -87,7 +87,21 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
         )
     # RETRY
     if st.phase not in (Phase.ROLLED_BACK, Phase.FAILED):
-        return refuse(f"retry ignored: rollout is {st.phase.value}; retry follows a rollback")
+        return refuse(
+            f"retry ignored: rollout is {st.phase.value}; retry follows a rollback or a failure"
+        )
+    if st.phase is Phase.FAILED and st.failed_in in NO_TRAFFIC_PHASES:
+        # Nothing was shifted, so there is nothing to cool down from and no attempt was spent.
+        retried = st.with_record(
+            ctx.record(
+                "retried",
+                f"retry by {cmd.by}: failed in {st.failed_in.value} before any traffic moved; "
+                f"attempt {st.attempt} starts again (no cooldown, no attempt used)",
+                cmd.by,
+            )
+        )
+        started = start(ctx.spec, retried, ctx.observed, st.target, ctx.now, attempt=st.attempt)
+        return replace(started, state=replace(started.state, last_command=cmd.id))
     if st.attempt >= ctx.spec.rollback.max_attempts:
         return refuse(
             f"retry refused: {st.attempt} of {ctx.spec.rollback.max_attempts} attempts used; "
@@ -98,3 +112,7 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
         return refuse(f"retry refused: cooldown has {left.total_seconds():.0f}s left")
     started = start(ctx.spec, st, ctx.observed, st.target, ctx.now, attempt=st.attempt + 1)
     return replace(started, state=replace(started.state, last_command=cmd.id))
+
+
+# A rollout that failed in these phases never shifted traffic.
+NO_TRAFFIC_PHASES = (Phase.PENDING, Phase.PREFLIGHT)

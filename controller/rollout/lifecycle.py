@@ -6,8 +6,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from controller.config.model import Rollout
-from controller.rollout.context import Ctx, shared_selector
-from controller.rollout.types import Decision, Observed, RunPreflight
+from controller.rollout.context import Ctx, dur, shared_selector
+from controller.rollout.types import Decision, Observed, PreflightResult, RunPreflight
 from controller.state import Phase, RolloutState
 
 
@@ -55,6 +55,7 @@ def start(
 
 
 PREFLIGHT_RETRY = timedelta(seconds=10)
+NO_TRAFFIC_MOVED = "; no traffic moved: `ptc retry` starts again at once and uses no attempt"
 
 
 def preflight(ctx: Ctx) -> Decision:
@@ -63,37 +64,22 @@ def preflight(ctx: Ctx) -> Decision:
     if result is None or result.at < since:
         return Decision(RunPreflight(), ctx.state, "running preflight checks")
     if result.problems:
-        return ctx.transition(
-            Phase.FAILED,
-            "preflight-failed",
-            "preflight failed: " + "; ".join(result.problems),
-            warning=True,
-            finished_at=ctx.now,
-        )
+        return preflight_failed(ctx, "preflight failed: " + "; ".join(result.problems))
     if result.waiting:
-        retry_at = result.at + PREFLIGHT_RETRY
-        if ctx.now >= retry_at:
-            return Decision(RunPreflight(), ctx.state, "re-running preflight checks")
-        return ctx.wait("preflight waiting: " + "; ".join(result.waiting), retry_at)
+        return _preflight_waiting(ctx, result, since)
     total = ctx.spec.replicas or ctx.observed.stable.spec_replicas
     if total < 1:
-        return ctx.transition(
-            Phase.FAILED,
-            "preflight-failed",
+        return preflight_failed(
+            ctx,
             f"stable {ctx.spec.stable.deployment} has 0 replicas and the rollout sets none: "
             "set `replicas` in the config",
-            warning=True,
-            finished_at=ctx.now,
         )
     shared = shared_selector(ctx.spec, ctx.observed.selector)
     if not shared:
-        return ctx.transition(
-            Phase.FAILED,
-            "preflight-failed",
+        return preflight_failed(
+            ctx,
             f"the Service selector has no labels besides {ctx.spec.version_label!r}: "
             "set `sharedSelector`",
-            warning=True,
-            finished_at=ctx.now,
         )
     return ctx.transition(
         Phase.PROGRESSING,
@@ -106,6 +92,39 @@ def preflight(ctx: Ctx) -> Decision:
         step=0,
         step_reached_at=None,
     )
+
+
+def preflight_failed(ctx: Ctx, reason: str) -> Decision:
+    """Failed before any traffic moved: recorded as such, so `retry` is free."""
+    return ctx.transition(
+        Phase.FAILED,
+        "preflight-failed",
+        reason + NO_TRAFFIC_MOVED,
+        warning=True,
+        finished_at=ctx.now,
+        failed_in=Phase.PREFLIGHT,
+    )
+
+
+def _preflight_waiting(ctx: Ctx, result: PreflightResult, since: datetime) -> Decision:
+    """What time may fix is checked again every PREFLIGHT_RETRY, until preflight.timeout."""
+    timeout = ctx.spec.preflight.timeout
+    deadline = since + timeout
+    waiting = "; ".join(result.waiting)
+    if result.at >= deadline:
+        return preflight_failed(
+            ctx, f"preflight still waiting after {dur(timeout)} (preflight.timeout): {waiting}"
+        )
+    reason = f"preflight waiting: {waiting}"
+    if ctx.state.message != reason:
+        # Recorded once per distinct reason: the state (and `ptc status` read from the
+        # cluster) says what preflight waits on, without a write every retry.
+        return ctx.transition(Phase.PREFLIGHT, "preflight-waiting", reason)
+    # The last run is at the deadline, so a pod Ready just in time still passes.
+    retry_at = min(result.at + PREFLIGHT_RETRY, deadline)
+    if ctx.now >= retry_at:
+        return Decision(RunPreflight(), ctx.state, "re-running preflight checks")
+    return ctx.wait(reason, retry_at)
 
 
 def rolled_back(ctx: Ctx) -> Decision:

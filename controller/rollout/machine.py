@@ -61,6 +61,7 @@ def decide(
                 f"stable Deployment {spec.stable.deployment} not found: nothing to roll back to",
                 warning=True,
                 finished_at=now,
+                failed_in=state.phase,
             )
         if not observed.canary.exists and state.phase in ACTIVE_TRAFFIC_PHASES:
             return begin_rollback(ctx, f"canary Deployment {spec.canary.deployment} not found")

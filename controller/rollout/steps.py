@@ -10,7 +10,16 @@ from controller.analysis.evaluate import (
     without_stable_baseline,
 )
 from controller.config.model import Policy
-from controller.plan import Blocked, Move, Role, Split, flip_split, next_move, place
+from controller.plan import (
+    Blocked,
+    Move,
+    Role,
+    Split,
+    flip_split,
+    next_move,
+    place_step,
+    surge_shortfall,
+)
 from controller.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx, dur, pinned_selector
 from controller.rollout.rollback import begin_rollback
 from controller.rollout.types import Decision, DeleteDeployment, Event, EventType, PatchService
@@ -35,7 +44,7 @@ def _analysis_failed(ctx: Ctx) -> Decision | None:
 
 
 def _step_target(ctx: Ctx, index: int) -> Split | None:
-    return place(ctx.spec.steps[index].weight, ctx.limits, ctx.spec.weight_tolerance).split
+    return place_step(ctx.spec, ctx.spec.steps[index].weight, ctx.limits).split
 
 
 def _capacity_gate(ctx: Ctx, next_weight: float) -> CapacityResult | None:
@@ -127,6 +136,10 @@ def progressing(ctx: Ctx) -> Decision:
             action=PatchService(dict(st.shared_selector)),
         )
     step = ctx.spec.steps[min(st.step, len(ctx.spec.steps) - 1)]
+    shortfall = surge_shortfall(ctx.spec, ctx.limits)
+    if shortfall is not None and st.step == 0 and st.step_reached_at is None:
+        # Found before any traffic moved: a rollout that could never flip does not start.
+        return ctx.transition(Phase.FAILED, "failed", shortfall, warning=True, finished_at=ctx.now)
     target = _step_target(ctx, st.step)
     if target is None:
         return ctx.transition(
@@ -218,6 +231,10 @@ def flipping(ctx: Ctx) -> Decision:
     failed = _analysis_failed(ctx)
     if failed is not None:
         return failed
+    shortfall = surge_shortfall(ctx.spec, ctx.limits)
+    if shortfall is not None:
+        # maxSurge was lowered by a reload after the rollout started: wait for a fix (or abort).
+        return ctx.wait(f"flip: {shortfall}")
     last = _step_target(ctx, len(ctx.spec.steps) - 1) or Split(ctx.limits.total, 0)
     before = Split(ctx.observed.canary.spec_replicas, ctx.observed.stable.spec_replicas)
     target = flip_split(ctx.spec, ctx.limits, Split(last.canary, min(last.stable, before.stable)))

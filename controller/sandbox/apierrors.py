@@ -26,6 +26,8 @@ class FieldError:
             return f"Required value{': ' + self.detail if self.detail else ''}"
         if self.type == "FieldValueForbidden":
             return f"Forbidden: {self.detail}"
+        if self.type == "FieldValueTooLong":
+            return f"Too long: {self.detail}"
         if self.type == "FieldValueNotSupported":
             return f"Unsupported value: {_go_repr(self.value)}: {self.detail}"
         return f"Invalid value: {_go_repr(self.value)}: {self.detail}"

@@ -3,7 +3,9 @@
 1. The Service selector matches at least one Ready pod (once it has matched one).
 2. While shifting (progressing, holding, flipping), Ready pods behind the Service never drop
    below the floor N - maxUnavailable.
-3. Only stable and canary pods are behind the Service (no foreign pod receives traffic).
+3. Only stable and canary pods are behind the Service (no foreign pod receives traffic) while
+   ptc moves traffic: before a rollout starts the Service is the user's, and preflight must
+   refuse a foreign pod rather than shift traffic around it.
 
 Runs as a task beside a scenario; `violations` lists each break with the time and what was
 seen, and `first_violation` is set at the first one so a test can fail at once.
@@ -21,6 +23,7 @@ from typing import Any
 from controller.sandbox.world import Sandbox
 
 SHIFTING = ("progressing", "holding", "flipping")
+TRAFFIC_PHASES = (*SHIFTING, "baking", "paused", "scaling-down", "rolling-back")
 STATE_ANNOTATION = "ptc.dev/state"
 
 
@@ -137,5 +140,5 @@ class InvariantMonitor:
         foreign = sorted(
             p["metadata"]["name"] for p in ready if _owner_deployment(p) not in self.deployments
         )
-        if foreign:
+        if foreign and phase in TRAFFIC_PHASES:
             self._violate("only stable and canary pods get traffic", f"foreign pods: {foreign}")

@@ -69,6 +69,7 @@ async def zai_proxy_scenario(
     namespace: str = NAMESPACE,
     canary_env: dict[str, str] | None = None,
     pre_stop_seconds: int | None = None,
+    quiet_canary: bool = False,
 ) -> ZaiProxyScenario:
     """The seed's world: Service `zai-proxy` (app: zai-proxy), v1 without a version label, v2.
 
@@ -77,8 +78,16 @@ async def zai_proxy_scenario(
     starts at the proxy's own default of 10 req/s; the seed's cold start (RATE_LIMIT_INITIAL=2)
     is what the capacity-gate scenarios pass in. As in the seed, neither Deployment has a
     preStop hook unless `pre_stop_seconds` gives both a preStop sleep.
+
+    `quiet_canary` is the cluster issue 18 came from: v2 already runs (at least) one Ready pod
+    that has served nothing, so its /metrics has none of the lazily created families yet. v1's
+    pods carry `version: v1` and the Service is pinned to them, so no request reaches v2 until
+    ptc sets the shared selector.
     """
     api = sandbox.api
+    stable_labels = {"app": "zai-proxy", **({"version": "v1"} if quiet_canary else {})}
+    if quiet_canary:
+        canary_replicas = max(canary_replicas, 1)
     api.create(
         {
             "apiVersion": "v1",
@@ -89,7 +98,7 @@ async def zai_proxy_scenario(
                 "labels": {"app": "zai-proxy"},
             },
             "spec": {
-                "selector": {"app": "zai-proxy"},
+                "selector": dict(stable_labels),
                 "ports": [{"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}],
             },
         }
@@ -98,7 +107,7 @@ async def zai_proxy_scenario(
         deployment(
             "zai-proxy",
             namespace,
-            {"app": "zai-proxy"},
+            stable_labels,
             stable_replicas,
             "ronaldraygun/zai-proxy:1.1.0",
             {
@@ -144,4 +153,9 @@ async def wait_ready(
             await asyncio.sleep(0.05)
 
 
-SCENARIOS = {"zai-proxy": zai_proxy_scenario}
+async def quiet_canary_scenario(sandbox: Sandbox) -> ZaiProxyScenario:
+    """The zai-proxy world with v2 at 1 Ready pod that no request has reached yet."""
+    return await zai_proxy_scenario(sandbox, quiet_canary=True)
+
+
+SCENARIOS = {"zai-proxy": zai_proxy_scenario, "zai-proxy-quiet-canary": quiet_canary_scenario}

@@ -2,8 +2,9 @@
 
 Each function returns a list of :class:`FieldError`; an empty list means valid. The registry turns
 a non-empty list into a 422 Invalid Status. Rules here are the ones a controller can trip over:
-names, labels, Deployment replicas/selector/template, immutable fields, Service ports, Pod spec
-immutability, Lease durations, EndpointSlice address types and events.k8s.io required fields.
+names, labels, the 256 KiB total of annotations, Deployment replicas/selector/template, immutable
+fields, Service ports, Pod spec immutability, container lifecycle hooks, Lease durations,
+EndpointSlice address types and events.k8s.io required fields.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# apimachinery's TotalAnnotationSizeLimitB: keys and values of all annotations, in bytes.
+TOTAL_ANNOTATION_SIZE = 256 * 1024
 
 
 def _invalid(path: str, value: Any, detail: str) -> FieldError:
@@ -107,6 +110,15 @@ def validate_metadata(rt: ResourceType, obj: Obj) -> list[FieldError]:
         else:
             for k in annotations:
                 errs += [_invalid("metadata.annotations", k, e) for e in label_key_errors(k)]
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+            if size > TOTAL_ANNOTATION_SIZE:
+                errs.append(
+                    FieldError(
+                        "metadata.annotations",
+                        "FieldValueTooLong",
+                        f"must have at most {TOTAL_ANNOTATION_SIZE} bytes",
+                    )
+                )
     return errs
 
 

@@ -384,10 +384,13 @@ class SimulatedZaiProxy:
     def render_metrics(self) -> str:
         """The /metrics body in the Prometheus text format."""
         variant = (self.variant,)
-        in_flight = self.in_flight
-        self.concurrent_requests.set(variant, in_flight)
-        if self.config.max_workers > 0:
-            self.worker_utilization.set(variant, in_flight / self.config.max_workers)
+        # Like the real proxy, the worker gauges exist only once a request has been handled:
+        # a fresh pod exposes build_info, max_workers and the rate gauge, nothing else.
+        if self.requests_total.values:
+            in_flight = self.in_flight
+            self.concurrent_requests.set(variant, in_flight)
+            if self.config.max_workers > 0:
+                self.worker_utilization.set(variant, in_flight / self.config.max_workers)
         self.rate_limit_rate.set(variant, self.limiter.current_rate)
         return render(
             (

@@ -64,7 +64,12 @@ def rollout_spec(**overrides: Any) -> dict[str, Any]:
             "metrics": [BAD_GATEWAY],
         },
         "rollback": {"cooldown": "1s"},
-        "preflight": {"expectMetrics": ["zai_proxy_requests_total"]},
+        "preflight": {
+            "metrics": {
+                "atStart": ["zai_proxy_build_info"],
+                "lazy": ["zai_proxy_requests_total"],
+            }
+        },
     }
     spec.update(overrides)
     return spec
@@ -94,6 +99,14 @@ class World:
             for kind in ("events", "events.k8s.io/v1/Event")
             for e in self._list(kind)
             if (e.get("involvedObject") or e.get("regarding") or {}).get("name") == SERVICE
+        ]
+
+    def controller_events(self) -> list[dict[str, Any]]:
+        """Events about the controller itself (on its leader-election Lease)."""
+        return [
+            e
+            for e in self._list("events")
+            if (e.get("involvedObject") or {}).get("kind") == "Lease"
         ]
 
     def _list(self, kind: str) -> list[dict[str, Any]]:
@@ -144,6 +157,7 @@ async def sandbox_world(
     floor: int = 4,
     canary_env: dict[str, str] | None = None,
     pre_stop_seconds: int | None = None,
+    quiet_canary: bool = False,
 ) -> AsyncIterator[World]:
     """The zai-proxy scenario with Prometheus and the invariant monitor running."""
     _KrApi._instances.clear()
@@ -165,6 +179,7 @@ async def sandbox_world(
             stable_rate_limit_initial=stable_rate_limit_initial,
             canary_env=canary_env,
             pre_stop_seconds=pre_stop_seconds,
+            quiet_canary=quiet_canary,
         )
         monitor = InvariantMonitor(sandbox, NS, SERVICE, STABLE, CANARY, floor)
         monitor.start()

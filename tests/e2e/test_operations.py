@@ -192,11 +192,13 @@ async def test_hot_reload_bad_config_is_refused_and_thresholds_apply(tmp_path: P
         bad = config_document(world, {**spec, "steps": [{"weight": 25, "holdd": "1m"}]})
         config_file.write_text(json.dumps(bad))
         await world.wait_for(
-            lambda s: any(e.get("reason") == "ConfigRejected" for e in world.events()),
+            lambda s: any(e.get("reason") == "ConfigRejected" for e in world.controller_events()),
             20,
             "ConfigRejected",
         )
-        event = next(e for e in world.events() if e.get("reason") == "ConfigRejected")
+        # One Event about the controller (on its Lease), none per rollout.
+        [event] = [e for e in world.controller_events() if e.get("reason") == "ConfigRejected"]
+        assert not [e for e in world.events() if e.get("reason") == "ConfigRejected"]
         assert "holdd" in event["message"] and "did you mean 'hold'" in event["message"]
         assert str(config_file) in event["message"]
         assert ctl.generation == 1 and ctl.last_reload_error
@@ -272,7 +274,11 @@ async def test_preflight_probes_canary_pods_and_refuses_foreign_pods(tmp_path: P
 
 async def test_preflight_probes_ready_canary_pods(tmp_path: Path) -> None:
     spec = no_analysis(steps=[{"weight": 25, "hold": "1h"}])
-    spec["preflight"] = {"expectMetrics": ["zai_proxy_requests_total", "no_such_metric"]}
+    # A family required from process start that is still missing past startGrace fails.
+    spec["preflight"] = {
+        "metrics": {"atStart": ["zai_proxy_build_info", "no_such_metric"]},
+        "startGrace": "1s",
+    }
     async with sandbox_world(tmp_path, prometheus=False) as world:
         world.sandbox.api.patch("deployments", CANARY, {"spec": {"replicas": 1}}, NS)
         await world.wait_for(lambda s: world.replicas(CANARY) == (1, 1), 10, "a Ready canary")

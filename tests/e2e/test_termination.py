@@ -31,8 +31,16 @@ from tests.e2e.harness import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# Rollout overrides per shifting mode; the surge mode adds its row here.
-MODES: dict[str, dict[str, Any]] = {"standard": {}}
+# Rollout overrides per shifting mode (surge holds a second full copy: maxSurge 100%, steps
+# up to 50%).
+MODES: dict[str, dict[str, Any]] = {
+    "standard": {},
+    "surge": {
+        "shifting": "surge",
+        "maxSurge": "100%",
+        "steps": [{"weight": 25, "hold": "3s"}, {"weight": 50, "hold": "3s"}],
+    },
+}
 
 
 @dataclass
@@ -148,8 +156,9 @@ async def test_dropped_requests_per_scale_down(
         assert any(w.startswith(f"canary {CANARY}") for w in pre_stop_warnings)
     else:
         assert pre_stop_warnings == []
+    warned_stable = any(w.startswith(f"stable {STABLE}") for w in pre_stop_warnings)
+    assert warned_stable == (pre_stop_seconds is None and mode == "standard")
     if pre_stop_seconds is None and mode == "standard":
-        assert any(w.startswith(f"stable {STABLE}") for w in pre_stop_warnings)
         assert serving and sum(s.dropped for s in serving) > 0
     else:
         assert all(s.dropped == 0 for s in serving)

@@ -319,13 +319,11 @@ async def test_emit_event_creates_a_core_v1_event(api_server: ApiServer, tmp_pat
     try:
         api_server.create(service("web"))
         svc = await client.get_service(NS, "web")
-        for _ in range(2):
-            assert await client.emit_event(
-                NS, svc.ref(), "Normal", "StepAdvanced", "weight 25% (1/3 pods)"
-            )
+        for message in ("weight 25% (1/3 pods)", "weight 50% (2/2 pods)"):
+            assert await client.emit_event(NS, svc.ref(), "Normal", "StepAdvanced", message)
     finally:
         await client.close()
-    events = api_server.list("Event")
+    events = sorted(api_server.list("Event"), key=lambda e: e["message"])
     assert len(events) == 2  # unique names even with a frozen clock
     event = events[0]
     assert event["metadata"]["name"].startswith("web.")
@@ -345,6 +343,48 @@ async def test_emit_event_creates_a_core_v1_event(api_server: ApiServer, tmp_pat
     assert event["count"] == 1
     assert event["source"]["component"] == event["reportingComponent"] == "ptc"
     assert event["reportingInstance"] == "ptc-0"
+
+
+async def test_a_repeated_event_bumps_the_count_of_the_recorded_one(
+    api_server: ApiServer, tmp_path: Path
+) -> None:
+    now = [datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC)]
+    config = api_server.write_kubeconfig(tmp_path / "kc")
+    client = await Kube.connect(str(config), policy=FAST, clock=lambda: now[0], instance="ptc-0")
+    ref = ObjectRef("Service", NS, "web")
+
+    async def emit(message: str = "config generation 2 applied") -> None:
+        assert await client.emit_event(NS, ref, "Normal", "ConfigApplied", message)
+
+    try:
+        await emit()
+        for _ in range(4):
+            now[0] += timedelta(minutes=2)
+            await emit()
+        [event] = api_server.list("Event")
+        assert event["count"] == 5
+        assert event["firstTimestamp"] == "2026-01-02T03:00:00Z"
+        assert event["lastTimestamp"] == "2026-01-02T03:08:00Z"
+        assert api_server.count(verb="create", resource="events") == 1
+        assert api_server.count(verb="patch", resource="events") == 4
+        # Another message is another Event; so is a repeat after 10 quiet minutes.
+        await emit("config generation 3 applied")
+        now[0] += timedelta(minutes=11)
+        await emit()
+        assert sorted((e["message"], e["count"]) for e in api_server.list("Event")) == [
+            ("config generation 2 applied", 1),
+            ("config generation 2 applied", 5),
+            ("config generation 3 applied", 1),
+        ]
+        # The server dropped the Event (its TTL): the next repeat records a new one.
+        for e in api_server.list("Event"):
+            api_server.delete("Event", e["metadata"]["name"], NS)
+        now[0] += timedelta(minutes=1)
+        await emit()
+        [event] = api_server.list("Event")
+        assert event["count"] == 1
+    finally:
+        await client.close()
 
 
 async def test_emit_event_failure_is_logged_not_raised(api_server: ApiServer, kube: Kube) -> None:
@@ -506,10 +546,11 @@ async def test_a_hung_server_times_out_as_unavailable(
     api_server.create(service("web"))
     client = await Kube.connect(
         str(api_server.write_kubeconfig(tmp_path / "kc")),
-        policy=replace(FAST, timeout=0.1, attempts=2),
+        # Long enough that connecting (GET /version, no fault) never times out on a busy machine.
+        policy=replace(FAST, timeout=0.5, attempts=2),
     )
     try:
-        api_server.set_faults(latency=0.3, verbs={"get"})
+        api_server.set_faults(latency=1.5, verbs={"get"})
         with pytest.raises(Unavailable, match="timed out"):
             await client.get_service(NS, "web")
         assert api_server.count(verb="get", resource="services") == 2

@@ -30,6 +30,7 @@ NEEDED_BY: dict[tuple[str, str, str], str] = {
     ("", "services", "watch"): "watch services",
     ("", "services", "patch"): "patch_service",
     ("", "events", "create"): "emit_event",
+    ("", "events", "patch"): "emit_event again",
     ("apps", "deployments", "get"): "get_deployment",
     ("apps", "deployments", "list"): "list deployments",
     ("apps", "deployments", "watch"): "watch deployments",
@@ -85,6 +86,8 @@ async def exercise(kube: Kube, api: ApiServer) -> dict[str, BaseException | str]
     await attempt("delete_deployment", lambda: kube.delete_deployment(NS, "doomed"))
     if not await kube.emit_event(NS, svc.ref() if svc else _ref(), "Normal", "Probe", "rbac"):
         failures["emit_event"] = "event not recorded"
+    elif not await kube.emit_event(NS, svc.ref() if svc else _ref(), "Normal", "Probe", "rbac"):
+        failures["emit_event again"] = "event not recorded"  # a repeat patches its count
     lease = await attempt(
         "create_lease",
         lambda: kube.create_lease(

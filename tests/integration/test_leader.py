@@ -519,6 +519,18 @@ async def test_a_paused_leader_is_no_leader_the_instant_it_resumes(election: Ele
     assert election.lease()["leaseTransitions"] == 0
 
 
+async def test_time_left_fences_writes_to_the_renew_deadline(election: Election) -> None:
+    a = await election.candidate("a")
+    await leader_of(a)
+    left = a.elector.time_left()
+    assert left is not None and 0 < left <= RENEW_DEADLINE
+    # Frozen past the deadline: no time left at once, before any renewal could run.
+    a.clock.offset += RENEW_DEADLINE + 0.1
+    assert a.elector.time_left() is None
+    b = await election.candidate("b", start=False)
+    assert b.elector.time_left() is None  # never led
+
+
 # --- lifecycle -----------------------------------------------------------------------------
 
 

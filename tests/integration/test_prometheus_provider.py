@@ -35,6 +35,7 @@ from controller.analysis.runner import AnalysisRunner
 from controller.config.load import load_config
 from controller.config.model import Metric, PrometheusSettings, Rollout
 from controller.sandbox.prometheus import PrometheusServer
+from tests.integration.promdata import backfilled_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 ZAI_CONFIG = REPO / "config" / "zai-proxy.yaml"
@@ -160,29 +161,10 @@ def openmetrics(scenarios: dict[str, list[Pod]]) -> str:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrometheusServer]:
     """Real Prometheus serving the backfilled scenarios (read-only, so shared by the module)."""
-    if shutil.which("prometheus") is None or shutil.which("promtool") is None:
-        pytest.skip("needs the prometheus and promtool binaries (Debian package prometheus)")
-    workdir = tmp_path_factory.mktemp("prom")
-    (workdir / "data.om").write_text(openmetrics(SCENARIOS))
-    await asyncio.to_thread(
-        subprocess.run,
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", "data.om", "data"],
-        cwd=workdir,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    config = workdir / "prometheus.yml"
-    config.write_text('{"global": {"scrape_interval": "15s"}, "scrape_configs": []}\n')
-    # Time-based retention counts from the newest block, but be explicit: never drop the data.
-    server = PrometheusServer(
-        config, workdir=workdir, extra_args=["--storage.tsdb.retention.time=100y"]
-    )
-    await server.start()
-    try:
+    async with backfilled_prometheus(
+        tmp_path_factory.mktemp("prom"), openmetrics(SCENARIOS)
+    ) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def zai_setup(url: str, namespace: str) -> tuple[Rollout, PrometheusSettings]:

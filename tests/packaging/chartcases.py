@@ -29,7 +29,10 @@ UID = 65532
 Triple = tuple[str, str, str]
 LEADER_ELECTION = {("coordination.k8s.io", "leases")}
 WORKLOAD: set[Triple] = {t for t in triples() if (t[0], t[1]) not in LEADER_ELECTION}
-LEADER: set[Triple] = {t for t in triples() if (t[0], t[1]) in LEADER_ELECTION}
+# The Lease's namespace also gets Events: those about the controller itself are on its Lease.
+LEADER: set[Triple] = {
+    t for t in triples() if (t[0], t[1]) in LEADER_ELECTION or (t[0], t[1]) == ("", "events")
+}
 
 E2E_ROLLOUT = {
     "name": "zai-proxy",
@@ -80,6 +83,28 @@ SCENARIOS: dict[str, Job] = {
         "ptc",
         {"prometheus": {"url": "http://127.0.0.1:9", "timeout": "1s"}, "rollouts": [E2E_ROLLOUT]},
     ),
+    # deleteStable from defaults in one namespace, switched off by a rollout in another.
+    "delete-stable": Job(
+        "ptc",
+        "ptc",
+        {
+            "defaults": {"namespace": "shop", "retention": {"deleteStable": True}},
+            "rollouts": [
+                *MINIMAL["rollouts"],
+                {**E2E_ROLLOUT, "retention": {"scaleDownDelay": "1s", "deleteStable": False}},
+            ],
+        },
+    ),
+    "e2e-delete": Job(
+        "ptc",
+        "ptc",
+        {
+            "prometheus": {"url": "http://127.0.0.1:9", "timeout": "1s"},
+            "rollouts": [
+                {**E2E_ROLLOUT, "retention": {"scaleDownDelay": "1s", "deleteStable": True}}
+            ],
+        },
+    ),
 }
 GOOD = list(SCENARIOS)
 
@@ -123,6 +148,10 @@ MUTATIONS = {
     "extra-verb": ('verbs: ["list", "watch"]', 'verbs: ["list", "watch", "delete"]'),
     "missing-resource": ('resources: ["endpointslices"]', 'resources: ["endpoints"]'),
     "wildcard": ('resources: ["pods"]', 'resources: ["*"]'),
+    "delete-everywhere": (
+        'verbs: ["get", "list", "watch"]\n',
+        'verbs: ["get", "list", "watch", "delete"]\n',
+    ),
 }
 
 

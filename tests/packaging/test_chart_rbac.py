@@ -16,7 +16,7 @@ from kr8s._api import Api as _KrApi
 from controller.config import load_config
 from controller.daemon import Controller, DaemonOptions
 from controller.kube import PERMISSIONS
-from controller.kube.permissions import triples
+from controller.kube.permissions import DELETE_STABLE, triples
 from controller.sandbox.apiaccess import Rule
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
@@ -69,12 +69,14 @@ def expected_grants(r: Rendered, tmp_path: Path) -> dict[str, set[Triple]]:
     config = load_config(str(config_of(r, tmp_path))).config
     namespaces = {rollout.namespace for rollout in config.rollouts}
     namespaces |= set(r.job.values.get("watchNamespaces", []))
+    deleting = {r.namespace for r in config.rollouts if r.retention.delete_stable}
+    base = WORKLOAD - {DELETE_STABLE}
     expected: dict[str, set[Triple]] = {}
     if r.job.values.get("rbac", {}).get("clusterWide"):
-        expected["*"] = set(WORKLOAD)
+        expected["*"] = base | ({DELETE_STABLE} if deleting else set())
     else:
         for ns in namespaces:
-            expected[ns] = set(WORKLOAD)
+            expected[ns] = base | ({DELETE_STABLE} if ns in deleting else set())
     expected.setdefault(r.job.namespace, set()).update(LEADER)
     return expected
 
@@ -86,6 +88,8 @@ def test_rbac_is_exactly_the_controllers_permissions(scenario: Rendered, tmp_pat
     if union == LEADER:  # no rollouts and no watchNamespaces: nothing to manage yet
         assert scenario.job.values.get("rollouts") is None
         return
+    if DELETE_STABLE not in union:  # no rollout deletes its stable: nothing may delete
+        union.add(DELETE_STABLE)
     assert union == set(triples()), (
         f"granted but not in PERMISSIONS: {union - set(triples())}; "
         f"in PERMISSIONS but not granted: {set(triples()) - union}"
@@ -98,7 +102,10 @@ def test_rbac_rules_mirror_permissions_one_rule_per_resource(scenario: Rendered)
         for rule in role["rules"]:
             assert len(rule["apiGroups"]) == 1 and len(rule["resources"]) == 1, rule
             key = (rule["apiGroups"][0], rule["resources"][0])
-            assert sorted(rule["verbs"]) == by_resource[key]
+            verbs = set(rule["verbs"])
+            if (*key, "delete") == DELETE_STABLE:
+                verbs.add("delete")  # granted only where a rollout deletes its stable
+            assert sorted(verbs) == by_resource[key]
 
 
 def test_rbac_namespaces(chart_run: ChartRun) -> None:
@@ -113,6 +120,20 @@ def test_rbac_namespaces(chart_run: ChartRun) -> None:
         "shop",  # minimal.yaml's rollout, namespace from defaults.namespace
         "team-a",
     ]
+    deleting: Rendered = chart_run.results["delete-stable"]
+    verbs = {
+        o["metadata"]["namespace"]: next(
+            rule["verbs"] for rule in o["rules"] if rule["resources"] == ["deployments"]
+        )
+        for o in deleting.find("Role")
+        if not o["metadata"]["name"].endswith("leader-election")
+    }
+    # shop's rollout inherits deleteStable from defaults; devpod's switches it off.
+    assert verbs == {
+        "shop": ["get", "list", "watch", "delete"],
+        "devpod": ["get", "list", "watch"],
+    }
+    assert "delete" not in str(zai.find("Role"))  # the seed keeps stable: no delete anywhere
     wide: Rendered = chart_run.results["cluster-wide-monitoring"]
     assert [o["metadata"]["name"] for o in wide.find("ClusterRole")] == ["edge-ptc"]
     assert [o["metadata"]["name"] for o in wide.find("Role")] == ["edge-ptc-leader-election"]
@@ -130,10 +151,11 @@ def test_rbac_check_catches_a_chart_that_drifts(
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.usefixtures("structlog_to_this_tests_stderr")
+@pytest.mark.parametrize("case", ["e2e", "e2e-delete"])
 async def test_controller_completes_a_rollout_with_only_the_rendered_rbac(
-    chart_run: ChartRun, tmp_path: Path
+    chart_run: ChartRun, tmp_path: Path, case: str
 ) -> None:
-    r: Rendered = chart_run.results["e2e"]
+    r: Rendered = chart_run.results[case]
     assert r.error is None, r.error
     # The token holds exactly the rules of the Roles bound to the chart's ServiceAccount.
     rules = [
@@ -184,6 +206,8 @@ async def test_controller_completes_a_rollout_with_only_the_rendered_rbac(
             await asyncio.wait_for(task, timeout=30)
         assert state["phase"] == "completed", state
         assert svc["spec"]["selector"] == {"app": "zai-proxy", "version": "v2"}
+        names = {d["metadata"]["name"] for d in api.list("deployments", "devpod")}
+        assert ("zai-proxy" not in names) == (case == "e2e-delete"), names
         counts = api.request_counts()
     _KrApi._instances.clear()
     used = {

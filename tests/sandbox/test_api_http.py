@@ -172,6 +172,23 @@ async def test_negative_replicas_message_matches_the_real_server(
     )
 
 
+async def test_annotations_over_256_kib_are_refused_like_the_real_server(
+    http: aiohttp.ClientSession,
+) -> None:
+    await call(http, "POST", SERVICES, service("web"))
+    # Keys and values count, in bytes: 262144 exactly is allowed, one more byte is not.
+    fits = {"metadata": {"annotations": {"a": "x" * (256 * 1024 - 1)}}}
+    status, _ = await call(http, "PATCH", f"{SERVICES}/web", fits, MERGE)
+    assert status == 200
+    over = {"metadata": {"annotations": {"a": "x" * (256 * 1024 - 1), "b": ""}}}
+    status, body = await call(http, "PATCH", f"{SERVICES}/web", over, MERGE)
+    assert status == 422
+    assert body["message"] == (
+        'Service "web" is invalid: metadata.annotations: Too long: must have at most 262144 bytes'
+    )
+    assert body["details"]["causes"][0]["reason"] == "FieldValueTooLong"
+
+
 async def test_deployment_selector_is_immutable(http: aiohttp.ClientSession) -> None:
     await call(http, "POST", DEPLOYMENTS, deployment("web"))
     patch = {"spec": {"selector": {"matchLabels": {"version": None}}}}

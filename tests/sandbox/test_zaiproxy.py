@@ -330,6 +330,28 @@ def test_exposition_has_the_real_metric_names_and_labels() -> None:
     ]
 
 
+def test_series_appear_lazily_like_the_real_proxy() -> None:
+    clock = FakeClock()
+    p = proxy(clock, {"DEPLOYMENT_VARIANT": "v2"})
+    _, samples = parse_exposition(p.render_metrics())
+    # A fresh process (research note section 4): nothing about requests until the first one.
+    assert {name for name, _, _ in samples} == {
+        "zai_proxy_build_info",
+        "zai_proxy_max_workers",
+        "zai_proxy_rate_limit_requests_per_second",
+    }
+    p.handle()
+    _, samples = parse_exposition(p.render_metrics())
+    seen = {name for name, _, _ in samples}
+    assert {
+        "zai_proxy_requests_total",
+        "zai_proxy_request_duration_seconds_count",
+        "zai_proxy_concurrent_requests",
+        "zai_proxy_worker_utilization_ratio",
+    } <= seen
+    assert "zai_proxy_upstream_errors_total" not in seen  # only after its first event
+
+
 def test_histogram_uses_the_real_buckets_and_is_cumulative() -> None:
     p = busy_proxy()
     _, samples = parse_exposition(p.render_metrics())

@@ -128,6 +128,8 @@ class Driver:
     capacity: float | None = None
     decisions: list[Decision] = field(default_factory=list)
     lose_next_persist: bool = False
+    # Pods scaled away while the Service still routed to them: (phase of the decision, count).
+    serving_stopped: list[tuple[Phase, int]] = field(default_factory=list)
 
     def summary(self) -> AnalysisSummary | None:
         if self.verdict is None:
@@ -150,6 +152,14 @@ class Driver:
     def _apply(self, d: Decision) -> None:
         a = d.action
         if isinstance(a, Scale):
+            canary_behind, stable_behind = self.cluster.behind_service()
+            spec, behind = (
+                (self.cluster.canary_spec, canary_behind)
+                if a.role is Role.CANARY
+                else (self.cluster.stable_spec, stable_behind)
+            )
+            if a.replicas < spec and behind > 0:
+                self.serving_stopped.append((d.state.phase, min(spec - a.replicas, behind)))
             if a.role is Role.CANARY:
                 self.cluster.canary_spec = a.replicas
                 self.cluster.canary_ready = min(self.cluster.canary_ready, a.replicas)

@@ -159,7 +159,7 @@ def test_replicas_must_be_positive(
     assert run(capsys, command, plans, "--replicas", "0") == (
         2,
         "",
-        "ptc: --replicas must be at least 1\n",
+        "ptc: --replicas must be between 1 and 10000\n",
     )
 
 
@@ -213,12 +213,39 @@ def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, err) == (0, "")
     assert "rollout zai-proxy: zai-proxy -> zai-proxy-v2, N=4, maxSurge=1, maxUnavailable=0" in out
     lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
-    assert "step 1 25% 1 3 25.0% 5 2m 2m" in lines
-    assert "flip 100% 4 1 100.0% 5 10m bake 22m" in lines
-    assert out.rstrip().endswith(
+    assert "step 1 25% 1 3 25.0% 5 1 2m 2m" in lines
+    assert "flip 100% 4 1 100.0% 5 0 10m bake 22m" in lines
+    assert (
         "minimum time to completion: 22m (holds and bake; pod start-up and analysis holds add "
         "to it)"
+    ) in out
+
+
+def test_plan_shows_serving_terminations_per_mode(
+    capsys: pytest.CaptureFixture[str], plans: str
+) -> None:
+    standard = plan_json(capsys, plans, "--rollout", "quarter")
+    assert standard["shifting"] == "standard"
+    # Step 1 lowers stable 4 -> 3; the flip 3 -> 1 before the pin, both while serving.
+    assert [s["servingPodsTerminated"] for s in standard["steps"]] == [1, 2]
+    assert standard["servingPodsTerminated"] == 3
+    # quarter has maxSurge 1 < N=4: surge mode cannot flip, and says why.
+    code, out, err = run(
+        capsys, "plan", plans, "--rollout", "quarter", "--shifting", "surge", "-o", "json"
     )
+    surge = json.loads(out)
+    assert (code, err, surge["feasible"], surge["shifting"]) == (2, "", False, "surge")
+    assert surge["steps"][-1]["note"].startswith("infeasible: shifting: surge needs maxSurge >= 4")
+    # With N=1 one surge pod is the full canary: surge mode works and stops no serving pod.
+    one = plan_json(capsys, plans, "--rollout", "quarter", "--replicas", "1", "--shifting", "surge")
+    assert (one["feasible"], one["servingPodsTerminated"]) == (True, 0)
+    assert [(s["canary"], s["stable"]) for s in one["steps"]] == [(1, 1), (1, 1)]
+
+
+def test_plan_table_names_the_serving_terminations(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", ZAI)
+    assert code == 0
+    assert "3 pod(s) are terminated while the Service routes to them" in " ".join(out.split())
 
 
 def test_plan_without_replicas_asks_for_them(

@@ -401,3 +401,47 @@ def test_check_rollout_locations_are_relative_to_the_rollout() -> None:
     assert planned.message == (
         "with 1 replica(s): weight 25% is approximated by 50.0% (tolerance 10 points)"
     )
+
+
+def test_preflight_metrics_at_start_and_lazy() -> None:
+    good = """\
+        preflight:
+          metrics:
+            atStart: [zai_proxy_build_info]
+            lazy: [zai_proxy_requests_total, zai_proxy_request_duration_seconds]
+        """
+    config = load_config_text(rollout_yaml(good), "f.yaml")
+    assert config.warnings == []
+    preflight = config.config.rollouts[0].preflight
+    assert preflight.at_start() == ["zai_proxy_build_info"]
+    assert preflight.start_grace.total_seconds() == 30 and preflight.timeout.total_seconds() == 300
+    both = good.replace(
+        "[zai_proxy_build_info]", "[zai_proxy_build_info, zai_proxy_requests_total]"
+    )
+    assert problems(rollout_yaml(both)) == [
+        "f.yaml:8: rollout 'web': preflight.metrics.atStart[1]: 'zai_proxy_requests_total' is "
+        "also in metrics.lazy: a family is either there from process start or created lazily, "
+        "not both",
+    ]
+    assert problems(rollout_yaml("preflight: {metrics: {lazy: ['up{job=\"x\"}']}}\n")) == [
+        "f.yaml:6: rollout 'web': preflight.metrics.lazy[0]: expected a Prometheus metric name "
+        "(letters, digits, '_' and ':', not starting with a digit), got 'up{job=\"x\"}'",
+    ]
+
+
+def test_old_expect_metrics_still_loads_as_at_start_with_a_pointer_to_lazy() -> None:
+    text = rollout_yaml(
+        "preflight: {expectMetrics: [zai_proxy_requests_total], "
+        "metrics: {atStart: [zai_proxy_build_info]}}\n"
+    )
+    loaded = load_config_text(text, "f.yaml")
+    assert loaded.config.rollouts[0].preflight.at_start() == [
+        "zai_proxy_build_info",
+        "zai_proxy_requests_total",
+    ]
+    [warning] = [str(w) for w in loaded.warnings]
+    assert warning.startswith(
+        "f.yaml:6: rollout 'web': preflight.expectMetrics: warning: expectMetrics is the old "
+        "name of metrics.atStart"
+    )
+    assert "belongs in metrics.lazy" in warning

@@ -227,7 +227,7 @@ def test_defaults_refuses_keys_that_are_not_defaultable() -> None:
     text = "defaults:\n  service: web\nrollouts:\n" + ROLLOUT + "    steps: [{weight: 5}]\n"
     assert problems(text) == [
         "f.yaml:2: defaults.service: unknown key 'service'; expected one of: analysis, flip, "
-        "maxSurge, maxUnavailable, namespace, preflight, retention, rollback, steps, "
+        "maxSurge, maxUnavailable, namespace, preflight, retention, rollback, shifting, steps, "
         "versionLabel, weightTolerance",
     ]
 
@@ -295,8 +295,9 @@ def test_malformed_file_reports_every_problem_with_line_rollout_and_path(tmp_pat
         "[0, 1]; max 5 can never be exceeded (did you mean 0.05?)",
         f"{f}:25: rollout 'api': analysis.metrics[1].query: unknown template variable "
         "{{ namespase }}; did you mean {{ namespace }}?",
-        f"{f}:27: rollout 'Web_App': name: expected a Kubernetes object name (lower-case "
-        "letters, digits, '-' and '.', starting and ending alphanumeric), got 'Web_App'",
+        f"{f}:27: rollout 'Web_App': name: expected a Kubernetes object name: a DNS-1123 "
+        "subdomain (dot-separated labels of lower-case letters, digits and '-', each starting "
+        "and ending alphanumeric), got 'Web_App'",
         f"{f}:27: rollout 'Web_App': stable: required key is missing",
         f"{f}:29: rollout 'Web_App': stabel: unknown key 'stabel'; did you mean 'stable'?",
         f"{f}:33: rollout 'worker': service: required key is missing",
@@ -319,7 +320,7 @@ def test_snake_case_keys_are_typos_in_yaml() -> None:
 
 
 def test_unknown_key_without_a_close_match_lists_the_keys() -> None:
-    text = "prometheus:\n  zzz: 1\n"
+    text = "prometheus:\n  zzz: 1\nrollouts: []\n"
     assert problems(text) == [
         "f.yaml:2: prometheus.zzz: unknown key 'zzz'; expected one of: bearerTokenFile, caFile, "
         "headers, timeout, url",
@@ -331,16 +332,17 @@ def test_unknown_key_without_a_close_match_lists_the_keys() -> None:
     [
         (
             "rollouts:\n  - name: a\n   service: [\n",
-            "f.yaml:3: not valid YAML: expected <block end>, but found '<block mapping start>'",
+            "f.yaml:3: not valid YAML at column 4: did not find expected '-' indicator (while "
+            "parsing a block collection)",
         ),
         (
             "rollouts:\n\t- name: a\n",
-            "f.yaml:2: not valid YAML: found character '\\t' that cannot start any token",
+            "f.yaml:2: not valid YAML at column 1: found character that cannot start any token "
+            "(while scanning for the next token); a tab: YAML indents with spaces only",
         ),
         (
-            "prometheus:\n  url: a\n  url: b\n",
-            'f.yaml:3: not valid YAML: found duplicate key "url" with value "b" (original '
-            'value: "a")',
+            "prometheus:\n  url: http://a\n  url: http://b\nrollouts: []\n",
+            "f.yaml:3: duplicate key 'url' (first at line 2)",
         ),
         ("- a\n- b\n", "f.yaml:1: expected a mapping at the top, got a list"),
         ("hello\n", "f.yaml:1: expected a mapping at the top, got str 'hello'"),
@@ -376,8 +378,15 @@ def test_yaml_merge_keys_are_located_at_their_source() -> None:
     assert [s.weight for s in fixed.rollout("api").steps] == [10, 50]
 
 
-def test_empty_file_is_a_config_with_no_rollouts() -> None:
-    assert load("").config == Config()
+@pytest.mark.parametrize("text", ["", "# just a comment\n", "---\n"])
+def test_empty_file_is_refused_rollouts_list_says_none(text: str) -> None:
+    assert problems(text) == [
+        "f.yaml:1: the file is empty: no rollouts (write `rollouts: []` to run with none)"
+    ]
+    assert problems("prometheus: {}\n") == [
+        "f.yaml:1: rollouts: no `rollouts:` in the file (write `rollouts: []` to run with none)"
+    ]
+    assert load("rollouts: []\n").config == Config(rollouts=[])
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -562,6 +571,7 @@ def test_schema_header() -> None:
                 "rollback",
                 "service",
                 "sharedSelector",
+                "shifting",
                 "stable",
                 "steps",
                 "versionLabel",

@@ -79,6 +79,23 @@ def test_terminating_pod_is_never_ready_and_unready_pod_has_no_ip() -> None:
     assert not pod.ready and pod.ip is None
 
 
+def test_pod_started_at_is_the_latest_running_container_else_the_pod_start() -> None:
+    raw = _pod()
+    status: dict[str, object] = raw["status"]  # type: ignore[assignment]
+    assert pod_info(raw).started_at is None
+    status["startTime"] = "2026-01-01T00:00:00Z"
+    assert pod_info(raw).started_at == datetime(2026, 1, 1, tzinfo=UTC)
+    status["containerStatuses"] = [
+        {"name": "a", "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}}},
+        # restarted later: its process (and its metrics) are younger
+        {"name": "b", "state": {"running": {"startedAt": "2026-01-01T01:00:00Z"}}},
+        {"name": "c", "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+        {"name": "d", "state": "garbage"},
+        "garbage",
+    ]
+    assert pod_info(raw).started_at == datetime(2026, 1, 1, 1, tzinfo=UTC)
+
+
 def test_deployment_defaults_and_env_of_first_container() -> None:
     dep = deployment_info(
         {

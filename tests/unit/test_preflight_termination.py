@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -118,14 +117,21 @@ def test_any_pre_stop_hook_satisfies_the_check(pre_stop: dict[str, Any]) -> None
 
 
 def test_surge_shifting_terminates_no_serving_stable_pod() -> None:
-    spec, stable, canary = world()
-    findings = check_world(spec, SHARED, stable, canary, [], stable_serving=False)
-    (note,) = termination_notes(findings.warnings)
-    assert note.startswith("canary zai-proxy-v2")
-    # the mode is read from the rollout's `shifting` when the caller does not say
-    assert stable_terminated_while_serving(spec)
-    assert not stable_terminated_while_serving(SimpleNamespace(shifting="surge"))  # type: ignore[arg-type]
-    assert stable_terminated_while_serving(SimpleNamespace(shifting="standard"))  # type: ignore[arg-type]
+    surge = make_spec(
+        shifting="surge",
+        maxSurge="100%",
+        steps=[{"weight": 25, "hold": "1m"}, {"weight": 50, "hold": "1m"}],
+    )
+    _, stable, canary = world()
+    for findings in (
+        check_world(surge, SHARED, stable, canary, []),  # read from the rollout's `shifting`
+        check_world(make_spec(), SHARED, stable, canary, [], stable_serving=False),
+    ):
+        (note,) = termination_notes(findings.warnings)
+        assert note.startswith("canary zai-proxy-v2")  # a rollback still removes canary pods
+    assert not stable_terminated_while_serving(surge)
+    assert stable_terminated_while_serving(make_spec())
+    assert stable_terminated_while_serving(make_spec(shifting="standard"))
 
 
 def test_a_stable_version_keeps_the_rollback_off_serving_canary_pods() -> None:

@@ -126,22 +126,6 @@ def test_preflight_runs_then_fails_naming_the_problem() -> None:
     assert "other-1" in failed.reason and failed.event and failed.event.type is EventType.WARNING
 
 
-def test_preflight_waits_and_retries() -> None:
-    spec = make_spec()
-    obs = Cluster().observed(T0)
-    started = decide(spec, None, obs, None, T0).state
-    waiting = Observed(
-        obs.stable,
-        obs.canary,
-        obs.selector,
-        preflight=PreflightResult(T0, waiting=("canary not Ready",)),
-    )
-    d = decide(spec, started, waiting, None, T0 + timedelta(seconds=1))
-    assert isinstance(d.action, Wait) and d.action.until == T0 + timedelta(seconds=10)
-    again = decide(spec, started, waiting, None, T0 + timedelta(seconds=10))
-    assert isinstance(again.action, RunPreflight)
-
-
 def test_preflight_takes_n_from_stable_when_unset() -> None:
     driver = Driver(make_spec(replicas=None))
     driver.cluster.stable_spec = driver.cluster.stable_ready = 2
@@ -492,6 +476,7 @@ class RolloutMachine(RuleBasedStateMachine):
         last_step_full=st.booleans(),
         stable_version=st.sampled_from([None, "v1"]),
         gate=st.booleans(),
+        shifting=st.sampled_from(["standard", "surge"]),
     )
     def setup(
         self,
@@ -500,10 +485,14 @@ class RolloutMachine(RuleBasedStateMachine):
         last_step_full: bool,
         stable_version: str | None,
         gate: bool,
+        shifting: str,
     ) -> None:
+        surge: int | str
         surge, unavailable = surge_unavailable
         if replicas == 1 and surge == 0:
             surge = 1  # N=1 without surge has no split with both versions (validation refuses)
+        if shifting == "surge":
+            surge = "100%"  # the flip needs the full canary beside all N stable pods
         steps = [{"weight": 30, "hold": "1m"}, {"weight": 60, "hold": "1m"}]
         if last_step_full:
             steps.append({"weight": 100, "hold": "1m"})
@@ -523,6 +512,7 @@ class RolloutMachine(RuleBasedStateMachine):
             steps=steps,
             analysis=analysis,
             stable=stable,
+            shifting=shifting,
         )
         cluster = Cluster(
             stable_spec=replicas, stable_ready=replicas, stable_version=stable_version
@@ -565,6 +555,16 @@ class RolloutMachine(RuleBasedStateMachine):
             if isinstance(d.action, Wait):
                 break
 
+    @rule(n=st.integers(5, 40))
+    def controller_runs_ahead(self, n: int) -> None:
+        """Pods turn Ready and time reaches each wait's end: the deep phases get explored."""
+        for _ in range(n):
+            d = self.driver.step()
+            if isinstance(d.action, Wait):
+                self.driver.cluster.ready_up(99, 99)
+                if d.action.until is not None:
+                    self.driver.now = max(self.driver.now, d.action.until)
+
     @precondition(lambda self: self.driver.state is not None)
     @rule()
     def crash_loses_a_write(self) -> None:
@@ -580,6 +580,14 @@ class RolloutMachine(RuleBasedStateMachine):
             assert s.paused_from is not None
         if s.phase in (Phase.FLIPPING,):
             assert s.step == len(self.driver.spec.steps)
+        if self.driver.spec.shifting == "surge":
+            # Surge mode never scales away a pod the Service routes to, except to roll back.
+            forward = [
+                (phase, n)
+                for phase, n in self.driver.serving_stopped
+                if phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK)
+            ]
+            assert forward == [], forward
 
 
 RolloutMachine.TestCase.settings = settings(
@@ -604,3 +612,40 @@ def test_invariant_checker_catches_a_bad_action() -> None:
         before = sum(driver.cluster.behind_service())
         driver._apply(bad)
         driver._check(bad, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Surge shifting
+
+
+def test_surge_mode_keeps_stable_at_n_until_the_pin_then_scales_it_down() -> None:
+    driver = Driver(make_spec(shifting="surge", maxSurge="100%"))
+    decisions = driver.run(Phase.COMPLETED)
+    assert scales(decisions) == [
+        ("canary", 1),  # step 1: 25% asked, 1 beside 4 = 20%
+        ("canary", 4),  # step 2: 50% = 4 beside 4; step 3 (75%) and the flip stay at 4/4
+        ("stable", 0),  # after the pin and the bake: stable is out of the Service
+    ]
+    # The one stable scale-down comes after the selector was pinned and the bake passed.
+    pin = next(i for i, d in enumerate(decisions) if isinstance(d.action, PatchService))
+    down = next(
+        i
+        for i, d in enumerate(decisions)
+        if isinstance(d.action, Scale) and d.action.role is Role.STABLE
+    )
+    assert pin < down
+    assert decisions[down].state.phase is Phase.SCALING_DOWN
+    assert driver.serving_stopped == []
+
+
+def test_standard_mode_stops_serving_pods_at_every_step() -> None:
+    driver = Driver(make_spec())
+    driver.run(Phase.COMPLETED)
+    assert [n for _, n in driver.serving_stopped] == [1, 1, 1]
+
+
+def test_surge_mode_without_room_for_the_flip_fails_before_moving_traffic() -> None:
+    driver = Driver(make_spec(shifting="surge", maxSurge=1))
+    decisions = driver.run(Phase.FAILED)
+    assert scales(decisions) == []
+    assert "shifting: surge needs maxSurge >= 4" in decisions[-1].state.message

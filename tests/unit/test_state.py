@@ -69,6 +69,7 @@ states = st.builds(
     bake_started_at=maybe_ts,
     scaled_down_at=maybe_ts,
     finished_at=maybe_ts,
+    failed_in=st.none() | st.sampled_from(Phase),
     message=st.text(max_size=40),
     last_command=st.none() | small_text,
     writer=st.none() | small_text,
@@ -166,6 +167,23 @@ def test_unknown_keys_of_the_same_version_are_ignored() -> None:
     )
 
 
+def test_failed_in_round_trips_and_a_state_without_it_still_decodes() -> None:
+    failed = RolloutState(Phase.FAILED, "t", failed_in=Phase.PREFLIGHT, attempt=2)
+    text = encode_state(failed)
+    assert json.loads(text)["failedIn"] == "preflight"
+    assert decode_state(text) == failed
+    assert decode_state(text).failed_in is Phase.PREFLIGHT  # the enum, not an equal string
+    # An annotation written before `failedIn` existed: a failure of unknown kind (None), which
+    # `retry` treats like any failure (cooldown, attempts).
+    old = (
+        '{"v":1,"phase":"failed","target":"t","attempt":2,'
+        '"finishedAt":"2026-11-27T12:00:00Z","message":"preflight failed: x"}'
+    )
+    decoded = decode_state(old)
+    assert decoded.phase is Phase.FAILED and decoded.failed_in is None
+    assert decoded.attempt == 2 and decoded.finished_at == T0
+
+
 OK = '"v":1,"phase":"pending","target":"t"'
 
 
@@ -209,6 +227,12 @@ OK = '"v":1,"phase":"pending","target":"t"'
         (
             '{"v":1,"phase":null,"target":"t"}',
             "state field 'phase': unknown phase None (known: "
+            "pending, preflight, progressing, holding, paused, flipping, baking, scaling-down, "
+            "completed, rolling-back, rolled-back, failed)",
+        ),
+        (
+            "{" + OK + ',"failedIn":"lunch"}',
+            "state field 'failedIn': unknown phase 'lunch' (known: "
             "pending, preflight, progressing, holding, paused, flipping, baking, scaling-down, "
             "completed, rolling-back, rolled-back, failed)",
         ),

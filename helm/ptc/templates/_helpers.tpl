@@ -83,11 +83,34 @@ rollout's namespace (its own, else defaults.namespace, else "default", as ptc re
 {{- end }}
 
 {{/*
+The namespaces where some rollout sets retention.deleteStable (its own retention, else
+defaults.retention, as ptc merges them), as a JSON list: only there may ptc delete Deployments.
+*/}}
+{{- define "ptc.deleteNamespaces" -}}
+{{- $set := dict }}
+{{- $defaults := .Values.defaults | default dict }}
+{{- $defaultNs := $defaults.namespace | default "default" }}
+{{- $defaultDelete := ($defaults.retention | default dict).deleteStable | default false }}
+{{- range .Values.rollouts }}
+{{- $retention := .retention | default dict }}
+{{- $delete := $defaultDelete }}
+{{- if hasKey $retention "deleteStable" }}
+{{- $delete = $retention.deleteStable }}
+{{- end }}
+{{- if $delete }}
+{{- $_ := set $set (.namespace | default $defaultNs) true }}
+{{- end }}
+{{- end }}
+{{- keys $set | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
 The controller's RBAC, split by where it is needed. Together these are exactly
 controller.kube.PERMISSIONS (tests/packaging/test_chart.py fails on any difference), one rule
 per (apiGroup, resource); deployments/scale is a subresource, granted on its own.
 
-ptc.workloadRules: in every watched namespace (or cluster-wide with rbac.clusterWide).
+ptc.workloadRules: in every watched namespace (or cluster-wide with rbac.clusterWide). Called
+with a dict: "delete" grants deleting Deployments (only where a rollout sets deleteStable).
 */}}
 {{- define "ptc.workloadRules" -}}
 # list_pods; the pods informer
@@ -98,14 +121,18 @@ ptc.workloadRules: in every watched namespace (or cluster-wide with rbac.cluster
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "patch"]
-# Events recording every decision
+# Events recording every decision (patch: a repeat bumps the recorded one's count)
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
-# get_deployment, delete_deployment (retention.deleteStable); the deployments informer
+  verbs: ["create", "patch"]
+# get_deployment; the deployments informer; delete_deployment only for retention.deleteStable
 - apiGroups: ["apps"]
   resources: ["deployments"]
+  {{- if .delete }}
   verbs: ["get", "list", "watch", "delete"]
+  {{- else }}
+  verbs: ["get", "list", "watch"]
+  {{- end }}
 # scaling goes through the scale subresource only, never a write of the whole Deployment
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
@@ -116,9 +143,14 @@ ptc.workloadRules: in every watched namespace (or cluster-wide with rbac.cluster
   verbs: ["list", "watch"]
 {{- end }}
 
-{{/* ptc.leaderElectionRules: only in the release namespace, where the Lease lives. */}}
+{{/* ptc.leaderElectionRules: only in the release namespace, where the Lease (and the Events
+about the controller itself) live. */}}
 {{- define "ptc.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
+# controller-wide Events (LeaderElected, ConfigRejected) are about the Lease
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
 {{- end }}
