@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from controller.config.model import Config, Rollout
 from controller.daemon import Controller, DaemonOptions
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import NAMESPACE, deployment, wait_ready, zai_proxy_scenario
+from controller.sandbox.traffic import TrafficStats
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
 from controller.state import RolloutState, read_state
@@ -157,13 +159,16 @@ class _View:
             title=f"traffic through Service {SERVICE} ({self.sandbox.traffic.rate:g} req/s)",
             title_justify="left",
         )
-        for col in ("deployment", "requests", "200", "429", "502", "503"):
+        for col in ("deployment", "requests", "200", "429", "502", "503", "dropped"):
             table.add_column(col, justify="right" if col != "deployment" else "left")
-        for dep, counts in sorted(stats.by_deployment.items()):
+        dropped = stats.dropped_by_deployment
+        for dep in sorted(set(stats.by_deployment) | set(dropped)):
+            counts = stats.by_deployment.get(dep, Counter())
             table.add_row(
                 dep,
-                str(sum(counts.values())),
+                str(sum(counts.values()) + dropped[dep]),
                 *(str(counts.get(c, 0)) for c in (200, 429, 502, 503)),
+                str(dropped[dep]),
             )
         return table
 
@@ -259,6 +264,7 @@ async def run_demo(
         )
         monitor = InvariantMonitor(sandbox, NAMESPACE, SERVICE, "zai-proxy", "zai-proxy-v2", 4)
         monitor.start()
+        sandbox.traffic.reset_stats()  # count from the rollouts' start, not the world's creation
         task = asyncio.create_task(controller.run(), name="demo-controller")
         result_first = result_second = "unknown"
         states: list[tuple[dict[str, Any], RolloutState | None]] = []
@@ -310,9 +316,12 @@ async def run_demo(
             await asyncio.wait_for(task, timeout=30)
             await monitor.stop()
         status = controller.rollouts()
+        rollout_traffic = sandbox.traffic.stats.copy()
         elapsed = time.monotonic() - started
         report = await _reports(states, report_dir, out)
-        _summary(out, status, result_first, result_second, elapsed, monitor, report)
+        _summary(
+            out, status, result_first, result_second, elapsed, monitor, report, rollout_traffic
+        )
         result = DemoResult(
             result_first, result_second, provider_name, report, len(monitor.violations)
         )
@@ -386,6 +395,7 @@ def _summary(
     elapsed: float,
     monitor: InvariantMonitor,
     report: Path | None,
+    traffic: TrafficStats,
 ) -> None:
     doc = status[0] if status else {}
     rollback = next(
@@ -400,6 +410,12 @@ def _summary(
         file=out,
     )
     print(f"  Service selector now: {doc.get('selector')}", file=out)
+    print(
+        f"  requests dropped by terminating pods: {traffic.dropped} (refused {traffic.refused}, "
+        f"reset {traffic.reset}) — the seed's Deployments have no preStop delay; see the "
+        "preflight warning and README 'Pod termination and preStop'",
+        file=out,
+    )
     print(f"  invariant checks: {monitor.checks}, violations: {len(monitor.violations)}", file=out)
     for v in monitor.violations[:5]:
         print(f"    {v}", file=out)

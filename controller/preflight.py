@@ -22,6 +22,7 @@ from controller.analysis.exposition import ExpositionError, parse
 from controller.config.model import Rollout
 from controller.durations import format_duration
 from controller.kube import DeploymentInfo, PodInfo
+from controller.termination import check_termination
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Findings:
     waiting: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     probe_targets: tuple[ProbeTarget, ...] = field(default=())
+
+    @property
+    def headlines(self) -> tuple[str, ...]:
+        """Each warning's first sentence, for the decision record (Events carry the full text)."""
+        return tuple(w.split(". ", 1)[0] for w in self.warnings)
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,15 @@ def check_world(
     stable: DeploymentInfo | None,
     canary: DeploymentInfo | None,
     pods: Sequence[PodInfo],
+    *,
+    stable_serving: bool | None = None,
 ) -> Findings:
-    """Both Deployments exist, labels fit the selectors, canary is Ready, no foreign pods."""
+    """Both Deployments exist, labels fit the selectors, canary is Ready, no foreign pods.
+
+    Also: pods ptc terminates while they serve have a preStop delay (a warning, or a problem
+    with ``preflight.requirePreStop``); ``stable_serving`` overrides whether stable's pods are
+    among them (default: from the shifting mode, see :mod:`controller.termination`).
+    """
     problems: list[str] = []
     waiting: list[str] = []
     warnings: list[str] = []
@@ -104,6 +117,14 @@ def check_world(
             f"{canary.name}: {dict(canary.selector)}); Kubernetes keeps their pods apart by "
             "owner, but kubectl and label-based tools will mix them up"
         )
+    termination = check_termination(spec, stable, canary, stable_serving=stable_serving)
+    if spec.preflight.require_pre_stop:
+        problems.extend(
+            f"{m} (refused: preflight.requirePreStop is on)" for m in termination.missing
+        )
+    else:
+        warnings.extend(termination.missing)
+    warnings.extend(termination.warnings)
     ours = {stable.name, canary.name}
     strays = [p for p in pods if _matches(shared, p.labels) and p.deployment not in ours]
     # A stray pod stays until someone removes it; one already terminating is on its way out.

@@ -101,6 +101,7 @@ class RolloutReconciler:
         self._own_service: ServiceInfo | None = None
         self._pending_scale: dict[str, int] = {}
         self._preflight: PreflightResult | None = None
+        self._warned: frozenset[str] = frozenset()  # preflight warnings already sent as Events
         self._report: AnalysisReport | None = None
         self._runner: AnalysisRunner | None = None
         self._last_decision: Decision | None = None
@@ -412,11 +413,15 @@ class RolloutReconciler:
         )
         for warning in findings.warnings:
             self._log.warning("preflight warning", warning=warning)
+            # once per distinct warning: a waiting preflight re-runs every few seconds
+            if warning not in self._warned and self.may_write():
+                await self.emit("Warning", "PreflightWarning", warning)
+        self._warned = frozenset(findings.warnings)
         problems, waiting = findings.problems, findings.waiting
         if not problems and not waiting:
             probed = await probe_pods(self.spec, findings.probe_targets, now=now)
             problems, waiting = probed.problems, probed.waiting
-        self._preflight = PreflightResult(now, problems, waiting)
+        self._preflight = PreflightResult(now, problems, waiting, findings.headlines)
         self._log.info(
             "preflight",
             problems=list(problems),

@@ -441,6 +441,12 @@ class Preflight(Model):
         description="how long preflight waits on what time can fix (pods not Ready, probes "
         "unanswered) before it fails with the last reason",
     )
+    require_pre_stop: bool = Field(
+        default=False,
+        strict=True,
+        description="refuse to start (instead of warning) when pods ptc terminates while they "
+        "still serve have no preStop delay",
+    )
 
     def at_start(self) -> list[str]:
         """Families required from process start (`metrics.atStart` and the old `expectMetrics`)."""

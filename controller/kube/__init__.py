@@ -30,6 +30,7 @@ from controller.kube.permissions import PERMISSIONS, Permission
 from controller.kube.policy import KubePolicy
 from controller.kube.resources import Kind
 from controller.kube.types import (
+    ContainerInfo,
     DeploymentInfo,
     EndpointInfo,
     EndpointSliceInfo,
@@ -37,6 +38,7 @@ from controller.kube.types import (
     LeaseInfo,
     ObjectRef,
     PodInfo,
+    PreStopHook,
     ServiceInfo,
 )
 
@@ -46,6 +48,7 @@ __all__ = [
     "MODIFIED",
     "PERMISSIONS",
     "Conflict",
+    "ContainerInfo",
     "DeploymentInfo",
     "EndpointInfo",
     "EndpointSliceInfo",
@@ -65,6 +68,7 @@ __all__ = [
     "ObjectRef",
     "Permission",
     "PodInfo",
+    "PreStopHook",
     "ServiceInfo",
     "Unauthorized",
     "Unavailable",

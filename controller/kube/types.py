@@ -8,6 +8,8 @@ documented for ``discovery.k8s.io/v1``).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,6 +91,27 @@ class PodInfo:
 
 
 @dataclass(frozen=True)
+class PreStopHook:
+    """A container's ``lifecycle.preStop`` handler and how long it delays SIGTERM.
+
+    ``seconds`` is known for a ``sleep`` action and for an ``exec`` of ``sleep N`` (directly or
+    through ``sh -c``); for any other command or an ``httpGet`` it is None (unknown).
+    """
+
+    action: str  # sleep, exec, httpGet, tcpSocket (the first one set)
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What a pod template says about one container's serving and shutdown."""
+
+    name: str
+    ports: tuple[int, ...] = ()
+    pre_stop: PreStopHook | None = None
+
+
+@dataclass(frozen=True)
 class DeploymentInfo:
     """A Deployment's spec and status counters."""
 
@@ -105,6 +128,8 @@ class DeploymentInfo:
     replicas: int = 0
     updated_replicas: int = 0
     available_replicas: int = 0
+    containers: tuple[ContainerInfo, ...] = ()
+    termination_grace_seconds: int = 30  # the API server's default
     resource_version: str = field(default="", compare=False)
 
     @property
@@ -261,8 +286,72 @@ def deployment_info(raw: Obj) -> DeploymentInfo:
         replicas=_int(status.get("replicas")),
         updated_replicas=_int(status.get("updatedReplicas")),
         available_replicas=_int(status.get("availableReplicas")),
+        containers=tuple(container_info(c) for c in containers if isinstance(c, dict)),
+        termination_grace_seconds=_int(
+            (template.get("spec") or {}).get("terminationGracePeriodSeconds"), 30
+        ),
         resource_version=meta.get("resourceVersion", ""),
     )
+
+
+def container_info(raw: Obj) -> ContainerInfo:
+    """Parse one entry of a pod template's ``containers``."""
+    ports = tuple(
+        p["containerPort"]
+        for p in raw.get("ports") or []
+        if isinstance(p, dict) and isinstance(p.get("containerPort"), int)
+    )
+    return ContainerInfo(str(raw.get("name", "")), ports, pre_stop_hook(raw))
+
+
+_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
+# `sleep 10`, `exec sleep 10`, `sleep 10 && ...`: the sleep that starts a shell script
+_SCRIPT_SLEEP = re.compile(r"^\s*(?:exec\s+)?(?:/\S*/)?sleep\s+(\S+)\s*(?:$|[;&|])")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def sleep_seconds(argument: str) -> float | None:
+    """Seconds of one ``sleep`` operand (``10``, ``0.5``, ``10s``, ``1m``, ``infinity``)."""
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+|inf|infinity)([smhd]?)", argument.strip())
+    if match is None:
+        return None
+    number = math.inf if match[1].startswith("inf") else float(match[1])
+    return number * _UNITS[match[2]]
+
+
+def _command_sleep(command: Any) -> float | None:
+    """How long an exec hook's argv sleeps, when it is a sleep; None otherwise."""
+    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+        return None
+    if not command:
+        return None
+    program = command[0].rsplit("/", 1)[-1]
+    if program == "sleep" and len(command) == 2:
+        return sleep_seconds(command[1])
+    if program in _SHELLS and len(command) == 3 and command[1] == "-c":
+        match = _SCRIPT_SLEEP.match(command[2])
+        return sleep_seconds(match[1]) if match else None
+    return None
+
+
+def pre_stop_hook(container: Any) -> PreStopHook | None:
+    """A container's preStop handler (None when it has none), with its delay when known."""
+    if not isinstance(container, dict):
+        return None
+    pre_stop = (container.get("lifecycle") or {}).get("preStop")
+    if not isinstance(pre_stop, dict):
+        return None
+    sleep = pre_stop.get("sleep")
+    if isinstance(sleep, dict):
+        seconds = _int(sleep.get("seconds"), -1)
+        return PreStopHook("sleep", float(seconds) if seconds >= 0 else None)
+    exec_ = pre_stop.get("exec")
+    if isinstance(exec_, dict):
+        return PreStopHook("exec", _command_sleep(exec_.get("command")))
+    for action in ("httpGet", "tcpSocket"):
+        if isinstance(pre_stop.get(action), dict):
+            return PreStopHook(action, None)
+    return None
 
 
 def service_info(raw: Obj) -> ServiceInfo:

@@ -84,7 +84,9 @@ def preflight(ctx: Ctx) -> Decision:
     return ctx.transition(
         Phase.PROGRESSING,
         "preflight-passed",
-        f"preflight passed; shifting {total} replica(s) in {len(ctx.spec.steps)} step(s)",
+        f"preflight passed; shifting {total} replica(s) in {len(ctx.spec.steps)} step(s)"
+        + "".join(f"; warning: {w}" for w in result.warnings)
+        + (" (full text: PreflightWarning Events)" if result.warnings else ""),
         replicas=total,
         shared_selector=shared,
         step=0,

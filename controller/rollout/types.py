@@ -48,11 +48,12 @@ class DeploymentView:
 
 @dataclass(frozen=True)
 class PreflightResult:
-    """The preflight's findings: problems stop the rollout, waits retry it."""
+    """The preflight's findings: problems stop the rollout, waits retry it, warnings are kept."""
 
     at: datetime
     problems: tuple[str, ...] = ()
     waiting: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

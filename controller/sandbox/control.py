@@ -1,6 +1,7 @@
 """A small HTTP control endpoint for `ptc sandbox` users: status, faults, traffic rate.
 
-GET  /status                  where everything is, traffic counters, pods and their limits
+GET  /status                  where everything is, traffic counters (incl. requests dropped by
+                              exiting pods: refused/reset), pods and their limits
 POST /faults   {"namespace", "deployment", "error502"?, "upstream429"?, "latencyMedian"?,
                 "latencyP95"?}  change a Deployment's fault profile (omitted fields kept)
 DELETE /faults?namespace=&deployment=   back to no faults

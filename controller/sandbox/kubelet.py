@@ -2,10 +2,16 @@
 
 A pod without ``spec.nodeName`` is bound to the node. A bound pod is started with
 ``runtime.start_pod`` (which returns its IP), reported Running with Ready=False, then Ready=True
-after the ready delay. A pod with a ``deletionTimestamp`` goes Ready=False at once and, after
-``min(termination_grace, deletionGracePeriodSeconds)``, is stopped (``runtime.stop_pod``) and
-removed. A pod removed outright (grace period 0) is stopped as soon as it is gone. Delays run on
-the event loop clock.
+after the ready delay. A pod removed outright (grace period 0) is stopped as soon as it is gone.
+
+A pod with a ``deletionTimestamp`` is shut down as the real kubelet does, while the EndpointSlice
+controller marks its endpoint terminating (clients see that a moment later, see
+:mod:`controller.sandbox.kubeproxy`): it goes Ready=False; its serving container's ``preStop``
+hook runs — a ``sleep`` action or an ``exec`` of ``sleep N`` waits that long, any other hook
+returns at once — cut short by ``deletionGracePeriodSeconds``; then SIGTERM, at which the
+simulated zai-proxy exits at once like the real one (``runtime.stop_pod``: connections refused,
+requests in flight reset). ``termination_grace`` later (capped by what is left of the grace
+period) the pod object is removed. Delays run on the event loop clock.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.sandbox import apierrors as errors
+from controller.sandbox.hooks import pre_stop_delay
 from controller.sandbox.kinds import PODS
 from controller.sandbox.registry import Registry, rfc3339
 
@@ -136,9 +143,13 @@ class Kubelet:
             return
         self._set_status(ns, name, _mark_not_ready)
         grace = float(pod["metadata"].get("deletionGracePeriodSeconds", 0))
-        await asyncio.sleep(min(self.termination_grace, grace))
+        hook = min(pre_stop_delay(pod), grace)  # the grace period counts from the deletion
+        if hook > 0:
+            await asyncio.sleep(hook)
+        # SIGTERM: zai-proxy has no graceful shutdown, so it stops answering right here.
         if self._started.pop(key, None) is not None:
             await self.runtime.stop_pod(ns, name)
+        await asyncio.sleep(min(self.termination_grace, grace - hook))
         with contextlib.suppress(errors.ApiError):
             self.registry.delete(PODS, ns, name, {"gracePeriodSeconds": 0})
         self._pod_tasks.pop(key, None)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POD_NETWORK = "127.64.0.0/10"
 _BIND_ATTEMPTS = 20
+_GONE_KEPT = 1024  # stopped pods remembered by address, to name the pod a refused request hit
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class SimulatedPodRuntime:
         self._sites: dict[str, web.TCPSite] = {}  # by ip
         self._by_ip: dict[str, PodEndpoint] = {}
         self._by_name: dict[tuple[str, str], PodEndpoint] = {}
+        self._gone: dict[str, PodEndpoint] = {}  # by ip, oldest first
+        self._started: dict[tuple[str, str], int] = {}  # pods started per Deployment
         self._listeners: list[PodListener] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -134,7 +137,9 @@ class SimulatedPodRuntime:
         existing = self._by_name.get((namespace, name))
         if existing is not None:
             return existing.ip  # idempotent: the workload may retry a start
-        rng = random.Random(self._pod_seed(namespace, name)) if self._seed is not None else None
+        rng = (
+            random.Random(self._pod_seed(namespace, deployment)) if self._seed is not None else None
+        )
         proxy = SimulatedZaiProxy.from_pod(
             pod, deployment, faults=self.faults, tuning=self.tuning, clock=self._clock, rng=rng
         )
@@ -151,15 +156,19 @@ class SimulatedPodRuntime:
         )
         self._by_ip[ip] = endpoint
         self._by_name[(namespace, name)] = endpoint
+        self._gone.pop(ip, None)
         self._notify(PodEvent("started", endpoint))
         return ip
 
     async def stop_pod(self, namespace: str, name: str) -> None:
-        """Stop serving the pod; later requests to its IP are refused or reset."""
+        """The pod's process exits (zai-proxy does at SIGTERM): later requests are refused."""
         endpoint = self._by_name.pop((namespace, name), None)
         if endpoint is None:
             return
         self._by_ip.pop(endpoint.ip, None)
+        self._gone[endpoint.ip] = endpoint
+        if len(self._gone) > _GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
         site = self._sites.pop(endpoint.ip, None)
         if site is not None:
             await site.stop()
@@ -171,6 +180,10 @@ class SimulatedPodRuntime:
         """The simulated proxy serving at `ip`, or None (nothing listens there)."""
         endpoint = self._by_ip.get(ip)
         return endpoint.proxy if endpoint else None
+
+    def pod_at(self, ip: str) -> PodEndpoint | None:
+        """The pod serving at `ip`, or the last one that did (recently stopped pods)."""
+        return self._by_ip.get(ip) or self._gone.get(ip)
 
     def endpoint(self, namespace: str, name: str) -> PodEndpoint | None:
         """A running pod by name."""
@@ -190,8 +203,14 @@ class SimulatedPodRuntime:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _pod_seed(self, namespace: str, name: str) -> int:
-        return (self._seed or 0) ^ zlib.crc32(f"{namespace}/{name}".encode())
+    def _pod_seed(self, namespace: str, deployment: str) -> int:
+        # By Deployment and start order, not by pod name: names come from the API server's
+        # random stream, which every other object created (an Event, a Lease) moves on, and a
+        # seeded test's faults must not change with them.
+        ordinal = self._started[(namespace, deployment)] = (
+            self._started.get((namespace, deployment), 0) + 1
+        )
+        return (self._seed or 0) ^ zlib.crc32(f"{namespace}/{deployment}/{ordinal}".encode())
 
     def _random_ip(self) -> str:
         net = self._network

@@ -20,8 +20,20 @@ def deployment(
     env: dict[str, str],
     *,
     selector: dict[str, str] | None = None,
+    pre_stop_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """A Deployment manifest for a zai-proxy-like container on port 8080."""
+    """A Deployment manifest for a zai-proxy-like container on port 8080.
+
+    With `pre_stop_seconds`, the container gets the preStop sleep the README recommends.
+    """
+    container: dict[str, Any] = {
+        "name": "zai-proxy",
+        "image": image,
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+    }
+    if pre_stop_seconds is not None:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop_seconds}}}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -31,16 +43,7 @@ def deployment(
             "selector": {"matchLabels": dict(selector or labels)},
             "template": {
                 "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "zai-proxy",
-                            "image": image,
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-                        }
-                    ]
-                },
+                "spec": {"containers": [container]},
             },
         },
     }
@@ -65,6 +68,7 @@ async def zai_proxy_scenario(
     stable_rate_limit_initial: float = 10.0,
     namespace: str = NAMESPACE,
     canary_env: dict[str, str] | None = None,
+    pre_stop_seconds: int | None = None,
     quiet_canary: bool = False,
 ) -> ZaiProxyScenario:
     """The seed's world: Service `zai-proxy` (app: zai-proxy), v1 without a version label, v2.
@@ -72,7 +76,8 @@ async def zai_proxy_scenario(
     As in the seed, v1's own selector is `app: zai-proxy`, which also matches v2's pods (the
     overlap the preflight warns about). Traffic is routed through the Service. v2's limiter
     starts at the proxy's own default of 10 req/s; the seed's cold start (RATE_LIMIT_INITIAL=2)
-    is what the capacity-gate scenarios pass in.
+    is what the capacity-gate scenarios pass in. As in the seed, neither Deployment has a
+    preStop hook unless `pre_stop_seconds` gives both a preStop sleep.
 
     `quiet_canary` is the cluster issue 18 came from: v2 already runs (at least) one Ready pod
     that has served nothing, so its /metrics has none of the lazily created families yet. v1's
@@ -110,6 +115,7 @@ async def zai_proxy_scenario(
                 "RATE_LIMIT_INITIAL": f"{stable_rate_limit_initial:g}",
                 "MAX_WORKERS": "50",
             },
+            pre_stop_seconds=pre_stop_seconds,
         )
     )
     api.create(
@@ -125,11 +131,13 @@ async def zai_proxy_scenario(
                 "MAX_WORKERS": "50",
                 **(canary_env or {}),
             },
+            pre_stop_seconds=pre_stop_seconds,
         )
     )
     sandbox.route_traffic_to(namespace, "zai-proxy")
     await wait_ready(sandbox, namespace, "zai-proxy", stable_replicas)
     await wait_ready(sandbox, namespace, "zai-proxy-v2", canary_replicas)
+    await sandbox.endpoints_propagated()
     return ZaiProxyScenario(namespace, "zai-proxy", "zai-proxy", "zai-proxy-v2")
 
 

@@ -1,26 +1,33 @@
 """Traffic generator: R requests/s "through the Service", routed like kube-proxy.
 
 Each request goes to a uniformly random Ready endpoint of the Service (the endpoint source is
-a callable returning the current ready pod IPs, e.g. read from the EndpointSlice) and is
-dispatched in-process to the simulated pod at that IP. The generator ticks on the event-loop
-clock in small slices, re-reading the endpoints and the rate each tick, so both changes apply
-within one tick. A request with no ready endpoint, or to an IP where no pod listens, counts as
-refused (like a connection refused).
+a callable returning the ready pod IPs as the clients see them: the sandbox's world gives a view
+that lags the EndpointSlice like kube-proxy does) and is dispatched in-process to the simulated
+pod at that IP. The generator ticks on the event-loop clock in small slices, re-reading the
+endpoints and the rate each tick, so both changes apply within one tick.
+
+Client-visible connection failures are counted apart from HTTP statuses: a request with no ready
+endpoint, or to an IP where no pod listens (it exited), is *refused*; a request still in flight
+when its pod exits (``pod_exited``) is *reset*, and its answer is taken back out of the status
+counts. Both are *dropped* requests, attributed to the pod and Deployment where known.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 EndpointSource = Callable[[], Sequence[str]]
+K = TypeVar("K")
 
 
 class RequestTarget(Protocol):
@@ -43,8 +50,25 @@ class HasStatus(Protocol):
         """Final HTTP status code."""
         ...
 
+    @property
+    def latency(self) -> float:
+        """Seconds until the answer is complete."""
+        ...
+
+
+class PodIdentity(Protocol):
+    """Which pod (and Deployment) an address belonged to."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def deployment(self) -> str: ...
+
 
 PodResolver = Callable[[str], RequestTarget | None]
+PodIdentifier = Callable[[str], PodIdentity | None]
 
 
 @dataclass
@@ -52,15 +76,23 @@ class TrafficStats:
     """Outcome counts since the last reset."""
 
     total: int = 0
-    refused: int = 0
+    refused: int = 0  # no ready endpoint, or nothing listening at the endpoint
+    reset: int = 0  # in flight when the pod exited
     by_status: Counter[int] = field(default_factory=Counter)
     by_pod: Counter[str] = field(default_factory=Counter)  # "namespace/name"
     by_deployment: dict[str, Counter[int]] = field(default_factory=dict)
+    dropped_by_pod: Counter[str] = field(default_factory=Counter)  # refused or reset
+    dropped_by_deployment: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def dropped(self) -> int:
+        """Client-visible connection failures: refused plus reset."""
+        return self.refused + self.reset
 
     @property
     def failures(self) -> int:
-        """Refused requests plus every non-2xx answer."""
-        return self.refused + sum(n for s, n in self.by_status.items() if not 200 <= s < 300)
+        """Dropped requests plus every non-2xx answer."""
+        return self.dropped + sum(n for s, n in self.by_status.items() if not 200 <= s < 300)
 
     def deployment_total(self, deployment: str) -> int:
         """Requests answered by one Deployment's pods."""
@@ -68,7 +100,7 @@ class TrafficStats:
 
     def share(self, deployment: str) -> float:
         """Fraction of answered requests served by one Deployment (0 when nothing answered)."""
-        answered = self.total - self.refused
+        answered = self.total - self.dropped
         return self.deployment_total(deployment) / answered if answered else 0.0
 
     def copy(self) -> TrafficStats:
@@ -76,10 +108,32 @@ class TrafficStats:
         return TrafficStats(
             total=self.total,
             refused=self.refused,
+            reset=self.reset,
             by_status=Counter(self.by_status),
             by_pod=Counter(self.by_pod),
             by_deployment={k: Counter(v) for k, v in self.by_deployment.items()},
+            dropped_by_pod=Counter(self.dropped_by_pod),
+            dropped_by_deployment=Counter(self.dropped_by_deployment),
         )
+
+    def _drop(self, who: PodIdentity | None, ip: str | None) -> None:
+        if who is not None:
+            self.dropped_by_pod[f"{who.namespace}/{who.name}"] += 1
+            self.dropped_by_deployment[who.deployment] += 1
+        elif ip is not None:
+            self.dropped_by_pod[ip] += 1
+
+    def _take_back(self, pod: str, deployment: str, status: int) -> None:
+        """Remove one answer from the status counts (it was cut off before it completed)."""
+        _decrement(self.by_status, status)
+        _decrement(self.by_pod, pod)
+        _decrement(self.by_deployment.get(deployment, Counter()), status)
+
+
+def _decrement(counter: Counter[K], key: K) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 class TrafficGenerator:
@@ -96,11 +150,17 @@ class TrafficGenerator:
         method: str = "POST",
         path: str = "/v1/messages",
         name: str = "traffic",
+        identify: PodIdentifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if tick <= 0:
             raise ValueError("tick must be positive")
         self._endpoints = endpoints
         self._resolve = resolve
+        self._identify = identify or (lambda ip: None)
+        self._clock = clock
+        # per pod ("namespace/name"): (completion time, status, deployment) of answers in flight
+        self._in_flight: dict[str, list[tuple[float, int, str]]] = {}
         self._rate = 0.0
         self.rate = rate
         self.tick = tick
@@ -133,6 +193,7 @@ class TrafficGenerator:
     def reset_stats(self) -> TrafficStats:
         """Return the stats so far and start counting afresh."""
         old, self.stats = self.stats, TrafficStats()
+        self._in_flight.clear()  # their answers were counted in the old stats
         return old
 
     def send(self, count: int) -> int:
@@ -155,20 +216,43 @@ class TrafficGenerator:
             return 0
         answered = 0
         choice = self._rng.choice
+        now = self._clock()
         for _ in range(count):
-            target = self._resolve(choice(ips))
+            ip = choice(ips)
+            target = self._resolve(ip)
             if target is None:
                 stats.refused += 1
+                stats._drop(self._identify(ip), ip)
                 continue
-            status = target.handle(self.method, self.path).status
+            outcome = target.handle(self.method, self.path)
+            status = outcome.status
             answered += 1
+            pod = f"{target.namespace}/{target.name}"
             stats.by_status[status] += 1
-            stats.by_pod[f"{target.namespace}/{target.name}"] += 1
+            stats.by_pod[pod] += 1
             per_deployment = stats.by_deployment.get(target.deployment)
             if per_deployment is None:
                 per_deployment = stats.by_deployment[target.deployment] = Counter()
             per_deployment[status] += 1
+            if outcome.latency > 0:
+                heap = self._in_flight.setdefault(pod, [])
+                while heap and heap[0][0] <= now:
+                    heapq.heappop(heap)
+                heapq.heappush(heap, (now + outcome.latency, status, target.deployment))
         return answered
+
+    def pod_exited(self, pod: PodIdentity) -> int:
+        """The pod's process exited now: its requests still in flight become resets; how many."""
+        key = f"{pod.namespace}/{pod.name}"
+        heap = self._in_flight.pop(key, [])
+        now = self._clock()
+        cut = [(status, deployment) for done, status, deployment in heap if done > now]
+        stats = self.stats
+        for status, deployment in cut:
+            stats._take_back(key, deployment, status)
+            stats.reset += 1
+            stats._drop(pod, None)
+        return len(cut)
 
     def advance(self, now: float) -> int:
         """Send the requests due between the previous call and `now`; return how many."""

@@ -3,8 +3,8 @@
 Each function returns a list of :class:`FieldError`; an empty list means valid. The registry turns
 a non-empty list into a 422 Invalid Status. Rules here are the ones a controller can trip over:
 names, labels, the 256 KiB total of annotations, Deployment replicas/selector/template, immutable
-fields, Service ports, Pod spec immutability, Lease durations, EndpointSlice address types and
-events.k8s.io required fields.
+fields, Service ports, Pod spec immutability, container lifecycle hooks, Lease durations,
+EndpointSlice address types and events.k8s.io required fields.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 from typing import Any, TypeGuard
 
 from controller.sandbox.apierrors import FieldError
+from controller.sandbox.hooks import validate_lifecycle
 from controller.sandbox.kinds import ResourceType
 from controller.sandbox.patch import json_equal
 from controller.sandbox.selectors import (
@@ -173,6 +174,9 @@ def _validate_pod_spec(spec: Any, path: str) -> list[FieldError]:
         return [_required(path)]
     errs = _validate_containers(spec.get("containers"), f"{path}.containers")
     grace = spec.get("terminationGracePeriodSeconds")
+    for i, c in enumerate(spec.get("containers") or []):
+        if isinstance(c, dict):
+            errs += validate_lifecycle(c, grace, f"{path}.containers[{i}]")
     if grace is not None and (not _is_int(grace) or grace < 0):
         errs.append(
             _invalid(

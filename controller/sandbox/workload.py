@@ -168,7 +168,10 @@ class Workload:
 
     @property
     def termination_grace(self) -> float:
-        """Seconds a terminating pod keeps running (capped by its deletion grace period)."""
+        """Seconds from a pod's exit to the removal of its object (capped by its grace period).
+
+        The pod stops answering earlier: at SIGTERM, after its preStop hook (see the kubelet).
+        """
         return self.kubelet.termination_grace
 
     @termination_grace.setter

@@ -2,8 +2,10 @@
 
 One object composes the pieces the way a cluster does: Deployments become Pods (the workload
 simulator), Pods are served on loopback IPs (the pod runtime), the Service's EndpointSlice
-routes the traffic generator's requests, and a real Prometheus (when installed) scrapes the pods
-through file-based service discovery. Usage::
+routes the traffic generator's requests — as kube-proxy applies it, a moment late
+(``endpoint_delay``), so a pod that exits at SIGTERM without a preStop delay drops requests as
+on a real cluster — and a real Prometheus (when installed) scrapes the pods through file-based
+service discovery. Usage::
 
     async with Sandbox(SandboxOptions(workdir=tmp)) as sandbox:
         await zai_proxy_scenario(sandbox)
@@ -14,8 +16,11 @@ through file-based service discovery. Usage::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,8 @@ from typing import Any
 from controller.sandbox.apiserver import ApiServer
 from controller.sandbox.control import ControlServer
 from controller.sandbox.faults import FaultProfiles
-from controller.sandbox.podserver import SimulatedPodRuntime
+from controller.sandbox.kubeproxy import EndpointPropagation
+from controller.sandbox.podserver import PodEvent, SimulatedPodRuntime
 from controller.sandbox.prometheus import PrometheusNotInstalled, PrometheusServer
 from controller.sandbox.traffic import TrafficGenerator
 from controller.sandbox.workload import Workload
@@ -40,7 +46,9 @@ class SandboxOptions:
     api_port: int = 0  # 0: a free port
     control_port: int | None = 0  # None: no HTTP control endpoint
     ready_delay: float = 1.0  # seconds until a new pod is Ready
-    termination_grace: float = 0.5
+    termination_grace: float = 0.5  # seconds from a pod's exit until its object is removed
+    # seconds (uniform low..high) until clients see a change of the Service's ready endpoints
+    endpoint_delay: tuple[float, float] = (0.05, 0.3)
     traffic_rate: float = 20.0  # requests/s through the Service
     traffic_service: tuple[str, str] | None = None  # (namespace, service); set by a scenario
     prometheus: bool | None = None  # None: start it if the binary is installed
@@ -65,12 +73,15 @@ class Sandbox:
             ready_delay=self.options.ready_delay,
             termination_grace=self.options.termination_grace,
         )
+        self.kube_proxy = EndpointPropagation(self.options.endpoint_delay, seed=self.options.seed)
         self.traffic = TrafficGenerator(
             self._ready_endpoints,
             self.runtime.pod_by_ip,
             rate=self.options.traffic_rate,
             seed=self.options.seed,
+            identify=self.runtime.pod_at,
         )
+        self.runtime.add_listener(self._on_pod_event)
         self.prometheus: PrometheusServer | None = None
         self.control: ControlServer | None = None
         self._own_workdir = self.options.workdir is None
@@ -113,6 +124,8 @@ class Sandbox:
     async def stop(self) -> None:
         """Stop everything in reverse order; safe to call twice."""
         await self.traffic.stop()
+        with contextlib.suppress(ValueError):  # already removed by an earlier stop()
+            self.runtime.remove_listener(self._on_pod_event)  # shutdown drops no request
         if self.control is not None:
             await self.control.stop()
             self.control = None
@@ -137,8 +150,26 @@ class Sandbox:
         """Send the generator's requests through this Service from now on."""
         self.options.traffic_service = (namespace, service)
 
+    async def endpoints_propagated(self, timeout: float = 5.0) -> None:
+        """Wait until the clients route by the Service's current ready endpoints."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._ready_endpoints()
+                at = self.kube_proxy.next_change_at
+                if at is None:
+                    return
+                await asyncio.sleep(max(0.0, at - time.monotonic()))
+
+    def _on_pod_event(self, event: PodEvent) -> None:
+        if event.kind == "stopped":
+            self.traffic.pod_exited(event.pod)
+
     def _ready_endpoints(self) -> list[str]:
-        # Read the EndpointSlices the way kube-proxy does: Ready endpoints of the Service.
+        # Read the EndpointSlices the way kube-proxy does: Ready endpoints of the Service,
+        # applied after the propagation delay.
+        return self.kube_proxy.view(self._sliced_endpoints())
+
+    def _sliced_endpoints(self) -> list[str]:
         target = self.options.traffic_service
         if target is None:
             return []
@@ -168,6 +199,10 @@ class Sandbox:
                 "rate": self.traffic.rate,
                 "total": stats.total,
                 "refused": stats.refused,
+                "reset": stats.reset,
+                "dropped": stats.dropped,
+                "droppedByDeployment": dict(sorted(stats.dropped_by_deployment.items())),
+                "endpointDelay": list(self.kube_proxy.delay),
                 "byStatus": {str(k): v for k, v in sorted(stats.by_status.items())},
                 "byDeployment": {
                     d: {str(k): v for k, v in sorted(c.items())}

@@ -156,6 +156,7 @@ async def sandbox_world(
     prometheus: bool = True,
     floor: int = 4,
     canary_env: dict[str, str] | None = None,
+    pre_stop_seconds: int | None = None,
     quiet_canary: bool = False,
     seed: int = 11,
 ) -> AsyncIterator[World]:
@@ -178,6 +179,7 @@ async def sandbox_world(
             canary_rate_limit_initial=canary_rate_limit_initial,
             stable_rate_limit_initial=stable_rate_limit_initial,
             canary_env=canary_env,
+            pre_stop_seconds=pre_stop_seconds,
             quiet_canary=quiet_canary,
         )
         monitor = InvariantMonitor(sandbox, NS, SERVICE, STABLE, CANARY, floor)

@@ -49,14 +49,16 @@ async def test_zai_proxy_scenario_routes_traffic_through_the_service(sandbox: Sa
     dep = await kr8s.asyncio.objects.Deployment.get("zai-proxy-v2", namespace="devpod", api=api)
     await dep.async_patch({"spec": {"replicas": 4}}, subresource="scale")
     await wait_ready(sandbox, "devpod", "zai-proxy-v2", 4, timeout=5)
+    await sandbox.endpoints_propagated()  # kube-proxy applies the new endpoints a moment later
     sandbox.traffic.reset_stats()
     sandbox.traffic.send(4000)
     share = sandbox.traffic.stats.share("zai-proxy-v2")
     assert 0.45 < share < 0.55  # 4 of 8 Ready endpoints, uniform like kube-proxy
 
-    # Pinning the selector moves every request at once.
+    # Pinning the selector moves every request as soon as kube-proxy has applied it.
     svc = await kr8s.asyncio.objects.Service.get("zai-proxy", namespace="devpod", api=api)
     await svc.async_patch({"spec": {"selector": {"app": "zai-proxy", "version": "v2"}}})
+    await sandbox.endpoints_propagated()
     sandbox.traffic.reset_stats()
     sandbox.traffic.send(500)
     assert set(sandbox.traffic.stats.by_deployment) == {"zai-proxy-v2"}
