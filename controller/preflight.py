@@ -21,7 +21,7 @@ import aiohttp
 from controller.analysis.exposition import ExpositionError, parse
 from controller.config.model import Rollout
 from controller.durations import format_duration
-from controller.kube import DeploymentInfo, PodInfo
+from controller.kube import AutoscalerInfo, DeploymentInfo, PodInfo
 from controller.termination import check_termination
 
 
@@ -44,6 +44,15 @@ class Findings:
     warnings: tuple[str, ...] = ()
     probe_targets: tuple[ProbeTarget, ...] = field(default=())
 
+    def plus(self, other: Findings) -> Findings:
+        """Both sets of findings."""
+        return Findings(
+            self.problems + other.problems,
+            self.waiting + other.waiting,
+            self.warnings + other.warnings,
+            self.probe_targets + other.probe_targets,
+        )
+
     @property
     def headlines(self) -> tuple[str, ...]:
         """Each warning's first sentence, for the decision record (Events carry the full text)."""
@@ -58,6 +67,32 @@ class ProbeAnswer:
     metrics_status: int | None = None
     metrics_text: str | None = None
     error: str | None = None
+
+
+def check_autoscalers(spec: Rollout, autoscalers: Sequence[AutoscalerInfo]) -> Findings:
+    """No HorizontalPodAutoscaler may scale the stable or canary Deployment.
+
+    An HPA keeps its target's replicas within [min, max] and acts every 15 s: it would undo each
+    of ptc's absolute counts — even one with minReplicas = maxReplicas resets the Deployment to
+    that count. A problem, or a warning with ``preflight.allowAutoscalers``.
+    """
+    ours = {spec.stable.deployment: "stable", spec.canary.deployment: "canary"}
+    found: list[str] = []
+    for hpa in sorted(autoscalers, key=lambda h: h.name):
+        role = ours.get(hpa.target_name) if hpa.target_kind == "Deployment" else None
+        if role is None:
+            continue
+        found.append(
+            f"HorizontalPodAutoscaler {hpa.name} scales the {role} Deployment "
+            f"{hpa.target_name} ({hpa.min_replicas}-{hpa.max_replicas} replicas). It would undo "
+            "ptc's replica counts at every step, even with minReplicas = maxReplicas. Remove it "
+            f"for the rollout (kubectl -n {spec.namespace} delete hpa {hpa.name}) and create it "
+            f"for {spec.canary.deployment} once the rollout has completed"
+            + ("" if spec.preflight.allow_autoscalers else "; or set preflight.allowAutoscalers")
+        )
+    if spec.preflight.allow_autoscalers:
+        return Findings(warnings=tuple(found))
+    return Findings(problems=tuple(found))
 
 
 def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:

@@ -38,7 +38,7 @@ from controller.kube import (
 )
 from controller.metrics import Metrics
 from controller.observe import Caches, observe
-from controller.preflight import check_world, probe_pods
+from controller.preflight import check_autoscalers, check_world, probe_pods
 from controller.rollout import (
     Command,
     Decision,
@@ -410,7 +410,7 @@ class RolloutReconciler:
             self.caches.deployments.get(self.spec.stable.deployment),
             self.caches.deployments.get(self.spec.canary.deployment),
             self.caches.pods.items(),
-        )
+        ).plus(check_autoscalers(self.spec, await self.kube.list_autoscalers(self.spec.namespace)))
         for warning in findings.warnings:
             self._log.warning("preflight warning", warning=warning)
             # once per distinct warning: a waiting preflight re-runs every few seconds

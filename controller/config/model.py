@@ -447,6 +447,12 @@ class Preflight(Model):
         description="refuse to start (instead of warning) when pods ptc terminates while they "
         "still serve have no preStop delay",
     )
+    allow_autoscalers: bool = Field(
+        default=False,
+        strict=True,
+        description="start (with a warning) although a HorizontalPodAutoscaler scales the stable "
+        "or canary Deployment: it will undo ptc's replica counts",
+    )
 
     def at_start(self) -> list[str]:
         """Families required from process start (`metrics.atStart` and the old `expectMetrics`)."""

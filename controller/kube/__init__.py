@@ -30,6 +30,7 @@ from controller.kube.permissions import PERMISSIONS, Permission
 from controller.kube.policy import KubePolicy
 from controller.kube.resources import Kind
 from controller.kube.types import (
+    AutoscalerInfo,
     ContainerInfo,
     DeploymentInfo,
     EndpointInfo,
@@ -47,6 +48,7 @@ __all__ = [
     "DELETED",
     "MODIFIED",
     "PERMISSIONS",
+    "AutoscalerInfo",
     "Conflict",
     "ContainerInfo",
     "DeploymentInfo",

@@ -27,6 +27,7 @@ from controller.kube.events import RepeatTracker, event_key, event_object, repea
 from controller.kube.informer import Informer
 from controller.kube.policy import KubePolicy, call_with_retries
 from controller.kube.resources import (
+    AUTOSCALERS,
     BY_KIND,
     DEPLOYMENTS,
     EVENTS,
@@ -38,12 +39,14 @@ from controller.kube.resources import (
 )
 from controller.kube.transport import MERGE_PATCH, Obj, Transport, describe
 from controller.kube.types import (
+    AutoscalerInfo,
     DeploymentInfo,
     EndpointSliceInfo,
     LeaseInfo,
     ObjectRef,
     PodInfo,
     ServiceInfo,
+    autoscaler_info,
     deployment_info,
     endpoint_slice_info,
     lease_info,
@@ -153,6 +156,11 @@ class Kube:
             if not token:
                 return sorted(pods, key=lambda p: p.name)
             params = {**params, "continue": token}
+
+    async def list_autoscalers(self, namespace: str) -> list[AutoscalerInfo]:
+        """LIST the namespace's HorizontalPodAutoscalers (preflight: none may scale ours)."""
+        page = await self._call("GET", AUTOSCALERS, namespace, params={"limit": _LIST_PAGE})
+        return [autoscaler_info(raw) for raw in page.get("items") or []]
 
     # --- writes ----------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("apps", "deployments", ("get", "list", "watch", "delete")),
     # scale (PATCH of the scale subresource, never the whole Deployment)
     Permission("apps", "deployments/scale", ("patch",)),
+    # list_autoscalers: preflight refuses a rollout whose Deployments an HPA scales
+    Permission("autoscaling", "horizontalpodautoscalers", ("list",)),
     # the endpointslices informer
     Permission("discovery.k8s.io", "endpointslices", ("list", "watch")),
     # leader election: get_lease, create_lease, update_lease (PUT with resourceVersion)

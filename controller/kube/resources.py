@@ -16,6 +16,12 @@ EndpointSlice = new_class(
     "EndpointSlice", version="discovery.k8s.io/v1", namespaced=True, plural="endpointslices"
 )
 Lease = new_class("Lease", version="coordination.k8s.io/v1", namespaced=True, plural="leases")
+HorizontalPodAutoscaler = new_class(
+    "HorizontalPodAutoscaler",
+    version="autoscaling/v2",
+    namespaced=True,
+    plural="horizontalpodautoscalers",
+)
 
 Kind = Literal["pods", "deployments", "services", "endpointslices"]
 """The kinds an :class:`~controller.kube.informer.Informer` can cache."""
@@ -51,6 +57,7 @@ SERVICES = Resource.of(Service)
 EVENTS = Resource.of(Event)
 ENDPOINTSLICES = Resource.of(EndpointSlice)
 LEASES = Resource.of(Lease)
+AUTOSCALERS = Resource.of(HorizontalPodAutoscaler)
 
 BY_KIND: dict[str, Resource] = {
     "pods": PODS,

@@ -261,6 +261,31 @@ def _deployment_of(meta: Obj, labels: Mapping[str, str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class AutoscalerInfo:
+    """A HorizontalPodAutoscaler: what it scales and within which bounds."""
+
+    name: str
+    target_kind: str
+    target_name: str
+    min_replicas: int
+    max_replicas: int
+
+
+def autoscaler_info(raw: Obj) -> AutoscalerInfo:
+    """Parse an autoscaling/v2 (or v1) HorizontalPodAutoscaler."""
+    spec = raw.get("spec") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    low, high = spec.get("minReplicas"), spec.get("maxReplicas")
+    return AutoscalerInfo(
+        name=str(_meta(raw).get("name", "")),
+        target_kind=str(ref.get("kind", "")),
+        target_name=str(ref.get("name", "")),
+        min_replicas=low if isinstance(low, int) else 1,
+        max_replicas=high if isinstance(high, int) else 0,
+    )
+
+
 def deployment_info(raw: Obj) -> DeploymentInfo:
     """Parse an apps/v1 Deployment."""
     meta = _meta(raw)

@@ -338,6 +338,14 @@ LEASES = ResourceType(
     smp_schema=_META_SCHEMA,
     defaulter=_default_lease,
 )
+HPAS = ResourceType(
+    "autoscaling",
+    "v2",
+    "horizontalpodautoscalers",
+    "HorizontalPodAutoscaler",
+    short_names=("hpa",),
+    smp_schema=_META_SCHEMA,
+)
 
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     PODS,
@@ -348,6 +356,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ENDPOINTSLICES,
     LEASES,
     EVENTS_V1,
+    HPAS,
 )
 
 

@@ -438,6 +438,32 @@ def _validate_event_v1(obj: Obj, old: Obj | None) -> list[FieldError]:
     return errs
 
 
+def _validate_hpa(obj: Obj, old: Obj | None) -> list[FieldError]:
+    """autoscaling/v2: a scale target, and 1 <= minReplicas <= maxReplicas."""
+    errs: list[FieldError] = []
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [_required("spec")]
+    ref = spec.get("scaleTargetRef")
+    if not isinstance(ref, dict):
+        errs.append(_required("spec.scaleTargetRef"))
+    else:
+        for key in ("kind", "name"):
+            if not isinstance(ref.get(key), str) or not ref.get(key):
+                errs.append(_required(f"spec.scaleTargetRef.{key}"))
+    high = spec.get("maxReplicas")
+    if not _is_int(high) or high < 1:
+        errs.append(_invalid("spec.maxReplicas", high, "must be greater than or equal to 1"))
+    low = spec.get("minReplicas", 1)
+    if not _is_int(low) or low < 1:
+        errs.append(_invalid("spec.minReplicas", low, "must be greater than or equal to 1"))
+    elif _is_int(high) and low > high:
+        errs.append(
+            _invalid("spec.maxReplicas", high, "must be greater than or equal to `minReplicas`")
+        )
+    return errs
+
+
 _VALIDATORS = {
     ("apps", "deployments"): _validate_deployment,
     ("", "pods"): _validate_pod,
@@ -447,6 +473,7 @@ _VALIDATORS = {
     ("discovery.k8s.io", "endpointslices"): _validate_endpointslice,
     ("", "events"): _validate_event,
     ("events.k8s.io", "events"): _validate_event_v1,
+    ("autoscaling", "horizontalpodautoscalers"): _validate_hpa,
 }
 
 

@@ -272,6 +272,31 @@ async def test_preflight_probes_canary_pods_and_refuses_foreign_pods(tmp_path: P
         assert world.replicas(CANARY)[0] == 0  # nothing was acted on
 
 
+async def test_preflight_refuses_a_rollout_an_autoscaler_would_fight(tmp_path: Path) -> None:
+    spec = no_analysis(steps=[{"weight": 25, "hold": "1h"}])
+    async with sandbox_world(tmp_path, prometheus=False) as world:
+        world.sandbox.api.create(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "zai-proxy", "namespace": NS},
+                "spec": {
+                    "scaleTargetRef": {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": STABLE,
+                    },
+                    "minReplicas": 4,
+                    "maxReplicas": 4,
+                },
+            }
+        )
+        async with running_controller(world, spec):
+            state = await world.wait_phase("failed", timeout=30)
+        assert "HorizontalPodAutoscaler zai-proxy scales the stable Deployment" in state["message"]
+        assert world.replicas(CANARY)[0] == 0  # nothing was acted on
+
+
 async def test_preflight_probes_ready_canary_pods(tmp_path: Path) -> None:
     spec = no_analysis(steps=[{"weight": 25, "hold": "1h"}])
     # A family required from process start that is still missing past startGrace fails.

@@ -567,3 +567,31 @@ async def test_errors_are_kube_errors_chained_to_their_cause(
     assert type(err.value) is NotFound
     assert err.value.reason == "NotFound"
     assert type(err.value.__cause__).__module__.startswith("kr8s")
+
+
+# --- autoscalers ---------------------------------------------------------------------------
+
+
+async def test_list_autoscalers_reads_their_targets_and_bounds(
+    api_server: ApiServer, kube: Kube
+) -> None:
+    def hpa(name: str, target: str, low: int, high: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                "minReplicas": low,
+                "maxReplicas": high,
+            },
+        }
+
+    assert await kube.list_autoscalers(NS) == []
+    api_server.create(hpa("web", "web", 2, 6))
+    [found] = await kube.list_autoscalers(NS)
+    assert (found.name, found.target_kind, found.target_name) == ("web", "Deployment", "web")
+    assert (found.min_replicas, found.max_replicas) == (2, 6)
+    # The sandbox refuses what the real server refuses.
+    with pytest.raises(Exception, match="must be greater than or equal to `minReplicas`"):
+        api_server.create(hpa("bad", "web", 5, 2))

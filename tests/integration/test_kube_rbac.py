@@ -36,6 +36,7 @@ NEEDED_BY: dict[tuple[str, str, str], str] = {
     ("apps", "deployments", "watch"): "watch deployments",
     ("apps", "deployments", "delete"): "delete_deployment",
     ("apps", "deployments/scale", "patch"): "scale",
+    ("autoscaling", "horizontalpodautoscalers", "list"): "list_autoscalers",
     ("discovery.k8s.io", "endpointslices", "list"): "list endpointslices",
     ("discovery.k8s.io", "endpointslices", "watch"): "watch endpointslices",
     ("coordination.k8s.io", "leases", "get"): "get_lease",
@@ -83,6 +84,7 @@ async def exercise(kube: Kube, api: ApiServer) -> dict[str, BaseException | str]
     await attempt("get_deployment", lambda: kube.get_deployment(NS, "web"))
     await attempt("scale", lambda: kube.scale(NS, "web-v2", 2))
     await attempt("list_pods", lambda: kube.list_pods(NS, {"app": "web"}))
+    await attempt("list_autoscalers", lambda: kube.list_autoscalers(NS))
     await attempt("delete_deployment", lambda: kube.delete_deployment(NS, "doomed"))
     if not await kube.emit_event(NS, svc.ref() if svc else _ref(), "Normal", "Probe", "rbac"):
         failures["emit_event"] = "event not recorded"

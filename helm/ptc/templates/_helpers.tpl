@@ -141,6 +141,10 @@ with a dict: "delete" grants deleting Deployments (only where a rollout sets del
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
+# preflight: refuse a rollout whose Deployments an HPA scales
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
 {{- end }}
 
 {{/* ptc.leaderElectionRules: only in the release namespace, where the Lease (and the Events
