@@ -139,3 +139,22 @@ async def test_a_no_op_write_and_a_failed_one_have_no_echo_to_order(
 def test_an_unknown_echo_order_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="random, before, with, after"):
         ApiServer(echo_order="sometimes")
+
+
+async def test_a_watcher_that_never_reads_delays_a_before_write_only_up_to_the_limit(
+    api_server: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    api_server.create(service("web"))
+    api_server.echo.mode = "before"
+    api_server.echo.before_limit = 0.2
+    # An HTTP watch whose stream never gets to send (as if its client stopped reading).
+    stuck = api_server.store.watch(None, "default")
+    api_server._watch_requests[stuck] = None  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        await annotate(http, "stuck")
+        assert 0.2 <= loop.time() - started < 2.0
+    finally:
+        api_server._watch_requests.pop(stuck)
+        stuck.close()

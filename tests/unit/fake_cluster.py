@@ -229,8 +229,13 @@ class FakeKube:
         )
         return service_info(await self._write("services", new))
 
-    async def scale(self, namespace: str, deployment: str, replicas: int) -> str:
-        new = copy.deepcopy(self.cluster.objects["deployments"][deployment])
+    async def scale(
+        self, namespace: str, deployment: str, replicas: int, *, resource_version: str = ""
+    ) -> str:
+        current = self.cluster.objects["deployments"][deployment]
+        if resource_version and current["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict(f"deployments {deployment}: the object has been modified", status=409)
+        new = copy.deepcopy(current)
         new["spec"]["replicas"] = replicas
         self.scales.append((deployment, replicas))
         stored = await self._write("deployments", new)
