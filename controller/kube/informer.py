@@ -13,13 +13,14 @@ The loop (one named task per informer):
 
 Each informer opens its own :class:`~controller.kube.transport.Transport` (see there why).
 
+Callbacks run synchronously in the informer task, after the cache was updated; they must not
+block (put the event on a queue). A callback that raises is logged and does not stop the loop.
+
 For a writer that must not trust its own write's response longer than needed (see
 :mod:`controller.kube.expectations`), the informer remembers which object versions it has
 delivered (:meth:`Informer.delivered`: the cached one, and a short memory of recent ones, since a
 write's watch echo may arrive before its response) and which lists replaced the cache
 (:meth:`Informer.list_mark` / :meth:`Informer.relisted_since`).
-Callbacks run synchronously in the informer task, after the cache was updated; they must not
-block (put the event on a queue). A callback that raises is logged and does not stop the loop.
 """
 
 from __future__ import annotations
@@ -334,9 +335,8 @@ class Informer(Generic[T]):
             self._items[name] = obj
             if version:
                 self._versions[name] = str(version)
-        if version:
-            self._recent.append((name, str(version)))
         if version:  # only after the object is applied: a failure re-watches from before it
+            self._recent.append((name, str(version)))
             self._version = str(version)
         self._count(events=1)
         self._notify(kind, obj)
