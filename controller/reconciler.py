@@ -354,7 +354,6 @@ class RolloutReconciler:
             phase=decision.state.phase.value, step=decision.state.step
         )
         await self._execute(decision, svc, state, observed)
-        self._export(decision.state, observed)
         return decision.action if isinstance(decision.action, Wait) else None
 
     def _problem(self, message: str) -> Wait:
@@ -376,11 +375,13 @@ class RolloutReconciler:
         started = time.perf_counter()
         if isinstance(action, RunPreflight):
             await self._run_preflight(svc, observed)
+            self._export(decision.state, observed)
             return
         if isinstance(action, Wait):
             if decision.reason != self._last_wait_reason:
                 self._log.info("waiting", reason=decision.reason, until=iso(action.until))
                 self._last_wait_reason = decision.reason
+            self._export(decision.state, observed)
             return
         self._last_wait_reason = None
         if isinstance(action, Scale):
@@ -402,6 +403,8 @@ class RolloutReconciler:
             self._expect_service(patched)
         elif isinstance(action, Persist):
             await self._persist(svc, new_state)
+        # The state is written: metrics say so now, not after the Event (its answer may be slow).
+        self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)
         self._log.info(
             decision.state.history[-1].decision if decision.state.history else name,

@@ -294,3 +294,26 @@ async def test_unmet_expectations_bound_the_reconcilers_sleep() -> None:
         await w.deliver()
         assert w.reconciler.service() is not None
         assert w.reconciler.next_look(wait) == T0 + timedelta(minutes=1)
+
+
+async def test_metrics_show_a_written_state_before_its_event_is_sent() -> None:
+    """Whoever sees the Event (or the state) and then reads /metrics sees the same phase."""
+    async with world(state(), stable=3, canary=1) as w:
+        phases: list[float | None] = []
+        emit = w.kube.emit_event
+
+        async def emit_event(*args: Any) -> None:
+            phases.append(
+                w.reconciler.metrics.registry.get_sample_value(
+                    "ptc_rollout_phase",
+                    {"namespace": SPEC.namespace, "rollout": SPEC.name, "phase": "paused"},
+                )
+            )
+            await emit(*args)
+
+        w.kube.emit_event = emit_event  # type: ignore[method-assign]
+        w.cluster.write_command("pause", "pause-1")
+        await w.deliver()
+        await w.reconciler.reconcile_once()
+        assert w.state().phase is Phase.PAUSED
+        assert phases == [1.0]
