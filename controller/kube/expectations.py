@@ -128,7 +128,13 @@ class Expectations(Generic[V]):
         return None
 
     def deadline(self) -> datetime | None:
-        """When the first pending expectation expires (a reconciler must look again then)."""
+        """When the first pending expectation expires (a reconciler must look again then).
+
+        Met and expired ones are dropped first, also those nobody reads any more (a Deployment
+        a new spec no longer names): a deadline in the past would make a caller spin.
+        """
+        for name in list(self._pending):
+            self.get(name)
         return min((p.expires for p in self._pending.values()), default=None)
 
     def _settled(self, pending: Expectation[V]) -> str | None:

@@ -102,6 +102,16 @@ def test_the_ttl_is_the_last_resort_and_bounds_the_wait() -> None:
     assert own.deadline() == clock.now + timedelta(seconds=10)
 
 
+def test_the_deadline_is_never_in_the_past_even_for_names_nobody_reads() -> None:
+    own, informer, clock = expectations(ttl=30)
+    own.expect("old-canary", "90", "from the previous spec")
+    own.expect("svc", "80", "ours")
+    informer.versions.add(("svc", "80"))  # met, but nobody asked since
+    assert own.deadline() == clock.now + timedelta(seconds=30)
+    clock.step(31)
+    assert own.deadline() is None
+
+
 def test_a_second_write_replaces_the_first() -> None:
     own, _, _ = expectations()
     own.expect("svc", "90", "first")
