@@ -204,8 +204,13 @@ async def run_demo(
     prometheus: bool | None = None,
     provider_factory: Callable[[Config], Provider | None] | None = None,
     report_dir: Path | None = None,
+    echo_order: str = "random",
 ) -> DemoResult:
-    """Play both rollouts; return how they ended."""
+    """Play both rollouts; return how they ended.
+
+    ``echo_order``: when the sandbox delivers a write's watch event relative to the write's
+    response (see :mod:`controller.sandbox.echo`); random per write, as on a real cluster.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="ptc-demo-")) if workdir is None else workdir
     if report_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -220,6 +225,7 @@ async def run_demo(
         scrape_interval=1.0,
         seed=42,
         tuning=ProxyTuning(retry_backoff=0.01, max_queue_wait=0.05),
+        echo_order=echo_order,
     )
     started = time.monotonic()
     async with Sandbox(options) as sandbox:

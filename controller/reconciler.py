@@ -1,10 +1,14 @@
 """One rollout's reconciler: observe from the caches, `decide()`, execute the one action, repeat.
 
 Woken by watch events (its Deployments, their Pods, its Service and EndpointSlices), analysis
-results and timers; it never polls the API server. Reads come from the informers' caches; after
-a write, the written value is trusted until the watch echoes it (so a lagging cache never makes
-the reconciler repeat an action). The state goes to the Service annotation before anything acts
-on it; a scale is an absolute count, so repeating one after a crash is harmless.
+results and timers; it never polls the API server. Reads come from the informers' caches, every
+reconcile. After our own write, its response is trusted over the cache only while the cache is
+older than the write (an *expectation*, see :mod:`controller.kube.expectations`): a lagging cache
+never makes the reconciler repeat an action, and no local copy outlives the write's watch echo,
+whether that echo arrives before, with or after the response — so a command annotation written
+after our write is seen as soon as the watch delivers it. The state goes to the Service
+annotation before anything acts on it; a scale is an absolute count, so repeating one after a
+crash is harmless.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -29,6 +33,7 @@ from controller.analysis.runner import AnalysisReport, AnalysisRunner
 from controller.commands import parse_command
 from controller.config.model import Rollout
 from controller.kube import (
+    DELETED,
     Conflict,
     Kube,
     KubeError,
@@ -36,6 +41,7 @@ from controller.kube import (
     ObjectRef,
     ServiceInfo,
 )
+from controller.kube.expectations import DEFAULT_TTL, Expectations
 from controller.metrics import Metrics
 from controller.observe import Caches, observe
 from controller.preflight import check_autoscalers, check_world, probe_pods
@@ -86,6 +92,7 @@ class RolloutReconciler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         may_write: Callable[[], bool] = lambda: True,
         on_spec_change: Callable[[], None] = lambda: None,
+        expectation_ttl: timedelta = DEFAULT_TTL,
     ) -> None:
         self.spec = spec
         self.kube = kube
@@ -98,8 +105,14 @@ class RolloutReconciler:
         self.on_spec_change = on_spec_change
         self.wake = asyncio.Event()
         self._stopping = False
-        self._own_service: ServiceInfo | None = None
-        self._pending_scale: dict[str, int] = {}
+        self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
+        # our writes whose watch echo has not arrived: the Service, and each Deployment's replicas
+        self._own_service: Expectations[ServiceInfo] = Expectations(
+            caches.services, clock, ttl=expectation_ttl, what="services", logger=self._log
+        )
+        self._own_scale: Expectations[int] = Expectations(
+            caches.deployments, clock, ttl=expectation_ttl, what="deployments", logger=self._log
+        )
         self._preflight: PreflightResult | None = None
         self._warned: frozenset[str] = frozenset()  # preflight warnings already sent as Events
         self._report: AnalysisReport | None = None
@@ -111,19 +124,16 @@ class RolloutReconciler:
         self._pending_generation = 1
         self._demand: deque[tuple[datetime, float]] = deque()
         self.generation = 1  # the config generation this reconciler's spec comes from
-        self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
 
     # -- wiring ----------------------------------------------------------------------------
 
     def on_event(self, kind: str, event_type: str, obj: Any) -> None:
-        """Informer callback: drop trusted local copies the watch has caught up with; wake."""
-        own = self._own_service
-        if kind == "services" and own is not None and obj.resource_version == own.resource_version:
-            self._own_service = None
-        if kind == "deployments":
-            want = self._pending_scale.get(obj.name)
-            if want is not None and obj.spec_replicas == want:
-                self._pending_scale.pop(obj.name, None)
+        """Informer callback: meet the expectations of our writes this event echoes; wake."""
+        deleted = event_type == DELETED
+        if kind == "services":
+            self._own_service.observe(obj.name, obj.resource_version, deleted=deleted)
+        elif kind == "deployments":
+            self._own_scale.observe(obj.name, obj.resource_version, deleted=deleted)
         self.wake.set()
 
     async def _on_report(self, report: AnalysisReport) -> None:
@@ -204,8 +214,26 @@ class RolloutReconciler:
     # -- observation -----------------------------------------------------------------------
 
     def service(self) -> ServiceInfo | None:
-        """The Service as last written by us (until echoed) or as the cache has it."""
-        return self._own_service or self.caches.services.get(self.spec.service)
+        """The newest Service known: the cache's, or our write's response while the cache lags it.
+
+        Read afresh on every reconcile, so commands come from the newest object too.
+        """
+        own = self._own_service.get(self.spec.service)
+        return own if own is not None else self.caches.services.get(self.spec.service)
+
+    def _pending_scales(self) -> dict[str, int]:
+        """Replicas we set whose watch echo has not arrived yet, by Deployment."""
+        pending = {}
+        for name in (self.spec.stable.deployment, self.spec.canary.deployment):
+            replicas = self._own_scale.get(name)
+            if replicas is not None:
+                pending[name] = replicas
+        return pending
+
+    def _expect_service(self, svc: ServiceInfo) -> None:
+        if not self._own_service.expect(svc.name, svc.resource_version, svc):
+            # the watch echo overtook the response: the cache already has this write
+            self._log.debug("service write already echoed", resource_version=svc.resource_version)
 
     def observe(self, svc: ServiceInfo) -> Observed:
         """Everything decide() needs, from the caches (no API calls)."""
@@ -218,7 +246,7 @@ class RolloutReconciler:
             self.spec,
             self.caches,
             svc,
-            self._pending_scale,
+            self._pending_scales(),
             preflight=self._preflight,
             capacity=capacity,
             demand=demand,
@@ -273,17 +301,31 @@ class RolloutReconciler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=seconds)
 
+    def next_look(self, wait: Wait) -> datetime | None:
+        """When to reconcile again after `wait` (None: at the next event).
+
+        An expectation of ours that runs out is a deadline too: then decide on the cache.
+        """
+        until = wait.until
+        for deadline in (self._own_service.deadline(), self._own_scale.deadline()):
+            if deadline is not None and (until is None or deadline < until):
+                until = deadline
+        return until
+
     async def _wait(self, wait: Wait) -> None:
-        if wait.until is None:
+        until = self.next_look(wait)
+        if until is None:
             await self.wake.wait()
             return
-        seconds = (wait.until - self.clock()).total_seconds()
+        seconds = (until - self.clock()).total_seconds()
         if seconds > 0:
             await self._sleep(seconds)
 
     async def _refresh_service(self) -> None:
         with contextlib.suppress(NotFound):
-            self._own_service = await self.kube.get_service(self.spec.namespace, self.spec.service)
+            self._expect_service(
+                await self.kube.get_service(self.spec.namespace, self.spec.service)
+            )
 
     async def reconcile_once(self) -> Wait | None:
         """One decide() and its action; the Wait to sleep on, or None to go again at once."""
@@ -313,7 +355,6 @@ class RolloutReconciler:
             phase=decision.state.phase.value, step=decision.state.step
         )
         await self._execute(decision, svc, state, observed)
-        self._export(decision.state, observed)
         return decision.action if isinstance(decision.action, Wait) else None
 
     def _problem(self, message: str) -> Wait:
@@ -335,31 +376,36 @@ class RolloutReconciler:
         started = time.perf_counter()
         if isinstance(action, RunPreflight):
             await self._run_preflight(svc, observed)
+            self._export(decision.state, observed)
             return
         if isinstance(action, Wait):
             if decision.reason != self._last_wait_reason:
                 self._log.info("waiting", reason=decision.reason, until=iso(action.until))
                 self._last_wait_reason = decision.reason
+            self._export(decision.state, observed)
             return
         self._last_wait_reason = None
         if isinstance(action, Scale):
-            await self.kube.scale(self.spec.namespace, action.deployment, action.replicas)
-            self._pending_scale[action.deployment] = action.replicas
+            version = await self.kube.scale(self.spec.namespace, action.deployment, action.replicas)
+            self._own_scale.expect(action.deployment, version, action.replicas)
             await self._persist(svc, new_state)
         elif isinstance(action, DeleteDeployment):
             with contextlib.suppress(NotFound):
                 await self.kube.delete_deployment(self.spec.namespace, action.deployment)
             await self._persist(svc, new_state)
         elif isinstance(action, PatchService):
-            self._own_service = await self.kube.patch_service(
+            patched = await self.kube.patch_service(
                 self.spec.namespace,
                 self.spec.service,
                 resource_version=svc.resource_version,
                 selector=action.selector,
                 annotations={STATE_ANNOTATION: encode_state(new_state)},
             )
+            self._expect_service(patched)
         elif isinstance(action, Persist):
             await self._persist(svc, new_state)
+        # The state is written: metrics say so now, not after the Event (its answer may be slow).
+        self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)
         self._log.info(
             decision.state.history[-1].decision if decision.state.history else name,
@@ -394,12 +440,13 @@ class RolloutReconciler:
 
     async def _persist(self, svc: ServiceInfo, state: RolloutState) -> None:
         current = self.service() or svc
-        self._own_service = await self.kube.patch_service(
+        patched = await self.kube.patch_service(
             self.spec.namespace,
             self.spec.service,
             resource_version=current.resource_version,
             annotations={STATE_ANNOTATION: encode_state(state)},
         )
+        self._expect_service(patched)
 
     async def _run_preflight(self, svc: ServiceInfo, observed: Observed) -> None:
         now = self.clock()

@@ -90,7 +90,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     configure_logging("console", "error")
     color = not args.no_color and sys.stdout.isatty()
     result = asyncio.run(
-        run_demo(speed=args.speed, color=color, prometheus=False if args.no_prometheus else None)
+        run_demo(
+            speed=args.speed,
+            color=color,
+            prometheus=False if args.no_prometheus else None,
+            echo_order=args.echo_order,
+        )
     )
     return EXIT_OK if result.ok else EXIT_RUNTIME
 
@@ -110,6 +115,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         rate=args.rate,
         prometheus=args.prometheus,
         ready_delay=args.ready_delay,
+        echo_order=args.echo_order,
     )
     try:
         asyncio.run(serve(options, args.scenario))
@@ -213,6 +219,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="use the direct provider even if Prometheus is installed",
     )
+    _echo_order_argument(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -244,4 +251,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="start a real Prometheus (default: if installed)",
     )
+    _echo_order_argument(p)
     p.set_defaults(func=cmd_sandbox)
+
+
+def _echo_order_argument(p: argparse.ArgumentParser) -> None:
+    from controller.sandbox.echo import MODES
+
+    p.add_argument(
+        "--echo-order",
+        choices=MODES,
+        default="random",
+        help="when a write's watch event reaches watchers: before, with or after the write's "
+        "response, or random per write as on a real API server (default)",
+    )

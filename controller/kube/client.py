@@ -166,19 +166,22 @@ class Kube:
 
     async def scale(
         self, namespace: str, deployment: str, replicas: int, *, resource_version: str = ""
-    ) -> None:
+    ) -> str:
         """Set ``spec.replicas`` through the ``scale`` subresource (returns without waiting).
 
         With ``resource_version`` (the Deployment's, which its Scale shares), only if the
         Deployment is still at it: Conflict otherwise, so a write decided on a stale view (or by
         a deposed leader, after the new one acted) does not land.
+
+        Returns the Deployment's resourceVersion after the write (the Scale carries it), for
+        telling when the watch has echoed it; "" if the server sent none.
         """
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
         body: Obj = {"spec": {"replicas": replicas}}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        await self._call(
+        scale = await self._call(
             "PATCH",
             DEPLOYMENTS,
             namespace,
@@ -187,6 +190,7 @@ class Kube:
             body=body,
             content_type=MERGE_PATCH,
         )
+        return str((scale.get("metadata") or {}).get("resourceVersion") or "")
 
     async def patch_service(
         self,

@@ -12,14 +12,22 @@ The loop (one named task per informer):
    events) resets the backoff, so an informer never spins and never waits long after a blip.
 
 Each informer opens its own :class:`~controller.kube.transport.Transport` (see there why).
+
 Callbacks run synchronously in the informer task, after the cache was updated; they must not
 block (put the event on a queue). A callback that raises is logged and does not stop the loop.
+
+For a writer that must not trust its own write's response longer than needed (see
+:mod:`controller.kube.expectations`), the informer remembers which object versions it has
+delivered (:meth:`Informer.delivered`: the cached one, and a short memory of recent ones, since a
+write's watch echo may arrive before its response) and which lists replaced the cache
+(:meth:`Informer.list_mark` / :meth:`Informer.relisted_since`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -37,6 +45,9 @@ Callback = Callable[[str, T], None]
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 _LIST_PAGE = 500
+# (name, resourceVersion) pairs delivered lately, beyond each cached object's own version: a
+# write's echo can overtake its response by milliseconds, not by hundreds of events of one kind.
+_RECENT_VERSIONS = 256
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +86,10 @@ class Informer(Generic[T]):
         self._policy = policy
         self._items: dict[str, T] = {}
         self._version: str | None = None
+        self._versions: dict[str, str] = {}  # name -> resourceVersion of the cached object
+        self._recent: deque[tuple[str, str]] = deque(maxlen=_RECENT_VERSIONS)
+        self._lists_started = 0
+        self._listed_from = 0  # which list (by start order) last replaced the cache
         self._synced = asyncio.Event()
         # replaced on every sync/error change, so each waiter holding the old one wakes up
         self._changed = asyncio.Event()
@@ -146,6 +161,29 @@ class Informer(Generic[T]):
     def get(self, name: str) -> T | None:
         """The cached object, or None."""
         return self._items.get(name)
+
+    def delivered(self, name: str, resource_version: str) -> bool:
+        """Whether the object at this resourceVersion is, or lately was, in the cache.
+
+        True for the cached object's own version and for versions delivered a short while ago
+        (a bounded memory): resourceVersions are opaque, so "this one or a later one" cannot be
+        told from the value itself, only from having seen it go by.
+        """
+        return (
+            self._versions.get(name) == resource_version or (name, resource_version) in self._recent
+        )
+
+    def list_mark(self) -> int:
+        """A mark for "now", for :meth:`relisted_since`."""
+        return self._lists_started
+
+    def relisted_since(self, mark: int) -> bool:
+        """Whether a list *requested after* ``mark`` was taken has replaced the cache.
+
+        Such a list reflects every write that completed before the mark (a list without a
+        resourceVersion is a consistent read), so the cache holds those writes or later states.
+        """
+        return self._listed_from > mark
 
     def items(self) -> list[T]:
         """All cached objects, sorted by name."""
@@ -230,7 +268,10 @@ class Informer(Generic[T]):
         self._log.info("kube.watch.reconnect", error=str(error), delay=0)
 
     async def _list(self, transport: Transport) -> None:
+        self._lists_started += 1
+        this_list = self._lists_started
         items: dict[str, T] = {}
+        versions: dict[str, str] = {}
         version: str | None = None
         params: dict[str, str | int] = {"limit": _LIST_PAGE}
         while True:
@@ -242,12 +283,16 @@ class Informer(Generic[T]):
                 name = (raw.get("metadata") or {}).get("name")
                 if name:
                     items[name] = self._parse(raw)
+                    versions[name] = str((raw.get("metadata") or {}).get("resourceVersion") or "")
             token = meta.get("continue")
             if not token:
                 break
             params = {"limit": _LIST_PAGE, "continue": token}
         old, self._items = self._items, items
         self._version = version or None
+        self._versions = versions
+        self._recent.extend(versions.items())
+        self._listed_from = this_list
         first = self._stats.lists == 0
         self._count(lists=1, relists=0 if first else 1)
         self._synced.set()
@@ -285,9 +330,13 @@ class Informer(Generic[T]):
         obj = self._parse(raw)
         if kind == DELETED:
             self._items.pop(name, None)
+            self._versions.pop(name, None)
         else:
             self._items[name] = obj
+            if version:
+                self._versions[name] = str(version)
         if version:  # only after the object is applied: a failure re-watches from before it
+            self._recent.append((name, str(version)))
             self._version = str(version)
         self._count(events=1)
         self._notify(kind, obj)

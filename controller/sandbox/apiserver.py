@@ -9,9 +9,11 @@ Usage (the lead composes this with :class:`~controller.sandbox.workload.Workload
     await api.stop()
 
 ``ApiServer(host="127.0.0.1", port=0, *, tokens=None, anonymous=True, history_limit=10_000,
-seed=None, version=KUBERNETES_VERSION)``
+seed=None, version=KUBERNETES_VERSION, echo_order="random")``
 
-- ``url``, ``store`` (:class:`Store`), ``registry`` (:class:`Registry`), ``authorizer``, ``faults``
+- ``url``, ``store`` (:class:`Store`), ``registry`` (:class:`Registry`), ``authorizer``, ``faults``,
+  ``echo`` (:class:`EchoOrdering`: whether a write's watch event reaches watchers before, with
+  or after its response; random per write by default, as on a real server)
 - ``write_kubeconfig(path, token=None, namespace="default") -> Path``
 - direct helpers that bypass HTTP, auth, faults and accounting: ``create(obj)``,
   ``get(kind, name, namespace)``, ``list(kind, namespace, label_selector)``, ``update(obj)``,
@@ -41,6 +43,7 @@ from aiohttp import web
 from controller.sandbox import apierrors as errors
 from controller.sandbox import discovery
 from controller.sandbox.apiaccess import Authorizer, Faults, Grant, RequestKey, Rule
+from controller.sandbox.echo import EchoOrdering
 from controller.sandbox.kinds import RESOURCE_TYPES, ResourceType
 from controller.sandbox.kubeconfig import write_kubeconfig
 from controller.sandbox.registry import JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, Registry
@@ -75,12 +78,14 @@ class ApiServer:
         history_limit: int = 10_000,
         seed: int | None = None,
         version: str = discovery.KUBERNETES_VERSION,
+        echo_order: str = "random",
     ) -> None:
         self.host, self.port = host, port
         self.store = Store(history_limit=history_limit)
         self.registry = Registry(self.store, seed=seed)
         self.authorizer = Authorizer(tokens, anonymous=anonymous)
         self.faults = Faults()
+        self.echo = EchoOrdering(echo_order, seed=seed)
         self.version = version
         self._counts: Counter[RequestKey] = Counter()
         self._runner: web.AppRunner | None = None
@@ -332,29 +337,38 @@ class ApiServer:
             )
         )
 
+    # Each write handler reads its body first, then commits with no await in between, so the
+    # resourceVersions from `first` on are exactly this write's (for the echo ordering).
+
     async def _create(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
-        return _json(self.registry.create(info.rt, info.namespace, await self._body(request)), 201)
+        body = await self._body(request)
+        first = self.store.resource_version + 1
+        return await self._answer(
+            request, first, _json(self.registry.create(info.rt, info.namespace, body), 201)
+        )
 
     async def _update(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         assert info.name is not None
+        body = await self._body(request)
+        first = self.store.resource_version + 1
         obj, created = self.registry.update(
-            info.rt, info.namespace, info.name, await self._body(request), info.subresource or None
+            info.rt, info.namespace, info.name, body, info.subresource or None
         )
-        return _json(obj, 201 if created else 200)
+        return await self._answer(request, first, _json(obj, 201 if created else 200))
 
     async def _patch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         assert info.name is not None
         raw = await request.read()
-        return _json(
-            self.registry.patch(
-                info.rt,
-                info.namespace,
-                info.name,
-                request.headers.get("Content-Type", ""),
-                raw,
-                info.subresource or None,
-            )
+        first = self.store.resource_version + 1
+        obj = self.registry.patch(
+            info.rt,
+            info.namespace,
+            info.name,
+            request.headers.get("Content-Type", ""),
+            raw,
+            info.subresource or None,
         )
+        return await self._answer(request, first, _json(obj))
 
     async def _delete(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         assert info.name is not None
@@ -364,7 +378,18 @@ class ApiServer:
         grace = int_param(request.query, "gracePeriodSeconds")
         if grace is not None:
             options["gracePeriodSeconds"] = grace
-        return _json(self.registry.delete(info.rt, info.namespace, info.name, options))
+        first = self.store.resource_version + 1
+        obj = self.registry.delete(info.rt, info.namespace, info.name, options)
+        return await self._answer(request, first, _json(obj))
+
+    async def _answer(
+        self, request: web.Request, first: int, response: web.Response
+    ) -> web.StreamResponse:
+        """Send a write's response in the echo order chosen for it (a no-op write has none)."""
+        committed = range(first, self.store.resource_version + 1)
+        if not committed:
+            return response
+        return await self.echo.respond(request, response, committed, self._watch_requests)
 
     async def _watch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         q = request.query
@@ -419,15 +444,16 @@ class ApiServer:
                 event = await watch.next(remaining)
                 if event is None:
                     break
+                version = int(event[1]["metadata"]["resourceVersion"])
+                await self.echo.gate(version)
                 await response.write(
                     (json.dumps({"type": event[0], "object": event[1]}) + "\n").encode()
                 )
-        except (ConnectionResetError, asyncio.CancelledError):
+                self.echo.sent(watch, version)
+        finally:
             watch.close()
             self._watch_requests.pop(watch, None)
-            raise
-        watch.close()
-        self._watch_requests.pop(watch, None)
+            self.echo.closed()
         return response
 
 

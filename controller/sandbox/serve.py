@@ -69,6 +69,7 @@ def options_from_args(
     rate: float,
     prometheus: bool | None,
     ready_delay: float,
+    echo_order: str = "random",
 ) -> SandboxOptions:
     """SandboxOptions from command-line values."""
     return SandboxOptions(
@@ -78,4 +79,5 @@ def options_from_args(
         traffic_rate=rate,
         prometheus=prometheus,
         ready_delay=ready_delay,
+        echo_order=echo_order,
     )

@@ -64,6 +64,10 @@ class Watch:
         self.predicate = predicate
         self._queue: asyncio.Queue[tuple[str, Obj] | None] = asyncio.Queue()
         self.closed = False
+        # resourceVersions of the last event queued here and of the last one its consumer
+        # reported sent (HTTP streams do, for the echo ordering: controller.sandbox.echo)
+        self.offered = 0
+        self.sent = 0
 
     def _offer(self, ev: StoreEvent) -> None:
         if self.closed:
@@ -72,23 +76,26 @@ class Watch:
             return
         if self.namespace and ev.namespace != self.namespace:
             return
+        event_type = self._seen_as(ev)
+        if event_type is not None:
+            self._queue.put_nowait((event_type, ev.obj))
+            self.offered = ev.rv
+
+    def _seen_as(self, ev: StoreEvent) -> str | None:
+        """The event type this watch gets for ``ev`` (None: none, it is filtered out)."""
         if self.predicate is None:
-            self._queue.put_nowait((ev.type, ev.obj))
-            return
+            return ev.type
         now = self.predicate(ev.obj)
         before = ev.prev is not None and self.predicate(ev.prev)
         if ev.type == "ADDED":
-            if now:
-                self._queue.put_nowait(("ADDED", ev.obj))
-        elif ev.type == "DELETED":
-            if now or before:
-                self._queue.put_nowait(("DELETED", ev.obj))
-        elif now and before:
-            self._queue.put_nowait(("MODIFIED", ev.obj))
-        elif now:
-            self._queue.put_nowait(("ADDED", ev.obj))
-        elif before:
-            self._queue.put_nowait(("DELETED", ev.obj))
+            return "ADDED" if now else None
+        if ev.type == "DELETED":
+            return "DELETED" if now or before else None
+        if now and before:
+            return "MODIFIED"
+        if now:
+            return "ADDED"
+        return "DELETED" if before else None
 
     async def next(self, within: float | None = None) -> tuple[str, Obj] | None:
         """Next (type, object); None once closed or when ``within`` seconds pass first."""

@@ -55,6 +55,9 @@ class SandboxOptions:
     scrape_interval: float = 1.0
     seed: int | None = None
     tuning: ProxyTuning = field(default_factory=ProxyTuning)
+    # a write's watch echo before, with or after its response: "random" per write, as on a
+    # real API server, or one of them forced (see controller.sandbox.echo)
+    echo_order: str = "random"
 
 
 class Sandbox:
@@ -63,7 +66,9 @@ class Sandbox:
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options or SandboxOptions()
         self.faults = FaultProfiles()
-        self.api = ApiServer(port=self.options.api_port, seed=self.options.seed)
+        self.api = ApiServer(
+            port=self.options.api_port, seed=self.options.seed, echo_order=self.options.echo_order
+        )
         self.runtime = SimulatedPodRuntime(
             self.faults, tuning=self.options.tuning, seed=self.options.seed
         )
@@ -192,6 +197,7 @@ class Sandbox:
             "kubeconfig": str(self.kubeconfig) if self.kubeconfig else None,
             "prometheus": self.prometheus.url if self.prometheus else None,
             "control": self.control.url if self.control else None,
+            "echoOrder": {"mode": self.api.echo.mode, **dict(sorted(self.api.echo.counts.items()))},
             "traffic": {
                 "service": "/".join(self.options.traffic_service)
                 if self.options.traffic_service

@@ -170,8 +170,14 @@ async def test_a_real_alert_rolls_the_canary_back_within_one_reconcile(tmp_path:
                 )
 
                 # Within one reconcile: the first action after the notification is the rollback.
-                arrived = next(
-                    (t, i) for i, (t, e) in enumerate(log) if e["event"] == "alert: rollback"
+                # Anchored at the notification's arrival (logged before the command is written):
+                # the write's watch echo may wake the reconciler before the write's own answer,
+                # so the rollback can be logged before "alert: rollback".
+                written = next(i for i, (_, e) in enumerate(log) if e["event"] == "alert: rollback")
+                arrived = max(
+                    (t, i)
+                    for i, (t, e) in enumerate(log[:written])
+                    if e["event"] == "alert notification"
                 )
                 after = [(t, e) for t, e in log[arrived[1] + 1 :] if "action" in e]
                 decided_at, first = after[0]
