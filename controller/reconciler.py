@@ -77,6 +77,17 @@ ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.HOLDING, Phase.FLIPPING, Phase.BAKIN
 ERROR_BACKOFF = (1.0, 30.0)  # seconds: first retry after an API failure, cap
 
 
+STALE_VIEW_WAIT = 2.0  # seconds at most; any watch event ends it sooner
+
+
+class StaleView(Exception):
+    """A scale was refused (409): the Deployment changed since the decision read it."""
+
+    def __init__(self, deployment: str) -> None:
+        super().__init__(f"deployment {deployment} changed since it was read")
+        self.deployment = deployment
+
+
 class RolloutReconciler:
     """Drives one rollout; `run()` until `stop()`."""
 
@@ -276,6 +287,14 @@ class RolloutReconciler:
                 try:
                     wait = await self.reconcile_once()
                     failures = 0
+                except StaleView as stale:
+                    # Decide again on the newer Deployment once the watch brings it.
+                    self._log.info(
+                        "deployment changed under us; waiting for the newer object",
+                        deployment=stale.deployment,
+                    )
+                    await self._sleep(STALE_VIEW_WAIT)
+                    continue
                 except Conflict:
                     self._log.info("state changed under us; re-reading the Service")
                     await self._refresh_service()
@@ -386,12 +405,30 @@ class RolloutReconciler:
             return
         self._last_wait_reason = None
         if isinstance(action, Scale):
-            version = await self.kube.scale(self.spec.namespace, action.deployment, action.replicas)
+            # Only onto the Deployment this decision saw (our own unechoed write, else the
+            # cache's): a person's scale since, or a new leader's, makes this a 409, not a
+            # lost update.
+            cached = self.caches.deployments.get(action.deployment)
+            seen = self._own_scale.version(action.deployment) or (
+                cached.resource_version if cached is not None else ""
+            )
+            try:
+                version = await self.kube.scale(
+                    self.spec.namespace, action.deployment, action.replicas, resource_version=seen
+                )
+            except Conflict as exc:
+                raise StaleView(action.deployment) from exc
             self._own_scale.expect(action.deployment, version, action.replicas)
             await self._persist(svc, new_state)
         elif isinstance(action, DeleteDeployment):
+            # Only the Deployment this decision saw: a new one under the same name is not ours.
+            cached = self.caches.deployments.get(action.deployment)
             with contextlib.suppress(NotFound):
-                await self.kube.delete_deployment(self.spec.namespace, action.deployment)
+                await self.kube.delete_deployment(
+                    self.spec.namespace,
+                    action.deployment,
+                    uid=cached.uid if cached is not None else None,
+                )
             await self._persist(svc, new_state)
         elif isinstance(action, PatchService):
             patched = await self.kube.patch_service(

@@ -127,6 +127,13 @@ class Expectations(Generic[V]):
             )
         return None
 
+    def version(self, name: str) -> str | None:
+        """The resourceVersion our unechoed write of ``name`` produced, or None."""
+        pending = self._pending.get(name)
+        return (
+            pending.resource_version if pending is not None and self.get(name) is not None else None
+        )
+
     def deadline(self) -> datetime | None:
         """When the first pending expectation expires (a reconciler must look again then).
 

@@ -241,10 +241,12 @@ class FakeKube:
         stored = await self._write("deployments", new)
         return str(stored["metadata"]["resourceVersion"])
 
-    async def delete_deployment(self, namespace: str, name: str) -> None:
+    async def delete_deployment(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         raw = self.cluster.objects["deployments"].get(name)
         if raw is None:
             raise NotFound(f"deployments {name} not found", status=404)
+        if uid and raw["metadata"].get("uid") != uid:
+            raise Conflict(f"deployments {name}: precondition failed: uid {uid}", status=409)
         await self._write("deployments", raw, "DELETED")
 
     async def emit_event(self, namespace: str, ref: Any, type_: str, reason: str, msg: str) -> None:

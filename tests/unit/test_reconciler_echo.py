@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.metrics import Metrics
-from controller.reconciler import RolloutReconciler
+from controller.reconciler import RolloutReconciler, StaleView
 from controller.rollout import target_hash
 from controller.state import STATE_ANNOTATION, Phase, RolloutState, encode_state, read_state
 from tests.unit.fake_cluster import FakeCluster, FakeKube, SteppedClock, caches_for, populate
@@ -194,20 +194,28 @@ async def test_a_flip_is_not_repeated_while_its_echo_is_held() -> None:
         assert len(w.kube.service_patches) == 1  # baking waits for endpoints: no further write
 
 
-async def test_events_older_than_our_write_do_not_end_the_trust_in_it() -> None:
-    """Only our write's echo (or a relist, or the TTL) ends it: earlier events still in flight
-    when the write returned come first, and the cache they leave is older than the write."""
+async def test_a_scale_decided_before_a_status_update_is_refused_then_made_once() -> None:
+    """A status update in flight when we decide: our scale's precondition refuses it (409);
+    once the update arrives the scale is made, and a later update does not repeat it."""
     async with world(state(), stable=4, canary=0) as w:
         w.kube.order = "after"
         w.cluster.hold = True
         dep = json.loads(json.dumps(w.cluster.objects["deployments"][CANARY]))
         dep["status"]["observedGeneration"] = 2
         w.cluster.commit("deployments", dep)  # a status update, committed before our scale
+        # Decided on the version before that update: the scale's precondition refuses it.
+        with pytest.raises(StaleView):
+            await w.reconciler.reconcile_once()
+        assert w.kube.scales == []
+
+        await w.cluster.release(1)  # the status update arrives
         await w.reconciler.reconcile_once()  # scale canary to 1 (+ Persist): both held
         assert w.kube.scales == [(CANARY, 1)]
-
-        await w.cluster.release(1)  # only the older status update arrives
-        await w.reconciler.reconcile_once()
+        w.cluster.hold = True
+        dep = json.loads(json.dumps(w.cluster.objects["deployments"][CANARY]))
+        dep["status"]["observedGeneration"] = 3
+        w.cluster.commit("deployments", dep)  # another status update, after our scale (held)
+        await w.reconciler.reconcile_once()  # still trusts our write: no repeat
         assert w.kube.scales == [(CANARY, 1)]
         assert len(w.kube.service_patches) == 1
 
@@ -317,3 +325,30 @@ async def test_metrics_show_a_written_state_before_its_event_is_sent() -> None:
         await w.reconciler.reconcile_once()
         assert w.state().phase is Phase.PAUSED
         assert phases == [1.0]
+
+
+async def test_a_scale_onto_a_deployment_changed_since_it_was_read_is_refused() -> None:
+    """Fencing: a decision taken on a stale Deployment (a person, or a new leader, wrote since)
+    gets a 409 and changes nothing; the next decision is taken on the newer object."""
+    async with world(state(), stable=4, canary=0) as w:
+        w.kube.order = "after"
+        w.cluster.hold = True
+        dep = json.loads(json.dumps(w.cluster.objects["deployments"][CANARY]))
+        dep["spec"]["replicas"] = 2
+        w.cluster.commit("deployments", dep)  # someone scales the canary; our cache lags
+        with pytest.raises(StaleView):
+            await w.reconciler.reconcile_once()  # would scale the canary to 1
+        assert w.kube.scales == []  # refused by the precondition: nothing changed
+        assert w.cluster.objects["deployments"][CANARY]["spec"]["replicas"] == 2
+        assert w.kube.service_patches == []
+
+
+async def test_our_own_unechoed_scale_is_the_precondition_of_the_next_one() -> None:
+    """Two scales of one Deployment before the first is echoed: the second is made onto our
+    first write's version, not the cache's older one (which would be a false 409)."""
+    async with world(state(), stable=1, canary=0) as w:
+        w.kube.order = "after"
+        await w.reconciler.reconcile_once()  # canary 0 -> 1 (held)
+        assert w.kube.scales == [(CANARY, 1)]
+        first = w.cluster.objects["deployments"][CANARY]["metadata"]["resourceVersion"]
+        assert w.reconciler._own_scale.version(CANARY) == first
