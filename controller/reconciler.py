@@ -29,7 +29,7 @@ from controller.alerts.deliver import deliver_command
 from controller.alerts.routing import Delivery
 from controller.analysis.evaluate import AnalysisSummary
 from controller.analysis.provider import Provider
-from controller.analysis.runner import AnalysisReport, AnalysisRunner
+from controller.analysis.runner import AnalysisReport, AnalysisRunner, restored
 from controller.commands import parse_command
 from controller.config.model import Rollout
 from controller.kube import (
@@ -63,6 +63,7 @@ from controller.rollout import (
 from controller.state import (
     COMMAND_ANNOTATION,
     STATE_ANNOTATION,
+    BreachClocks,
     Phase,
     RolloutState,
     StateError,
@@ -371,7 +372,9 @@ class RolloutReconciler:
         observed: Observed,
     ) -> None:
         action = decision.action
-        new_state = replace(decision.state, writer=self.identity)
+        new_state = replace(
+            decision.state, writer=self.identity, breach=self._breach_clocks(decision.state)
+        )
         name = type(action).__name__
         started = time.perf_counter()
         if isinstance(action, RunPreflight):
@@ -382,6 +385,13 @@ class RolloutReconciler:
             if decision.reason != self._last_wait_reason:
                 self._log.info("waiting", reason=decision.reason, until=iso(action.until))
                 self._last_wait_reason = decision.reason
+            if old is not None and new_state.breach != old.breach and self.may_write():
+                # A breach clock started or stopped: persist it, or a restart would give the
+                # canary a fresh `for:` (rare: clocks change when a breach begins or ends).
+                self._log.info("breach clocks changed", breach=_clock_fields(new_state))
+                await self._persist(
+                    svc, replace(old, writer=self.identity, breach=new_state.breach)
+                )
             self._export(decision.state, observed)
             return
         self._last_wait_reason = None
@@ -476,6 +486,14 @@ class RolloutReconciler:
             probed=len(findings.probe_targets),
         )
 
+    def _breach_clocks(self, state: RolloutState) -> BreachClocks | None:
+        """The runner's `for:` clocks, for the state to carry (None without a running analysis)."""
+        runner = self._runner
+        if runner is None or state.phase not in ANALYSIS_PHASES:
+            return None
+        since = runner.breach_since
+        return BreachClocks(state.attempt, state.step, since) if since else None
+
     def _sync_runner(self, state: RolloutState | None) -> None:
         """Run analysis while the rollout carries canary traffic; judge the state's step."""
         # Only the leader queries: a standby would double the load on Prometheus.
@@ -492,11 +510,22 @@ class RolloutReconciler:
         if active and state is not None:
             step = min(state.step, len(self.spec.steps) - 1)
             if self._runner is None:
+                # After a restart or failover the breach clocks go on where they were (same
+                # attempt and step only: anything else is judged afresh).
+                clocks = state.breach
+                previous = None
+                if clocks is not None and (clocks.attempt, clocks.step) == (
+                    state.attempt,
+                    state.step,
+                ):
+                    previous = restored(clocks.since, self.clock())
+                    self._log.info("breach clocks restored", breach=_clock_fields(state))
                 self._runner = AnalysisRunner(
                     self.spec,
                     self.provider,
                     self._on_report,
                     step=step,
+                    previous=previous,
                     clock=self.clock,
                     spread=True,
                 )
@@ -584,6 +613,11 @@ class RolloutReconciler:
             generation=self.generation,
             pending_config=self._pending_spec is not None,
         )
+
+
+def _clock_fields(state: RolloutState) -> dict[str, str | None]:
+    clocks = state.breach
+    return {k: iso(t) for k, t in clocks.since.items()} if clocks is not None else {}
 
 
 __all__ = ["RolloutReconciler"]
