@@ -32,6 +32,7 @@ from controller.analysis.provider import Provider
 from controller.analysis.runner import AnalysisReport, AnalysisRunner, restored
 from controller.commands import parse_command
 from controller.config.model import Rollout
+from controller.history import HistoryWriter
 from controller.kube import (
     DELETED,
     Conflict,
@@ -76,6 +77,7 @@ log = structlog.get_logger("ptc.reconciler")
 
 ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.HOLDING, Phase.FLIPPING, Phase.BAKING, Phase.PAUSED)
 ERROR_BACKOFF = (1.0, 30.0)  # seconds: first retry after an API failure, cap
+HISTORY_FLUSH_S = 5.0  # on stop, how long the last decisions may take to reach the ConfigMap
 
 
 class RolloutReconciler:
@@ -125,6 +127,8 @@ class RolloutReconciler:
         self._pending_generation = 1
         self._demand: deque[tuple[datetime, float]] = deque()
         self.generation = 1  # the config generation this reconciler's spec comes from
+        # the full decision history (the annotation keeps the last few): best effort
+        self.history = HistoryWriter(kube, spec.namespace, spec.service)
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -297,6 +301,9 @@ class RolloutReconciler:
             if self._runner is not None:
                 await self._runner.stop()
                 self._runner = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.history.flush(), HISTORY_FLUSH_S)
+            await self.history.close()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -414,6 +421,11 @@ class RolloutReconciler:
             self._expect_service(patched)
         elif isinstance(action, Persist):
             await self._persist(svc, new_state)
+        # The state is written: its new records go to the history ConfigMap, in the background.
+        known = {id(r) for r in old.history} if old is not None else set()
+        self.history.add(
+            new_state.target, (r for r in decision.state.history if id(r) not in known)
+        )
         # The state is written: metrics say so now, not after the Event (its answer may be slow).
         self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)

@@ -8,8 +8,9 @@ The annotation holds what resuming needs, within a fixed size whatever the confi
 server refuses a Service whose annotations exceed 256 KiB (and then every state write fails,
 the one starting a rollback included), and each patch is sent to every Service watcher. So
 `compact` keeps the last `HISTORY_LIMIT` decisions with their reasons cut to `REASON_LIMIT`,
-and metric readings only on the newest record and only while they fit `METRICS_BUDGET`. The
-full history with every reading is in the rollout's Events (one per decision). Per-metric
+and metric readings only on the newest record that has them, as far as they fit
+`METRICS_BUDGET`. The full history with every reading goes to a ConfigMap (`controller.history`),
+and each decision that changes phase is an Event. Per-metric
 breach clocks (`BreachClocks`) are kept so that a restart does not give a breaching canary a
 fresh ``for:``. States written by older ptc (50 records with every reading) still decode.
 """
@@ -161,13 +162,15 @@ def compact(state: RolloutState) -> RolloutState:
     """The state as the annotation keeps it: bounded whatever the history and the metrics.
 
     The last `HISTORY_LIMIT` records, reasons cut to `REASON_LIMIT`; metric readings on the
-    newest record only, as many as fit `METRICS_BUDGET` (in config order), details cut.
+    newest record that has them only, as many as fit `METRICS_BUDGET` (in config order).
     """
     history = state.history[-HISTORY_LIMIT:]
+    # The newest readings, wherever they are (`ptc status` shows them without a controller).
+    newest = max((i for i, r in enumerate(history) if r.metrics), default=-1)
     records = []
     for i, r in enumerate(history):
         metrics: list[MetricRecord] = []
-        if i == len(history) - 1:
+        if i == newest:
             used = 0
             for m in r.metrics:
                 kept = replace(
@@ -187,6 +190,15 @@ def compact(state: RolloutState) -> RolloutState:
             )
         )
     return replace(state, message=_cut(state.message), history=tuple(records))
+
+
+def record_json(r: DecisionRecord) -> dict[str, Any]:
+    """A decision record as JSON (metric details cut to `REASON_LIMIT`)."""
+    return {
+        **asdict(r),
+        "at": format_timestamp(r.at),
+        "metrics": [_metric_json(m) for m in r.metrics],
+    }
 
 
 _DATETIME_FIELDS = {f.name for f in fields(RolloutState) if "datetime" in str(f.type)}
@@ -276,14 +288,7 @@ def encode_state(state: RolloutState) -> str:
         if f.name in _DATETIME_FIELDS:
             value = format_timestamp(value)
         elif f.name == "history":
-            value = [
-                {
-                    **asdict(r),
-                    "at": format_timestamp(r.at),
-                    "metrics": [_metric_json(m) for m in r.metrics],
-                }
-                for r in value
-            ]
+            value = [record_json(r) for r in value]
         elif f.name == "breach":
             value = (
                 None
@@ -354,7 +359,7 @@ def decode_state(text: str) -> RolloutState:
             value = _str(value, key, _STR_FIELDS[f.name])
         elif f.name == "history":
             value = tuple(
-                _decode_record(r, f"history[{i}]") for i, r in enumerate(_list(value, key))
+                decode_record(r, f"history[{i}]") for i, r in enumerate(_list(value, key))
             )
         elif f.name == "breach":
             value = None if value is None else _decode_breach(value, key)
@@ -383,7 +388,8 @@ def _decode_breach(raw: object, where: str) -> BreachClocks:
     )
 
 
-def _decode_record(raw: object, where: str) -> DecisionRecord:
+def decode_record(raw: object, where: str) -> DecisionRecord:
+    """A decision record from `record_json`'s shape; StateError names `where` if it is bad."""
     record = _object(raw, where)
     for key in ("at", "phase", "step", "decision", "reason"):
         if key not in record:
