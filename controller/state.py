@@ -144,14 +144,22 @@ def _size(value: object) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+TAIL = 40  # characters a cut text keeps from its end (e.g. an alert command's " [alert-id]")
+
+
 def _cut(text: str, limit: int = REASON_LIMIT) -> str:
-    """`text`, shortened with an ellipsis until its JSON encoding fits `limit` bytes."""
+    """`text` with its middle replaced by an ellipsis until its JSON encoding fits `limit`.
+
+    The end is kept: a command's id is appended to its reason, and duplicate alerts are
+    recognised by it.
+    """
     if _size(text) <= limit:
         return text
-    cut = text[:limit]
-    while (excess := _size(cut + "\u2026") - limit) > 0:
-        cut = cut[: -max(1, excess // 6)]  # a character encodes to at most 6 bytes
-    return cut + "\u2026"
+    tail = text[-TAIL:] if _size(text[-TAIL:]) <= limit // 2 else ""
+    head = text[:limit]
+    while (excess := _size(head + "\u2026" + tail) - limit) > 0:
+        head = head[: -max(1, excess // 6)]  # a character encodes to at most 6 bytes
+    return head + "\u2026" + tail
 
 
 def _metric_json(m: MetricRecord) -> dict[str, Any]:

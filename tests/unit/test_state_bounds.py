@@ -145,3 +145,12 @@ def test_breach_clocks_round_trip_and_bad_ones_are_named() -> None:
     data["breach"]["since"]["p95"] = "yesterday"
     with pytest.raises(StateError, match=r"breach\.since\.p95"):
         decode_state(json.dumps(data))
+
+
+def test_a_cut_reason_keeps_its_end_where_a_commands_id_is() -> None:
+    reason = "rollback: " + "alert detail " * 60 + " [alert-0123456789abcdef]"
+    record = DecisionRecord(T0, "holding", 1, "rollback", reason, by="alert:canary-502")
+    state = decode_state(encode_state(RolloutState(Phase.ROLLING_BACK, "t", history=(record,))))
+    kept = state.history[0].reason
+    assert len(kept.encode()) <= 200 < len(reason)
+    assert kept.startswith("rollback: alert detail") and kept.endswith("[alert-0123456789abcdef]")
