@@ -421,11 +421,10 @@ class RolloutReconciler:
             self._expect_service(patched)
         elif isinstance(action, Persist):
             await self._persist(svc, new_state)
-        # The state is written: its new records go to the history ConfigMap, in the background.
-        known = {id(r) for r in old.history} if old is not None else set()
-        self.history.add(
-            new_state.target, (r for r in decision.state.history if id(r) not in known)
-        )
+        # The state is written: its records go to the history ConfigMap, in the background. All
+        # of them, not only the new one: those a killed leader wrote to the state but not to the
+        # ConfigMap are filled in (the ConfigMap's fuller copies of the others win).
+        self.history.add(new_state.target, decision.state.history)
         # The state is written: metrics say so now, not after the Event (its answer may be slow).
         self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)

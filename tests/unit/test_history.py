@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -125,3 +126,19 @@ async def test_a_broken_configmap_is_replaced_and_reading_it_names_the_problem()
     writer.add("a", [record(0)])
     await writer.flush()
     assert [r.decision for r in await history.read(kube, "ns", "zai-proxy", "a")] == ["d0"]
+
+
+async def test_decisions_a_killed_leader_left_out_are_filled_in_from_the_state() -> None:
+    """The new leader hands over the state's records; the ConfigMap's fuller copies win."""
+    kube = ConfigMaps()
+    old_leader = history.HistoryWriter(kube, "ns", "zai-proxy")
+    old_leader.add("a", [record(0), record(1, metrics=3)])
+    await old_leader.flush()
+    # The old leader wrote d2 and d3 to the state, then died before the ConfigMap write.
+    in_state = [replace(record(1, metrics=3), metrics=()), record(2), record(3), record(4)]
+    new_leader = history.HistoryWriter(kube, "ns", "zai-proxy")
+    new_leader.add("a", in_state)
+    await new_leader.flush()
+    got = await history.read(kube, "ns", "zai-proxy", "a")
+    assert [r.decision for r in got] == ["d0", "d1", "d2", "d3", "d4"]
+    assert len(got[1].metrics) == 3
