@@ -29,9 +29,10 @@ from controller.alerts.deliver import deliver_command
 from controller.alerts.routing import Delivery
 from controller.analysis.evaluate import AnalysisSummary
 from controller.analysis.provider import Provider
-from controller.analysis.runner import AnalysisReport, AnalysisRunner
+from controller.analysis.runner import AnalysisReport, AnalysisRunner, restored
 from controller.commands import parse_command
 from controller.config.model import Rollout
+from controller.history import HistoryWriter
 from controller.kube import (
     DELETED,
     Conflict,
@@ -63,6 +64,7 @@ from controller.rollout import (
 from controller.state import (
     COMMAND_ANNOTATION,
     STATE_ANNOTATION,
+    BreachClocks,
     Phase,
     RolloutState,
     StateError,
@@ -75,6 +77,7 @@ log = structlog.get_logger("ptc.reconciler")
 
 ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.HOLDING, Phase.FLIPPING, Phase.BAKING, Phase.PAUSED)
 ERROR_BACKOFF = (1.0, 30.0)  # seconds: first retry after an API failure, cap
+HISTORY_FLUSH_S = 5.0  # on stop, how long the last decisions may take to reach the ConfigMap
 
 
 STALE_VIEW_WAIT = 2.0  # seconds at most; any watch event ends it sooner
@@ -135,6 +138,8 @@ class RolloutReconciler:
         self._pending_generation = 1
         self._demand: deque[tuple[datetime, float]] = deque()
         self.generation = 1  # the config generation this reconciler's spec comes from
+        # the full decision history (the annotation keeps the last few): best effort
+        self.history = HistoryWriter(kube, spec.namespace, spec.service)
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -315,6 +320,9 @@ class RolloutReconciler:
             if self._runner is not None:
                 await self._runner.stop()
                 self._runner = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.history.flush(), HISTORY_FLUSH_S)
+            await self.history.close()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -390,7 +398,9 @@ class RolloutReconciler:
         observed: Observed,
     ) -> None:
         action = decision.action
-        new_state = replace(decision.state, writer=self.identity)
+        new_state = replace(
+            decision.state, writer=self.identity, breach=self._breach_clocks(decision.state)
+        )
         name = type(action).__name__
         started = time.perf_counter()
         if isinstance(action, RunPreflight):
@@ -401,6 +411,13 @@ class RolloutReconciler:
             if decision.reason != self._last_wait_reason:
                 self._log.info("waiting", reason=decision.reason, until=iso(action.until))
                 self._last_wait_reason = decision.reason
+            if old is not None and new_state.breach != old.breach and self.may_write():
+                # A breach clock started or stopped: persist it, or a restart would give the
+                # canary a fresh `for:` (rare: clocks change when a breach begins or ends).
+                self._log.info("breach clocks changed", breach=_clock_fields(new_state))
+                await self._persist(
+                    svc, replace(old, writer=self.identity, breach=new_state.breach)
+                )
             self._export(decision.state, observed)
             return
         self._last_wait_reason = None
@@ -441,6 +458,10 @@ class RolloutReconciler:
             self._expect_service(patched)
         elif isinstance(action, Persist):
             await self._persist(svc, new_state)
+        # The state is written: its records go to the history ConfigMap, in the background. All
+        # of them, not only the new one: those a killed leader wrote to the state but not to the
+        # ConfigMap are filled in (the ConfigMap's fuller copies of the others win).
+        self.history.add(new_state.target, decision.state.history)
         # The state is written: metrics say so now, not after the Event (its answer may be slow).
         self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)
@@ -513,6 +534,14 @@ class RolloutReconciler:
             probed=len(findings.probe_targets),
         )
 
+    def _breach_clocks(self, state: RolloutState) -> BreachClocks | None:
+        """The runner's `for:` clocks, for the state to carry (None without a running analysis)."""
+        runner = self._runner
+        if runner is None or state.phase not in ANALYSIS_PHASES:
+            return None
+        since = runner.breach_since
+        return BreachClocks(state.attempt, state.step, since) if since else None
+
     def _sync_runner(self, state: RolloutState | None) -> None:
         """Run analysis while the rollout carries canary traffic; judge the state's step."""
         # Only the leader queries: a standby would double the load on Prometheus.
@@ -529,11 +558,22 @@ class RolloutReconciler:
         if active and state is not None:
             step = min(state.step, len(self.spec.steps) - 1)
             if self._runner is None:
+                # After a restart or failover the breach clocks go on where they were (same
+                # attempt and step only: anything else is judged afresh).
+                clocks = state.breach
+                previous = None
+                if clocks is not None and (clocks.attempt, clocks.step) == (
+                    state.attempt,
+                    state.step,
+                ):
+                    previous = restored(clocks.since, self.clock())
+                    self._log.info("breach clocks restored", breach=_clock_fields(state))
                 self._runner = AnalysisRunner(
                     self.spec,
                     self.provider,
                     self._on_report,
                     step=step,
+                    previous=previous,
                     clock=self.clock,
                     spread=True,
                 )
@@ -621,6 +661,11 @@ class RolloutReconciler:
             generation=self.generation,
             pending_config=self._pending_spec is not None,
         )
+
+
+def _clock_fields(state: RolloutState) -> dict[str, str | None]:
+    clocks = state.breach
+    return {k: iso(t) for k, t in clocks.since.items()} if clocks is not None else {}
 
 
 __all__ = ["RolloutReconciler"]

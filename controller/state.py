@@ -3,6 +3,16 @@
 The state lives in an annotation on the Service (``ptc.dev/state``), so the selector flip and
 its record are one patch. The codec is versioned: a state written by a newer ptc is refused
 with a clear message rather than misread.
+
+The annotation holds what resuming needs, within a fixed size whatever the config: the API
+server refuses a Service whose annotations exceed 256 KiB (and then every state write fails,
+the one starting a rollback included), and each patch is sent to every Service watcher. So
+`compact` keeps the last `HISTORY_LIMIT` decisions with their reasons cut to `REASON_LIMIT`,
+and metric readings only on the newest record that has them, as far as they fit
+`METRICS_BUDGET`. The full history with every reading goes to a ConfigMap (`controller.history`),
+and each decision that changes phase is an Event. Per-metric
+breach clocks (`BreachClocks`) are kept so that a restart does not give a breaching canary a
+fresh ``for:``. States written by older ptc (50 records with every reading) still decode.
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ from typing import Any
 STATE_ANNOTATION = "ptc.dev/state"
 COMMAND_ANNOTATION = "ptc.dev/command"
 STATE_VERSION = 1
-HISTORY_LIMIT = 50
+HISTORY_LIMIT = 10  # decisions the annotation keeps (the newest)
+REASON_LIMIT = 200  # encoded bytes of a reason, message or other text the annotation keeps
+METRICS_BUDGET = 3 * 1024  # encoded bytes of metric readings the newest record may carry
 
 
 class Phase(StrEnum):
@@ -72,6 +84,19 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True)
+class BreachClocks:
+    """When each breaching metric's ``for:`` clock started, for one attempt and step.
+
+    A restarted controller restores them only into the same attempt and step: another attempt
+    or step is judged afresh, as the running controller would.
+    """
+
+    attempt: int
+    step: int
+    since: Mapping[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RolloutState:
     """Everything a restarted controller needs to resume a rollout where it was."""
 
@@ -106,12 +131,82 @@ class RolloutState:
     message: str = ""  # why the rollout is where it is, for people
     last_command: str | None = None  # id of the last command applied (exactly once)
     writer: str | None = None  # identity of the controller that wrote this
+    breach: BreachClocks | None = None  # the analysis's `for:` clocks, restored on restart
     history: tuple[DecisionRecord, ...] = ()
 
     def with_record(self, record: DecisionRecord, **changes: Any) -> RolloutState:
         """A copy with `changes` applied and `record` appended to the bounded history."""
         history = (*self.history, record)[-HISTORY_LIMIT:]
         return replace(self, history=history, **changes)
+
+
+def _size(value: object) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+TAIL = 40  # characters a cut text keeps from its end (e.g. an alert command's " [alert-id]")
+
+
+def _cut(text: str, limit: int = REASON_LIMIT) -> str:
+    """`text` with its middle replaced by an ellipsis until its JSON encoding fits `limit`.
+
+    The end is kept: a command's id is appended to its reason, and duplicate alerts are
+    recognised by it.
+    """
+    if _size(text) <= limit:
+        return text
+    tail = text[-TAIL:] if _size(text[-TAIL:]) <= limit // 2 else ""
+    head = text[:limit]
+    while (excess := _size(head + "\u2026" + tail) - limit) > 0:
+        head = head[: -max(1, excess // 6)]  # a character encodes to at most 6 bytes
+    return head + "\u2026" + tail
+
+
+def _metric_json(m: MetricRecord) -> dict[str, Any]:
+    return {**asdict(m), "detail": _cut(m.detail)}
+
+
+def compact(state: RolloutState) -> RolloutState:
+    """The state as the annotation keeps it: bounded whatever the history and the metrics.
+
+    The last `HISTORY_LIMIT` records, reasons cut to `REASON_LIMIT`; metric readings on the
+    newest record that has them only, as many as fit `METRICS_BUDGET` (in config order).
+    """
+    history = state.history[-HISTORY_LIMIT:]
+    # The newest readings, wherever they are (`ptc status` shows them without a controller).
+    newest = max((i for i, r in enumerate(history) if r.metrics), default=-1)
+    records = []
+    for i, r in enumerate(history):
+        metrics: list[MetricRecord] = []
+        if i == newest:
+            used = 0
+            for m in r.metrics:
+                kept = replace(
+                    m, name=_cut(m.name), threshold=_cut(m.threshold), detail=_cut(m.detail)
+                )
+                used += _size(_metric_json(kept))
+                if used > METRICS_BUDGET:
+                    break
+                metrics.append(kept)
+        records.append(
+            replace(
+                r,
+                decision=_cut(r.decision),
+                reason=_cut(r.reason),
+                by=_cut(r.by),
+                metrics=tuple(metrics),
+            )
+        )
+    return replace(state, message=_cut(state.message), history=tuple(records))
+
+
+def record_json(r: DecisionRecord) -> dict[str, Any]:
+    """A decision record as JSON (metric details cut to `REASON_LIMIT`)."""
+    return {
+        **asdict(r),
+        "at": format_timestamp(r.at),
+        "metrics": [_metric_json(m) for m in r.metrics],
+    }
 
 
 _DATETIME_FIELDS = {f.name for f in fields(RolloutState) if "datetime" in str(f.type)}
@@ -193,27 +288,32 @@ def _list(value: object, name: str) -> list[Any]:
 
 
 def encode_state(state: RolloutState) -> str:
-    """The state as compact versioned JSON for the annotation."""
+    """The state as compact versioned JSON for the annotation (bounded: see `compact`)."""
+    state = compact(state)
     data: dict[str, Any] = {"v": STATE_VERSION}
     for f in fields(state):
         value = getattr(state, f.name)
         if f.name in _DATETIME_FIELDS:
             value = format_timestamp(value)
         elif f.name == "history":
-            value = [
-                {
-                    **asdict(r),
-                    "at": format_timestamp(r.at),
-                    "metrics": [asdict(m) for m in r.metrics],
+            value = [record_json(r) for r in value]
+        elif f.name == "breach":
+            value = (
+                None
+                if value is None
+                else {
+                    "attempt": value.attempt,
+                    "step": value.step,
+                    "since": {k: format_timestamp(t) for k, t in sorted(value.since.items())},
                 }
-                for r in value
-            ]
+            )
         elif f.name == "shared_selector":
             value = dict(value)
         elif isinstance(value, StrEnum):
             value = value.value
         data[_camel(f.name)] = value
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+    # UTF-8 as is: the API server counts bytes, and \uXXXX escapes would double them.
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def read_state(annotations: Mapping[str, str]) -> RolloutState | None:
@@ -267,8 +367,10 @@ def decode_state(text: str) -> RolloutState:
             value = _str(value, key, _STR_FIELDS[f.name])
         elif f.name == "history":
             value = tuple(
-                _decode_record(r, f"history[{i}]") for i, r in enumerate(_list(value, key))
+                decode_record(r, f"history[{i}]") for i, r in enumerate(_list(value, key))
             )
+        elif f.name == "breach":
+            value = None if value is None else _decode_breach(value, key)
         elif f.name == "shared_selector":
             selector = _object(value, key)
             value = {str(k): _str(v, f"{key}.{k}") for k, v in selector.items()}
@@ -276,7 +378,26 @@ def decode_state(text: str) -> RolloutState:
     return RolloutState(**kwargs)
 
 
-def _decode_record(raw: object, where: str) -> DecisionRecord:
+def _decode_breach(raw: object, where: str) -> BreachClocks:
+    data = _object(raw, where)
+    for key in ("attempt", "step", "since"):
+        if key not in data:
+            raise StateError(f"state field {where!r}: lacks {key!r}")
+    since: dict[str, datetime] = {}
+    for name, ts in _object(data["since"], f"{where}.since").items():
+        parsed = _parse_ts(ts, f"{where}.since.{name}")
+        if parsed is None:
+            raise StateError(f"state field '{where}.since.{name}': expected a timestamp string")
+        since[str(name)] = parsed
+    return BreachClocks(
+        attempt=int(_int(data["attempt"], f"{where}.attempt") or 0),
+        step=int(_int(data["step"], f"{where}.step") or 0),
+        since=since,
+    )
+
+
+def decode_record(raw: object, where: str) -> DecisionRecord:
+    """A decision record from `record_json`'s shape; StateError names `where` if it is bad."""
     record = _object(raw, where)
     for key in ("at", "phase", "step", "decision", "reason"):
         if key not in record:

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import inspect
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ import structlog
 from controller.analysis.evaluate import (
     AnalysisSummary,
     Measurement,
+    MetricResult,
     Sample,
     Verdict,
     evaluate,
@@ -162,6 +163,11 @@ class AnalysisRunner:
     def last(self) -> AnalysisReport | None:
         """The latest report, None before the first evaluation."""
         return self._last
+
+    @property
+    def breach_since(self) -> Mapping[str, datetime]:
+        """When each breaching metric's ``for:`` clock started (persist it to survive restarts)."""
+        return dict(self._previous.breach_since()) if self._previous is not None else {}
 
     @property
     def capacity(self) -> tuple[Sample, Sample] | None:
@@ -330,6 +336,21 @@ class AnalysisRunner:
             log.exception("analysis callback failed", rollout=report.rollout, step=report.step)
 
 
+def restored(since: Mapping[str, datetime], at: datetime) -> AnalysisSummary | None:
+    """A `previous` for a new runner from persisted breach clocks (None when there are none).
+
+    Only the clocks matter to the next evaluation; the verdicts are placeholders that nothing
+    reads (`evaluate` looks at `breach_since` alone).
+    """
+    if not since:
+        return None
+    metrics = tuple(
+        MetricResult(name, Verdict.INCONCLUSIVE, None, None, "", "restored breach clock", t)
+        for name, t in sorted(since.items())
+    )
+    return AnalysisSummary(at, Verdict.INCONCLUSIVE, metrics)
+
+
 async def _none() -> None:
     return None
 
@@ -368,4 +389,12 @@ def _log_report(report: AnalysisReport, elapsed: timedelta) -> None:
     level("analysis evaluated", **fields)
 
 
-__all__ = ["AnalysisReport", "AnalysisRunner", "Clock", "OnResult", "Sleep", "utc_now"]
+__all__ = [
+    "AnalysisReport",
+    "AnalysisRunner",
+    "Clock",
+    "OnResult",
+    "Sleep",
+    "restored",
+    "utc_now",
+]

@@ -29,6 +29,7 @@ from controller.kube.policy import KubePolicy, call_with_retries
 from controller.kube.resources import (
     AUTOSCALERS,
     BY_KIND,
+    CONFIGMAPS,
     DEPLOYMENTS,
     EVENTS,
     LEASES,
@@ -308,6 +309,37 @@ class Kube:
             )
             return False
         return True
+
+    # --- configmaps (the decision history) --------------------------------------------------
+
+    async def get_configmap(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        """GET a ConfigMap's data and resourceVersion (NotFound when there is none)."""
+        raw = await self._call("GET", CONFIGMAPS, namespace, name)
+        data = raw.get("data") or {}
+        return {str(k): str(v) for k, v in data.items()}, str(raw["metadata"]["resourceVersion"])
+
+    async def write_configmap(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        *,
+        resource_version: str | None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """CREATE (no ``resource_version``) or PUT a ConfigMap; its new resourceVersion.
+
+        Conflict when it exists already (create) or changed since ``resource_version`` (PUT).
+        """
+        meta: Obj = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data)}
+        if resource_version:
+            raw = await self._call("PUT", CONFIGMAPS, namespace, name, body=body)
+        else:
+            raw = await self._call("POST", CONFIGMAPS, namespace, body=body)
+        return str(raw["metadata"]["resourceVersion"])
 
     # --- leases (leader election) ------------------------------------------------------------
 

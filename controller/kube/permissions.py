@@ -36,6 +36,8 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("autoscaling", "horizontalpodautoscalers", ("list",)),
     # the endpointslices informer
     Permission("discovery.k8s.io", "endpointslices", ("list", "watch")),
+    # the decision history (ptc-history-<service>): get_configmap, write_configmap
+    Permission("", "configmaps", ("get", "create", "update")),
     # leader election: get_lease, create_lease, update_lease (PUT with resourceVersion)
     Permission("coordination.k8s.io", "leases", ("get", "create", "update")),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kr8s.asyncio.objects import Deployment, Event, Pod, Service, new_class
+from kr8s.asyncio.objects import ConfigMap, Deployment, Event, Pod, Service, new_class
 
 EndpointSlice = new_class(
     "EndpointSlice", version="discovery.k8s.io/v1", namespaced=True, plural="endpointslices"
@@ -58,6 +58,7 @@ EVENTS = Resource.of(Event)
 ENDPOINTSLICES = Resource.of(EndpointSlice)
 LEASES = Resource.of(Lease)
 AUTOSCALERS = Resource.of(HorizontalPodAutoscaler)
+CONFIGMAPS = Resource.of(ConfigMap)
 
 BY_KIND: dict[str, Resource] = {
     "pods": PODS,

@@ -12,13 +12,15 @@ import asyncio
 import math
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import structlog
 
+from controller import history
 from controller.analysis.templates import QueryContext, matcher_text
 from controller.commands import RolloutNotFound, find_service
 from controller.config.model import Config, PrometheusSettings, Rollout, Side
@@ -32,6 +34,8 @@ from controller.report.timeline import (
     time_span,
 )
 from controller.state import STATE_ANNOTATION, RolloutState, StateError, decode_state
+
+log = structlog.get_logger("ptc.report")
 
 WEIGHT_ACTUAL = "ptc_rollout_weight_actual_percent"
 ANALYSIS_VALUE = "ptc_analysis_value"
@@ -122,7 +126,13 @@ async def load_state(
             f"Service {namespace}/{svc.name} carries the state of rollout {state.rollout!r}, "
             f"not {rollout!r}"
         )
-    return state, svc.name
+    # The annotation keeps the last few decisions; the history ConfigMap has the rest.
+    try:
+        recorded = await history.read(kube, namespace, svc.name, state.target)
+    except (KubeError, StateError) as exc:
+        log.warning("decision history unreadable; the report shows the state's", error=str(exc))
+        recorded = ()
+    return replace(state, history=history.merge(recorded, state.history)), svc.name
 
 
 def _range_step(start: datetime, end: datetime) -> int:

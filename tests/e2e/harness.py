@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,31 @@ class World:
     def service(self) -> dict[str, Any]:
         return self.sandbox.api.get("services", SERVICE, NS)
 
-    def state(self) -> dict[str, Any] | None:
+    def annotation(self) -> dict[str, Any] | None:
+        """The state annotation as written (its history: the last few decisions only)."""
         raw = (self.service()["metadata"].get("annotations") or {}).get("ptc.dev/state")
         return json.loads(raw) if raw else None
+
+    def state(self) -> dict[str, Any] | None:
+        """The state with its full decision history (the history ConfigMap's, then the rest)."""
+        state = self.annotation()
+        if state is None:
+            return None
+        try:
+            cm = self.sandbox.api.get("configmaps", f"ptc-history-{SERVICE}", NS)
+        except Exception:
+            return state
+        data = cm.get("data") or {}
+        if data.get("target") != state.get("target"):
+            return state
+        seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in [*json.loads(data.get("history", "[]")), *state.get("history", [])]:
+            seen.setdefault((r["at"], r["step"], r["decision"], r.get("by")), r)
+
+        def at(r: dict[str, Any]) -> datetime:
+            return datetime.fromisoformat(str(r["at"]).replace("Z", "+00:00"))
+
+        return {**state, "history": sorted(seen.values(), key=at)}
 
     def replicas(self, deployment: str) -> tuple[int, int]:
         dep = self.sandbox.api.get("deployments", deployment, NS)

@@ -39,6 +39,9 @@ NEEDED_BY: dict[tuple[str, str, str], str] = {
     ("autoscaling", "horizontalpodautoscalers", "list"): "list_autoscalers",
     ("discovery.k8s.io", "endpointslices", "list"): "list endpointslices",
     ("discovery.k8s.io", "endpointslices", "watch"): "watch endpointslices",
+    ("", "configmaps", "get"): "get_configmap",
+    ("", "configmaps", "create"): "create_configmap",
+    ("", "configmaps", "update"): "update_configmap",
     ("coordination.k8s.io", "leases", "get"): "get_lease",
     ("coordination.k8s.io", "leases", "create"): "create_lease",
     ("coordination.k8s.io", "leases", "update"): "update_lease",
@@ -90,6 +93,21 @@ async def exercise(kube: Kube, api: ApiServer) -> dict[str, BaseException | str]
         failures["emit_event"] = "event not recorded"
     elif not await kube.emit_event(NS, svc.ref() if svc else _ref(), "Normal", "Probe", "rbac"):
         failures["emit_event again"] = "event not recorded"  # a repeat patches its count
+    cm_version = await attempt(
+        "create_configmap",
+        lambda: kube.write_configmap(
+            NS, "ptc-history-web", {"history": "[]"}, resource_version=None
+        ),
+    )
+    got = await attempt("get_configmap", lambda: kube.get_configmap(NS, "ptc-history-web"))
+    version = cm_version or (got[1] if got else None)
+    if version is not None:
+        await attempt(
+            "update_configmap",
+            lambda: kube.write_configmap(
+                NS, "ptc-history-web", {"history": "[1]"}, resource_version=version
+            ),
+        )
     lease = await attempt(
         "create_lease",
         lambda: kube.create_lease(

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from controller import cli
+from controller import cli, history
 from controller.config import load_config_text
+from controller.kube import Kube
 from controller.report import ReportError, ReportSeries, render_report
 from controller.report.chart import build_figure
 from controller.report.command import make_report
 from controller.report.errors import BadReportRequest
-from controller.report.fetch import ReportRequest
+from controller.report.fetch import ReportRequest, load_state
 from controller.report.timeline import MetricSeries, Point, build_timeline
 from controller.sandbox.apiserver import ApiServer
 from controller.state import HISTORY_LIMIT, STATE_ANNOTATION, DecisionRecord, encode_state
@@ -426,3 +428,40 @@ def test_every_decision_gets_a_label_even_when_crowded() -> None:
     labels = [t.get_text() for t in strip.texts if t.get_text().split(" ")[0].isdigit()]
     assert sorted(int(label.split(" ")[0]) for label in labels) == list(range(1, HISTORY_LIMIT + 1))
     assert any(label.endswith("by bob") for label in labels)
+
+
+async def test_report_reads_the_full_history_from_the_history_configmap(
+    api_server: ApiServer, kubeconfig: Path
+) -> None:
+    """The annotation keeps the last decisions; the report shows every one, with readings."""
+    base = rolled_back_state()
+    early = tuple(
+        DecisionRecord(T0 - timedelta(minutes=30 - i), "progressing", 0, "wait", f"early {i}")
+        for i in range(15)
+    )
+    state = replace(base, history=(*early, *base.history))
+    api_server.create(_annotated_service(encode_state(state)))
+    data = {"target": state.target, "history": history.encode(state.history)}
+    api_server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ptc-history-web", "namespace": "default"},
+            "data": data,
+        }
+    )
+    kube = await Kube.connect(str(kubeconfig))
+    try:
+        loaded, _ = await load_state(kube, "default", "web", "web")
+        assert loaded.history == state.history  # all of them, readings included
+        # A ConfigMap of another rollout target is not this rollout's history.
+        other = replace(state, target="another")
+        api_server.patch(
+            "services",
+            "web",
+            {"metadata": {"annotations": {STATE_ANNOTATION: encode_state(other)}}},
+        )
+        loaded, _ = await load_state(kube, "default", "web", "web")
+        assert len(loaded.history) == HISTORY_LIMIT
+    finally:
+        await kube.close()

@@ -125,6 +125,10 @@ with a dict: "delete" grants deleting Deployments (only where a rollout sets del
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+# the decision history with metric values, ConfigMap ptc-history-<service> (best effort)
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "update"]
 # get_deployment; the deployments informer; delete_deployment only for retention.deleteStable
 - apiGroups: ["apps"]
   resources: ["deployments"]
