@@ -43,7 +43,7 @@ from controller.kube import (
 )
 from controller.kube.expectations import DEFAULT_TTL, Expectations
 from controller.metrics import Metrics
-from controller.observe import Caches, observe
+from controller.observe import Caches, observe, preflight_pods
 from controller.preflight import check_autoscalers, check_world, probe_pods
 from controller.rollout import (
     Command,
@@ -456,7 +456,7 @@ class RolloutReconciler:
             shared,
             self.caches.deployments.get(self.spec.stable.deployment),
             self.caches.deployments.get(self.spec.canary.deployment),
-            self.caches.pods.items(),
+            preflight_pods(self.spec, self.caches, shared),
         ).plus(check_autoscalers(self.spec, await self.kube.list_autoscalers(self.spec.namespace)))
         for warning in findings.warnings:
             self._log.warning("preflight warning", warning=warning)
