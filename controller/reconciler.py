@@ -42,6 +42,7 @@ from controller.kube import (
     ServiceInfo,
 )
 from controller.kube.expectations import DEFAULT_TTL, Expectations
+from controller.lag import LagMeter, Wake
 from controller.metrics import Metrics
 from controller.observe import Caches, observe, preflight_pods
 from controller.preflight import check_autoscalers, check_world, probe_pods
@@ -103,7 +104,8 @@ class RolloutReconciler:
         self.clock = clock
         self.may_write = may_write
         self.on_spec_change = on_spec_change
-        self.wake = asyncio.Event()
+        self.lag = LagMeter(metrics)
+        self.wake = Wake(on_lag=self.lag.reconcile)
         self._stopping = False
         self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
         # our writes whose watch echo has not arrived: the Service, and each Deployment's replicas
@@ -138,6 +140,9 @@ class RolloutReconciler:
 
     async def _on_report(self, report: AnalysisReport) -> None:
         self._report = report
+        self.lag.evaluation(
+            self.clock() - report.summary.at, self.spec.step_analysis(report.step).interval
+        )
         if report.demand is not None and report.demand.value is not None:
             # Keep a window of demand readings: right after pods churn, a rate over series
             # that Prometheus has not scraped yet (or just marked stale) under-states demand,
@@ -298,8 +303,7 @@ class RolloutReconciler:
                 self._runner = None
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+        await self.wake.sleep(seconds)
 
     def next_look(self, wait: Wait) -> datetime | None:
         """When to reconcile again after `wait` (None: at the next event).
