@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -95,7 +95,22 @@ class RolloutLag:
         return {
             "reconcileSeconds": _ms(self.reconcile_s),
             "evaluationSeconds": _ms(self.evaluation_s),
+            "intervalSeconds": self.interval_s,
         }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> RolloutLag:
+        """The inverse of :meth:`document` (absent or malformed values read as unmeasured)."""
+
+        def number(key: str) -> float | None:
+            value = doc.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            return float(value)
+
+        return cls(
+            number("reconcileSeconds"), number("evaluationSeconds"), number("intervalSeconds")
+        )
 
 
 class LagMeter:
@@ -150,6 +165,28 @@ def fleet_lag(rollouts: Iterable[tuple[str, RolloutLag]]) -> dict[str, Any]:
         "maxEvaluationRollout": worst["evaluation"][1] if worst["evaluation"] else None,
         "behind": behind,
     }
+
+
+def lag_caption(docs: Iterable[Mapping[str, Any]]) -> str | None:
+    """One line for ``ptc status`` from the documents' lags (None when none carries any)."""
+    lags = [
+        (f"{d.get('namespace')}/{d.get('name')}", RolloutLag.from_document(d["lag"]))
+        for d in docs
+        if isinstance(d.get("lag"), Mapping)
+    ]
+    if not lags:
+        return None
+    fleet = fleet_lag(lags)
+    line = (
+        f"controller lag: reconcile {_seconds(fleet['maxReconcileSeconds'])} "
+        f"({fleet['maxReconcileRollout'] or '-'}), verdict age "
+        f"{_seconds(fleet['maxEvaluationSeconds'])} ({fleet['maxEvaluationRollout'] or '-'})"
+    )
+    return "; ".join([line, *fleet["behind"]])
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}s"
 
 
 def _ms(seconds: float | None) -> float | None:

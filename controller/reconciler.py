@@ -587,6 +587,7 @@ class RolloutReconciler:
             now=self.clock(),
             generation=self.generation,
             pending_config=self._pending_spec is not None,
+            lag=self.lag.latest.document(),
         )
 
 
