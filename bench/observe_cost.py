@@ -9,13 +9,14 @@ checkout (PYTHONPATH=that checkout) to compare: without indexes each read walks 
 
 The process CPU clock is used, not wall time, so a busy machine changes the figures little.
 
-Usage: python bench/observe_cost.py [--sizes 100,500,1000] [--rounds 3]
+Usage: python bench/observe_cost.py [--quick] [--sizes 100,500,1000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from pathlib import Path
@@ -84,8 +85,12 @@ def preflight_pods(spec: Any, caches: Caches) -> Any:
     return indexed(spec, caches, dict(spec.shared_selector))
 
 
-def objects_read(caches: Caches) -> int:
-    return sum(getattr(getattr(caches, k), "objects_read", 0) for k in KINDS)
+def objects_read(caches: Caches) -> float:
+    """Objects handed to readers so far (NaN on code without the counter)."""
+    informers = [getattr(caches, k) for k in KINDS]
+    if not all(hasattr(i, "objects_read") for i in informers):
+        return math.nan
+    return float(sum(i.objects_read for i in informers))
 
 
 async def measure(n: int, rounds: int) -> dict[str, float]:
@@ -136,7 +141,7 @@ async def run(args: argparse.Namespace) -> int:
                 "N rollouts",
                 "observe µs/reconcile",
                 "preflight µs/run",
-                "objects read/reconcile",
+                "objects read/(observe+preflight)",
                 "observe cores at 1 reconcile/10s each",
             ),
             [
@@ -165,7 +170,11 @@ def main() -> int:
         help="rollout counts (100,500,1000)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="best of this many passes (3)")
-    return asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--quick", action="store_true", help="sizes 100,500; one pass")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.rounds = [100, 500], 1
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":
