@@ -2,8 +2,10 @@
 
 *Reconcile lag* is the time from the moment a reconcile became due (the first event or report
 that woke the rollout since its last reconcile, or the end of the wait it slept) to the moment
-that reconcile began. On an idle event loop it is a few milliseconds; when one process runs
-more rollouts than its core can keep up with, it grows for all of them.
+that reconcile began. On an idle event loop it is a few milliseconds. It grows when one process
+runs more rollouts than its core can keep up with, and when an event arrives while the rollout's
+previous reconcile still waits on a slow API server: either way it is how long a command or a
+breach's verdict waited before it was acted on.
 
 *Evaluation lag* is the age of a verdict when it reaches the reconciler: from the evaluation's
 scheduled time to its delivery (queries included). A verdict older than its analysis interval
@@ -151,8 +153,9 @@ def fleet_lag(rollouts: Iterable[tuple[str, RolloutLag]]) -> dict[str, Any]:
     reconcile = worst["reconcile"]
     if reconcile is not None and reconcile[0] > RECONCILE_BEHIND_S:
         behind.append(
-            f"a reconcile started {reconcile[0]:.1f}s late ({reconcile[1]}): the event loop is "
-            "saturated; shard rollouts over more controllers (--namespace)"
+            f"a reconcile started {reconcile[0]:.1f}s after it was due ({reconcile[1]}): this "
+            "controller cannot keep up (CPU, or a slow API server: see "
+            "ptc_action_duration_seconds); shard rollouts over more controllers (--namespace)"
         )
     if late_verdicts:
         behind.append(
