@@ -82,6 +82,17 @@ async def wait_all_reached(sandbox: Any, members: list[FleetMember], timeout: fl
     return done
 
 
+async def readyz_lag(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    """The controller's own lag summary (None from a controller without one)."""
+    try:
+        async with session.get(f"{url}/readyz") as response:
+            body = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    lag = body.get("lag") if isinstance(body, dict) else None
+    return lag if isinstance(lag, dict) else None
+
+
 def analysis_health(log: Path, offset: int) -> dict[str, float]:
     """From the controller's log after `offset`: evaluations, their median duration, errors."""
     evaluations, errors, durations = 0, 0, []
@@ -179,6 +190,7 @@ async def run(args: argparse.Namespace) -> int:
                         "q_per_min": (q1 - q0 - 0) / elapsed * 60,
                     }
                     row["q_per_interval"] = row["q_per_min"] * INTERVAL / 60
+                    lag = await readyz_lag(session, ctl.url)
                     row.update(analysis_health(log, offset))
                     row["evals_per_interval"] = row["evaluations"] / elapsed * INTERVAL / n
                     rows.append(row)
@@ -192,6 +204,8 @@ async def run(args: argparse.Namespace) -> int:
                         f"loadavg {loads.samples[-1]:.2f}",
                         flush=True,
                     )
+                    if lag is not None:
+                        print(f"N={n}: /readyz lag {json.dumps(lag)}", flush=True)
                     if args.profile and n == sizes[-1]:
                         files = await profile(ctl.pid, f"scale-{n}", args.profile_seconds)
                         print(f"profiles: {', '.join(files)}")

@@ -115,8 +115,8 @@ class Controller:
             Side.SERVICE: {rollout.canary.deployment, rollout.stable.deployment},
         }[side]
         targets = []
-        for pod in caches.pods.items():
-            if pod.deployment not in wanted or not pod.ready or not pod.ip:
+        for pod in sorted(caches.pods_of(*sorted(wanted)), key=lambda p: p.name):
+            if not pod.ready or not pod.ip:
                 continue
             port = rollout.preflight.port or (pod.container_ports[0] if pod.container_ports else 0)
             if port:

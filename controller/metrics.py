@@ -77,6 +77,20 @@ class Metrics:
             ["namespace", "rollout", "outcome"],
             registry=r,
         )
+        # Fleet-wide, no rollout label (see controller.lag): 500 rollouts x 12 buckets is too many.
+        lag_buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+        self.reconcile_lag = Histogram(
+            "ptc_reconcile_lag_seconds",
+            "From the moment a reconcile became due (event, report, timer) to its start",
+            registry=r,
+            buckets=lag_buckets,
+        )
+        self.evaluation_lag = Histogram(
+            "ptc_evaluation_lag_seconds",
+            "Age of a verdict when it reached the reconciler, from its scheduled evaluation time",
+            registry=r,
+            buckets=lag_buckets,
+        )
         self.config_generation = Gauge(
             "ptc_config_generation", "How many configs have been applied", registry=r
         )

@@ -43,8 +43,9 @@ from controller.kube import (
     ServiceInfo,
 )
 from controller.kube.expectations import DEFAULT_TTL, Expectations
+from controller.lag import LagMeter, Wake
 from controller.metrics import Metrics
-from controller.observe import Caches, observe
+from controller.observe import Caches, observe, preflight_pods
 from controller.preflight import check_autoscalers, check_world, probe_pods
 from controller.rollout import (
     Command,
@@ -117,7 +118,8 @@ class RolloutReconciler:
         self.clock = clock
         self.may_write = may_write
         self.on_spec_change = on_spec_change
-        self.wake = asyncio.Event()
+        self.lag = LagMeter(metrics)
+        self.wake = Wake(on_lag=self.lag.reconcile)
         self._stopping = False
         self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
         # our writes whose watch echo has not arrived: the Service, and each Deployment's replicas
@@ -154,6 +156,9 @@ class RolloutReconciler:
 
     async def _on_report(self, report: AnalysisReport) -> None:
         self._report = report
+        self.lag.evaluation(
+            self.clock() - report.summary.at, self.spec.step_analysis(report.step).interval
+        )
         if report.demand is not None and report.demand.value is not None:
             # Keep a window of demand readings: right after pods churn, a rate over series
             # that Prometheus has not scraped yet (or just marked stale) under-states demand,
@@ -325,8 +330,7 @@ class RolloutReconciler:
             await self.history.close()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+        await self.wake.sleep(seconds)
 
     def next_look(self, wait: Wait) -> datetime | None:
         """When to reconcile again after `wait` (None: at the next event).
@@ -514,7 +518,7 @@ class RolloutReconciler:
             shared,
             self.caches.deployments.get(self.spec.stable.deployment),
             self.caches.deployments.get(self.spec.canary.deployment),
-            self.caches.pods.items(),
+            preflight_pods(self.spec, self.caches, shared),
         ).plus(check_autoscalers(self.spec, await self.kube.list_autoscalers(self.spec.namespace)))
         for warning in findings.warnings:
             self._log.warning("preflight warning", warning=warning)
@@ -660,6 +664,7 @@ class RolloutReconciler:
             now=self.clock(),
             generation=self.generation,
             pending_config=self._pending_spec is not None,
+            lag=self.lag.latest.document(),
         )
 
 

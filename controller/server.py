@@ -20,6 +20,7 @@ from aiohttp import web
 from controller.alerts.payload import PayloadError, parse_notification
 from controller.alerts.receiver import receive
 from controller.httpserve import serve
+from controller.lag import fleet_lag
 from controller.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -80,6 +81,11 @@ class Server:
             "rollouts": len(self.controller.reconcilers),
             "configGeneration": self.controller.generation,
             "lastReloadError": self.controller.last_reload_error,
+            # Not a reason to be unready (another replica would lag the same): a sign to shard.
+            "lag": fleet_lag(
+                (f"{r.spec.namespace}/{r.spec.name}", r.lag.latest)
+                for r in self.controller.reconcilers
+            ),
         }
         return web.json_response(body, status=200 if ready else 503)
 

@@ -7,7 +7,8 @@ where it is), ``waiting`` (what it waits on right now), ``weight`` {``desired``,
 {``spec``, ``ready``}}, ``selector``, ``hold`` {``since``, ``until``, ``progress``} or null,
 ``analysis`` {``at``, ``verdict``, ``metrics``: [{``name``, ``verdict``, ``value``,
 ``stable``, ``threshold``, ``reason``}]} or null, ``decisions`` (the last ten records),
-``writer``, ``configGeneration``, ``pendingConfig``.
+``writer``, ``configGeneration``, ``pendingConfig``; from the controller only, ``lag``
+{``reconcileSeconds``, ``evaluationSeconds``, ``intervalSeconds``} (see :mod:`controller.lag`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from controller.lag import lag_caption
 from controller.state import Phase, RolloutState, format_timestamp
 
 VERDICT_MARK = {"pass": "✓", "fail": "✗", "inconclusive": "?", "error": "!"}
@@ -76,6 +78,7 @@ def status_document(
     now: datetime,
     generation: int = 1,
     pending_config: bool = False,
+    lag: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """One rollout's status document (see the module docstring)."""
     window = hold_window(state)
@@ -133,6 +136,7 @@ def status_document(
         "writer": state.writer if state else None,
         "configGeneration": generation,
         "pendingConfig": pending_config,
+        **({"lag": dict(lag)} if lag is not None else {}),
     }
 
 
@@ -198,7 +202,13 @@ def _hold_cell(doc: Mapping[str, Any], now: datetime) -> Text:
 
 def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
     """The rollouts as one table: phase, step, weight, hold, analysis, what it waits on."""
-    table = Table(title=f"ptc rollouts at {iso(now)}", title_justify="left", expand=False)
+    table = Table(
+        title=f"ptc rollouts at {iso(now)}",
+        title_justify="left",
+        expand=False,
+        caption=lag_caption(docs),
+        caption_justify="left",
+    )
     for col in ("rollout", "phase", "step", "weight d/a", "hold", "analysis", "waiting on"):
         table.add_column(col, overflow="fold")
     for doc in docs:

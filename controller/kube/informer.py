@@ -21,6 +21,10 @@ For a writer that must not trust its own write's response longer than needed (se
 delivered (:meth:`Informer.delivered`: the cached one, and a short memory of recent ones, since a
 write's watch echo may arrive before its response) and which lists replaced the cache
 (:meth:`Informer.list_mark` / :meth:`Informer.relisted_since`).
+
+Readers of a few objects use indexes (:meth:`Informer.add_index`, :meth:`Informer.by_index`;
+see :mod:`controller.kube.indexes`), not :meth:`Informer.items`. :attr:`Informer.objects_read`
+counts every object handed to a reader, so tests assert that work rather than time it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import structlog
 import tenacity
 
 from controller.kube.errors import Gone, KubeError, Unavailable, error_for_status
+from controller.kube.indexes import Indexes, IndexKeys
 from controller.kube.policy import KubePolicy
 from controller.kube.resources import Resource
 from controller.kube.transport import Obj, Transport
@@ -96,6 +101,8 @@ class Informer(Generic[T]):
         self._subscribers: list[Callback[T]] = []
         self._task: asyncio.Task[None] | None = None
         self._stats = InformerStats()
+        self._indexes: Indexes[T] = Indexes()
+        self.objects_read = 0  # objects handed to readers (get, by_index, items)
         self.last_error: BaseException | None = None
         self._log = log.bind(kind=kind, namespace=namespace)
 
@@ -160,7 +167,28 @@ class Informer(Generic[T]):
 
     def get(self, name: str) -> T | None:
         """The cached object, or None."""
-        return self._items.get(name)
+        obj = self._items.get(name)
+        if obj is not None:
+            self.objects_read += 1
+        return obj
+
+    def add_index(self, index: str, keys: IndexKeys[T]) -> None:
+        """File every object, now and from now on, under each of ``keys(obj)``.
+
+        Declaring an index again replaces it: informers are shared, and each namespace's caches
+        declare the indexes they read.
+        """
+        self._indexes.add(index, keys, self._items)
+
+    def by_index(self, index: str, key: str) -> list[T]:
+        """The cached objects filed under ``key`` in ``index``, sorted by name."""
+        names = self._indexes.names(index, key)
+        self.objects_read += len(names)
+        return [self._items[name] for name in sorted(names)]
+
+    def index_size(self, index: str, key: str) -> int:
+        """How many objects ``by_index(index, key)`` would return (reads none)."""
+        return len(self._indexes.names(index, key))
 
     def delivered(self, name: str, resource_version: str) -> bool:
         """Whether the object at this resourceVersion is, or lately was, in the cache.
@@ -186,7 +214,8 @@ class Informer(Generic[T]):
         return self._listed_from > mark
 
     def items(self) -> list[T]:
-        """All cached objects, sorted by name."""
+        """All cached objects, sorted by name (O(all): readers of a few use :meth:`by_index`)."""
+        self.objects_read += len(self._items)
         return [self._items[name] for name in sorted(self._items)]
 
     def subscribe(self, callback: Callback[T]) -> Callable[[], None]:
@@ -289,6 +318,7 @@ class Informer(Generic[T]):
                 break
             params = {"limit": _LIST_PAGE, "continue": token}
         old, self._items = self._items, items
+        self._indexes.rebuild(items)
         self._version = version or None
         self._versions = versions
         self._recent.extend(versions.items())
@@ -329,9 +359,10 @@ class Informer(Generic[T]):
             return
         obj = self._parse(raw)
         if kind == DELETED:
-            self._items.pop(name, None)
+            self._indexes.put(name, self._items.pop(name, None), None)
             self._versions.pop(name, None)
         else:
+            self._indexes.put(name, self._items.get(name), obj)
             self._items[name] = obj
             if version:
                 self._versions[name] = str(version)

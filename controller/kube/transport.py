@@ -11,6 +11,11 @@ loop). What kr8s does that shapes this module (kr8s 0.20, ``kr8s/_api.py``):
   every stream open on it. Informers therefore each open their own Transport, so a forbidden
   request elsewhere cannot cut their watches.
 - Transport errors from httpx pass through kr8s unwrapped: :func:`translate` covers them.
+- httpcore's pool matches *every* queued request against *every* connection each time a request
+  starts or ends (``_assign_requests_to_connections``): with hundreds of reconcilers writing at
+  once through one client, that is quadratic and saturated a core at 300 rollouts. At most
+  :data:`MAX_IN_FLIGHT` requests per Transport reach the pool; the rest wait on a semaphore
+  (constant cost each), within the same request timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from controller.kube.resources import Resource
 Obj = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
+# httpx keeps 20 idle connections alive by default: more in flight would open and close extra
+# connections, and lengthen the pool's scans (see the module docstring).
+MAX_IN_FLIGHT = 20
 
 
 class Transport:
@@ -38,6 +46,7 @@ class Transport:
         self._api = api
         self.kubeconfig = kubeconfig
         self.timeout = timeout
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)  # watch streams are not counted
 
     @classmethod
     async def open(cls, kubeconfig: str | None, request_timeout: float) -> Transport:
@@ -88,6 +97,7 @@ class Transport:
         try:
             async with (
                 asyncio.timeout(self.timeout),
+                self._slots,
                 self._api.call_api(
                     method,
                     version=resource.api_version,

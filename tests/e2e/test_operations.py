@@ -150,6 +150,10 @@ async def test_status_json_mid_rollout_from_the_cluster_and_the_controller(
         assert code == 0, err
         live = json.loads(out)
         assert live["phase"] == "progressing" and "holding until" in live["waiting"]
+        # Only the controller knows how far behind it runs: the lag, and a line under the table.
+        assert live["lag"]["reconcileSeconds"] is not None
+        code, out, err = await ptc(world, "status", "--controller", url)
+        assert code == 0 and "controller lag: reconcile" in out, err
         code, out, _ = await ptc(world, "status")
         assert code == 0 and "zai-proxy → zai-proxy-v2" in out and "progressing" in out
         code, _, err = await ptc(world, "status", "nope")

@@ -52,7 +52,13 @@ async def test_happy_path_flips_to_v2_and_keeps_v1_for_retention(tmp_path: Path)
                 metrics = await r.text()
             async with http.get(f"{ctl.server.url}/readyz") as r:
                 assert r.status == 200
+                ready = await r.json()
         assert status["phase"] == "completed" and status["weight"]["actual"] == 100.0
+        # One rollout on an idle loop: lag is measured, and nothing says to shard.
+        assert ready["lag"]["maxReconcileRollout"] == "devpod/zai-proxy"
+        assert ready["lag"]["maxEvaluationSeconds"] is not None and not ready["lag"]["behind"]
+        assert "ptc_reconcile_lag_seconds_count" in metrics
+        assert "ptc_evaluation_lag_seconds_count" in metrics
         assert (
             'ptc_rollout_phase{namespace="devpod",phase="completed",rollout="zai-proxy"} 1.0'
             in metrics

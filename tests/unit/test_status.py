@@ -6,6 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.lag import RolloutLag
 from controller.state import DecisionRecord, MetricRecord, Phase, RolloutState
 from controller.status import hold_window, render_text, status_document
 
@@ -88,3 +89,19 @@ def test_table_snapshot() -> None:
     if os.environ.get("PTC_UPDATE_SNAPSHOTS"):  # after a deliberate layout change; review it
         SNAPSHOT.write_text(text)
     assert text == SNAPSHOT.read_text(), "table changed: PTC_UPDATE_SNAPSHOTS=1 rewrites it"
+
+
+def test_status_from_the_controller_shows_its_lag_under_the_table() -> None:
+    now = T0 + timedelta(minutes=2, seconds=35)
+    calm = document(now)
+    calm["lag"] = RolloutLag(0.004, 0.25, 10.0).document()
+    late = {**document(now), "name": "slow", "lag": RolloutLag(7.5, 14.0, 10.0).document()}
+    # the caption wraps to the table's width: compare words, not lines
+    text = " ".join(render_text([calm, late], now, width=200).split())
+    assert "controller lag: reconcile 7.5s (devpod/slow), verdict age 14s (devpod/slow)" in text
+    assert "shard rollouts over more controllers (--namespace)" in text
+    assert "1 rollout(s) received verdicts older than their analysis interval" in text
+    # from the cluster (no controller): no lag to show, and no line for it
+    assert "controller lag" not in render_text([document(now)], now, width=200)
+    garbled = {**document(now), "lag": {"reconcileSeconds": "soon", "evaluationSeconds": True}}
+    assert "reconcile - (-)" in render_text([garbled], now, width=200)
