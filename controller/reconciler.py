@@ -43,6 +43,7 @@ from controller.kube import (
     ServiceInfo,
 )
 from controller.kube.expectations import DEFAULT_TTL, Expectations
+from controller.kube.retrying import AfterError, after_api_error
 from controller.lag import LagMeter, Wake
 from controller.metrics import Metrics
 from controller.observe import Caches, observe, preflight_pods
@@ -77,7 +78,6 @@ from controller.status import iso, status_document
 log = structlog.get_logger("ptc.reconciler")
 
 ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.HOLDING, Phase.FLIPPING, Phase.BAKING, Phase.PAUSED)
-ERROR_BACKOFF = (1.0, 30.0)  # seconds: first retry after an API failure, cap
 HISTORY_FLUSH_S = 5.0  # on stop, how long the last decisions may take to reach the ConfigMap
 
 
@@ -310,14 +310,9 @@ class RolloutReconciler:
                     await self._refresh_service()
                     continue
                 except KubeError as exc:
-                    failures += 1
-                    self.metrics.api_errors.labels(type(exc).__name__).inc()
-                    delay = min(ERROR_BACKOFF[0] * 2 ** (failures - 1), ERROR_BACKOFF[1])
-                    delay *= random.uniform(0.8, 1.2)
-                    self._log.warning(
-                        "api error; retrying", error=str(exc), retry_in=round(delay, 1)
-                    )
-                    await self._sleep(delay)
+                    plan = await self.after_api_error(exc, failures + 1)
+                    failures += plan.counts_as_failure
+                    await self._sleep(plan.delay * random.uniform(0.8, 1.2))
                     continue
                 if wait is not None:
                     await self._wait(wait)
@@ -387,6 +382,23 @@ class RolloutReconciler:
         )
         await self._execute(decision, svc, state, observed)
         return decision.action if isinstance(decision.action, Wait) else None
+
+    async def after_api_error(self, exc: KubeError, failures: int) -> AfterError:
+        """Say what a person must know about an API error; the requeue (see kube.retrying)."""
+        self.metrics.api_errors.labels(type(exc).__name__).inc()
+        plan = after_api_error(exc, failures)
+        if plan.problem is not None:
+            # A request no retry fixes: the log, `ptc status` and an Event, once per problem.
+            if plan.problem != self._last_problem:
+                self._last_problem = plan.problem
+                self._log.error("api request refused", problem=plan.problem)
+                with contextlib.suppress(KubeError):
+                    await self.emit("Warning", "ApiRequestRefused", plan.problem)
+        elif plan.counts_as_failure:
+            self._log.warning("api error; retrying", error=str(exc), retry_in=plan.delay)
+        else:
+            self._log.info("not the leader any more; waiting", error=str(exc))
+        return plan
 
     def _problem(self, message: str) -> Wait:
         if message != self._last_problem:

@@ -7,7 +7,8 @@ where it is), ``waiting`` (what it waits on right now), ``weight`` {``desired``,
 {``spec``, ``ready``}}, ``selector``, ``hold`` {``since``, ``until``, ``progress``} or null,
 ``analysis`` {``at``, ``verdict``, ``metrics``: [{``name``, ``verdict``, ``value``,
 ``stable``, ``threshold``, ``reason``}]} or null, ``decisions`` (the last ten records),
-``writer``, ``configGeneration``, ``pendingConfig``; from the controller only, ``lag``
+``writer``, ``configGeneration``, ``pendingConfig``; from the controller only, ``problem`` (what
+a person must fix: an API request refused, the Service missing, a state it cannot read) and ``lag``
 {``reconcileSeconds``, ``evaluationSeconds``, ``intervalSeconds``} (see :mod:`controller.lag`).
 """
 
@@ -136,6 +137,7 @@ def status_document(
         "writer": state.writer if state else None,
         "configGeneration": generation,
         "pendingConfig": pending_config,
+        "problem": problem,
         **({"lag": dict(lag)} if lag is not None else {}),
     }
 
@@ -229,7 +231,9 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
             f"{_fmt(weight.get('desired'))}% / {_fmt(weight.get('actual'))}%",
             _hold_cell(doc, now),
             _metrics_cell(doc),
-            doc.get("waiting") or doc.get("message") or "",
+            Text(f"PROBLEM: {doc['problem']}", style="bold red")
+            if doc.get("problem")
+            else doc.get("waiting") or doc.get("message") or "",
         )
     return table
 
