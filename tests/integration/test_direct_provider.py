@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[2]
 NS = "devpod"
 WINDOW = timedelta(seconds=20)
 # Limits never adjust during the test (window far longer than it); retries are instant.
-STEADY = ProxyTuning(adjustment_window=3600.0, retry_backoff=0.001, max_queue_wait=0.05)
+STEADY = ProxyTuning(adjustment_window=3600.0, retry_backoff=0.001)
 
 RATIO_ABS = 0.03
 P95_REL = 0.20
