@@ -332,7 +332,10 @@ class SimulatedPodRuntime:
 
     async def _health(self, request: web.Request) -> web.Response:
         proxy = self._serving(request)
-        return web.Response(text=go_json(proxy.health()), content_type="application/json")
+        # Exactly Go's header: aiohttp's content_type= would append "; charset=utf-8".
+        return web.Response(
+            body=go_json(proxy.health()).encode(), headers={"Content-Type": "application/json"}
+        )
 
     async def _reset_rate_limit(self, request: web.Request) -> web.Response:
         proxy = self._serving(request)
