@@ -38,7 +38,7 @@ from controller.sandbox.zaiproxy import ProxyTuning
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "bench" / "profiles"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-FAST = ProxyTuning(retry_backoff=0.001, max_queue_wait=0.05, adjustment_window=1.0)
+FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)
 STATE_ANNOTATION = "ptc.dev/state"
 COMMAND_ANNOTATION = "ptc.dev/command"
 CONTROLLER_USER = "ptc-bench-controller"

@@ -224,7 +224,7 @@ async def run_demo(
         prometheus=prometheus,
         scrape_interval=1.0,
         seed=42,
-        tuning=ProxyTuning(retry_backoff=0.01, max_queue_wait=0.05),
+        tuning=ProxyTuning(retry_backoff=0.01),
         echo_order=echo_order,
     )
     started = time.monotonic()

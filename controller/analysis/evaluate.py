@@ -239,7 +239,8 @@ def _worse_than_stable(metric: Metric, c: Sample, s: Sample) -> tuple[bool, str 
 
     A `counterRatio` with request counts on both sides is a pair of proportions: canary is
     worse only if the lower confidence bound of its excess over the band clears the slack
-    (module doc of `controller.analysis.significance`). Any other metric compares values.
+    (module doc of `controller.analysis.significance`). Any other metric (and a counterRatio
+    over two counters, which counts events per request) compares values.
     """
     assert metric.compare is not None and c.value is not None and s.value is not None
     factor, slack = metric.compare.factor, metric.compare.slack
@@ -248,7 +249,8 @@ def _worse_than_stable(metric: Metric, c: Sample, s: Sample) -> tuple[bool, str 
         worse = c.value < s.value / factor - slack
     else:
         worse = c.value > s.value * factor + slack
-    if not worse or metric.counter_ratio is None:
+    # Events per request (a `denominatorMetric`) are no proportion of trials: values compare.
+    if not worse or metric.counter_ratio is None or metric.counter_ratio.per_event:
         return worse, None
     if not (is_proportion(c.value, c.requests) and is_proportion(s.value, s.requests)):
         return worse, None

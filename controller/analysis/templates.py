@@ -185,8 +185,9 @@ class QueryContext:
             return CompiledQuery(side, render(source.query, v), sample)
         if source.counter_ratio is not None:
             c = source.counter_ratio
+            den_metric = c.denominator_metric or c.metric
             num = counted(f"{c.metric}{{{_join(sel, matcher_text(c.numerator))}}}", w)
-            den = counted(f"{c.metric}{{{_join(sel, matcher_text(c.denominator))}}}", w)
+            den = counted(f"{den_metric}{{{_join(sel, matcher_text(c.denominator))}}}", w)
             return CompiledQuery(
                 side,
                 # A numerator series that was never created (no 502 yet) is a 0, not "no data";

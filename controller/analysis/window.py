@@ -379,8 +379,9 @@ def evaluate_source(source: Source, side: SideData, now: float, window: float) -
     if source.counter_ratio is not None:
         c = source.counter_ratio
         num_m, den_m = compile_matchers(c.numerator), compile_matchers(c.denominator)
-        den = sum_delta(pods, c.metric, den_m, start, end, is_rate=True)
-        requests = sum_delta(pods, c.metric, den_m, start, end, is_rate=False) or 0.0
+        den_metric = c.denominator_metric or c.metric
+        den = sum_delta(pods, den_metric, den_m, start, end, is_rate=True)
+        requests = sum_delta(pods, den_metric, den_m, start, end, is_rate=False) or 0.0
         if den is None or den == 0 or math.isnan(den):
             return Sample(None, requests=requests)
         num = sum_delta(pods, c.metric, num_m, start, end, is_rate=True) or 0.0

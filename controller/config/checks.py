@@ -304,7 +304,7 @@ def _metric_problems(metric: Metric, loc: Loc, provider: str) -> list[Finding]:
         out.append(Finding(loc, "a metric needs a threshold: max, min or compare"))
     if metric.max is not None and metric.min is not None and metric.min >= metric.max:
         out.append(Finding((*loc, "min"), f"min {metric.min:g} must be below max {metric.max:g}"))
-    if metric.counter_ratio is not None:
+    if metric.counter_ratio is not None and not metric.counter_ratio.per_event:
         for bound in ("max", "min"):
             value = getattr(metric, bound)
             if value is not None and value > 1:

@@ -203,6 +203,19 @@ class CounterRatio(Model):
     metric: MetricName
     numerator: Matchers
     denominator: Matchers = Field(default_factory=dict)
+    denominator_metric: MetricName | None = Field(
+        default=None,
+        description=(
+            "count the denominator on this counter instead of `metric` (e.g. upstream 429s "
+            "per client request): the value is then events per denominator event, not a "
+            "fraction, and may exceed 1"
+        ),
+    )
+
+    @property
+    def per_event(self) -> bool:
+        """Whether numerator and denominator count different counters (not a proportion)."""
+        return self.denominator_metric is not None and self.denominator_metric != self.metric
 
 
 class Gauge(Model):

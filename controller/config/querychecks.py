@@ -177,8 +177,14 @@ def _matcher_sets(spec: object) -> list[tuple[str, Mapping[str, str]]]:
 
 
 def _ratio(ratio: CounterRatio, loc: Loc) -> list[Finding]:
-    """The numerator must count a strict subset of the denominator's series."""
+    """The numerator must count a strict subset of the denominator's series.
+
+    Over two counters (`denominatorMetric`) the series differ by design: nothing to check
+    (an empty numerator there counts every event of its counter, e.g. all upstream errors).
+    """
     num, den = ratio.numerator, ratio.denominator
+    if ratio.per_event:
+        return []
     if not num:
         return [
             Finding(

@@ -2,8 +2,12 @@
 
 GET  /status                  where everything is, traffic counters (incl. requests dropped by
                               exiting pods: refused/reset), pods and their limits
-POST /faults   {"namespace", "deployment", "error502"?, "upstream429"?, "latencyMedian"?,
-                "latencyP95"?}  change a Deployment's fault profile (omitted fields kept)
+POST /faults   {"namespace", "deployment", <fields>?}  change what the upstream answers a
+               Deployment's attempts (omitted fields kept). Probabilities per upstream attempt
+               (`controller.sandbox.faults`): "error502", "error500", "upstream429" (429 without
+               a business code), "frequency429" (1303), "concurrency429" (1302), "quota429"
+               (1308), "dropped", "truncated"; "retryAfter" (whole seconds, null for none);
+               "latencyMedian", "latencyP95" (seconds, upstream 200s)
 DELETE /faults?namespace=&deployment=   back to no faults
 POST /traffic  {"rate": 50}   requests/s through the Service
 """
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from controller.httpserve import serve
-from controller.sandbox.faults import Latency
+from controller.sandbox.faults import JSON_FIELDS, Latency
 
 if TYPE_CHECKING:
     from controller.sandbox.world import Sandbox
@@ -73,13 +77,23 @@ class ControlServer:
         namespace, deployment = body.get("namespace"), body.get("deployment")
         if not isinstance(namespace, str) or not isinstance(deployment, str):
             return _bad("namespace and deployment (strings) are required")
+        known = {"namespace", "deployment", "latencyMedian", "latencyP95", *JSON_FIELDS}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            return _bad(f"unknown fields {unknown}; known: {sorted(known)}")
         current = self.sandbox.faults.get(namespace, deployment)
         changes: dict[str, Any] = {}
         try:
-            if "error502" in body:
-                changes["error_502"] = float(body["error502"])
-            if "upstream429" in body:
-                changes["upstream_429"] = float(body["upstream429"])
+            for key, name in JSON_FIELDS.items():
+                if key not in body:
+                    continue
+                value = body[key]
+                if name == "retry_after":
+                    changes[name] = value  # FaultProfile checks it: a positive int or null
+                elif isinstance(value, bool) or not isinstance(value, int | float):
+                    return _bad(f"{key} must be a number (a probability), got {value!r}")
+                else:
+                    changes[name] = float(value)
             if "latencyMedian" in body or "latencyP95" in body:
                 changes["latency"] = Latency(
                     median=float(body.get("latencyMedian", current.latency.median)),
@@ -89,14 +103,7 @@ class ControlServer:
         except (TypeError, ValueError) as exc:
             return _bad(str(exc))
         return web.json_response(
-            {
-                "namespace": namespace,
-                "deployment": deployment,
-                "error502": profile.error_502,
-                "upstream429": profile.upstream_429,
-                "latencyMedian": profile.latency.median,
-                "latencyP95": profile.latency.p95,
-            }
+            {"namespace": namespace, "deployment": deployment, **profile.as_json()}
         )
 
     async def _clear_faults(self, request: web.Request) -> web.Response:

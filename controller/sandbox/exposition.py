@@ -2,7 +2,9 @@
 
 The simulated pods need only counters, gauges and histograms with fixed label sets, so this
 small module replaces a `prometheus_client` dependency (whose global default registry would
-also mix every simulated pod's series into one).
+also mix every simulated pod's series into one). The text comes out as Go's client_golang
+writes it: families sorted by name, each series' labels sorted by name (a histogram's `le`
+last), series sorted by label values.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def _label_block(names: Sequence[str], values: Sequence[str]) -> str:
     return "{" + pairs + "}"
 
 
+def _sorted_block(names: Sequence[str], values: Sequence[str]) -> str:
+    """Label pairs in name order, as client_golang sorts a metric's label pairs."""
+    pairs = sorted(zip(names, values, strict=True))
+    return _label_block([n for n, _ in pairs], [v for _, v in pairs])
+
+
 class _Family:
     kind = "untyped"
 
@@ -55,6 +63,10 @@ class _Family:
     def _check(self, labels: LabelValues) -> None:
         if len(labels) != len(self.label_names):
             raise ValueError(f"{self.name} takes labels {self.label_names}, got {labels}")
+
+    def _order(self, labels: LabelValues) -> list[str]:
+        # Series sort by their label values taken in label-name order.
+        return [v for _, v in sorted(zip(self.label_names, labels, strict=True))]
 
     def header(self) -> list[str]:
         """Return the `# HELP` and `# TYPE` lines."""
@@ -88,8 +100,8 @@ class Counter(_Family):
     def samples(self) -> list[str]:
         """Return the sample lines."""
         return [
-            f"{self.name}{_label_block(self.label_names, k)} {format_value(v)}"
-            for k, v in sorted(self.values.items())
+            f"{self.name}{_sorted_block(self.label_names, k)} {format_value(v)}"
+            for k, v in sorted(self.values.items(), key=lambda kv: self._order(kv[0]))
         ]
 
 
@@ -114,8 +126,8 @@ class Gauge(_Family):
     def samples(self) -> list[str]:
         """Return the sample lines."""
         return [
-            f"{self.name}{_label_block(self.label_names, k)} {format_value(v)}"
-            for k, v in sorted(self.values.items())
+            f"{self.name}{_sorted_block(self.label_names, k)} {format_value(v)}"
+            for k, v in sorted(self.values.items(), key=lambda kv: self._order(kv[0]))
         ]
 
 
@@ -162,16 +174,18 @@ class Histogram(_Family):
     def samples(self) -> list[str]:
         """Return `_bucket`, `_sum` and `_count` lines."""
         lines: list[str] = []
-        names = (*self.label_names, "le")
-        for labels, series in sorted(self.series.items()):
+        for labels, series in sorted(self.series.items(), key=lambda kv: self._order(kv[0])):
+            pairs = sorted(zip(self.label_names, labels, strict=True))
+            names = [n for n, _ in pairs] + ["le"]
+            values = [v for _, v in pairs]
             cumulative = 0
             for bound, n in zip(self.bounds, series.buckets, strict=True):
                 cumulative += n
-                block = _label_block(names, (*labels, format_value(bound)))
+                block = _label_block(names, (*values, format_value(bound)))
                 lines.append(f"{self.name}_bucket{block} {cumulative}")
-            block = _label_block(names, (*labels, "+Inf"))
+            block = _label_block(names, (*values, "+Inf"))
             lines.append(f"{self.name}_bucket{block} {series.count}")
-            plain = _label_block(self.label_names, labels)
+            plain = _sorted_block(self.label_names, labels)
             lines.append(f"{self.name}_sum{plain} {format_value(series.sum)}")
             lines.append(f"{self.name}_count{plain} {series.count}")
         return lines
@@ -183,7 +197,7 @@ Family = Counter | Gauge | Histogram
 def render(families: Iterable[Family]) -> str:
     """Render families in the text exposition format; families without series are omitted."""
     lines: list[str] = []
-    for family in families:
+    for family in sorted(families, key=lambda f: f.name):
         samples = family.samples()
         if samples:
             lines.extend(family.header())

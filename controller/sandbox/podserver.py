@@ -3,14 +3,20 @@
 Satisfies the workload simulator's `PodRuntime` protocol (`start_pod` / `stop_pod`). A pod
 gets a random address in 127.64.0.0/10 (random per process, so parallel test processes
 rarely collide; on a bind failure another is tried) and an HTTP listener on
-`podIP:containerPort` serving `/health` and `/metrics`, so controllers probe
-`http://podIP:8080/health` and Prometheus scrapes exactly as in a cluster. Request traffic
-does not use HTTP: the traffic generator resolves pod IPs through `pod_by_ip` and calls the
+`podIP:containerPort` serving what the real binary serves on :8080: `/health`, `/metrics`,
+`POST /admin/reset-rate-limit`, and every other path proxied (to the simulated upstream). So
+controllers probe `http://podIP:8080/health` and Prometheus scrapes exactly as in a cluster.
+The traffic generator does not use HTTP: it resolves pod IPs through `pod_by_ip` and calls the
 simulated proxy in-process.
+
+The runtime also keeps the filesystems the proxies' state files live on (`StateFiles`): a
+process restarted in its pod (`restart_process`) resumes from a state file on an emptyDir, a
+PVC or a hostPath, not from one in its container's own layer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import json
@@ -19,21 +25,22 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aiohttp import web
 
 from controller.sandbox.exposition import CONTENT_TYPE
 from controller.sandbox.faults import FaultProfiles
-from controller.sandbox.ratelimiter import Clock
-from controller.sandbox.zaiproxy import ProxyTuning, SimulatedZaiProxy
+from controller.sandbox.ratelimiter import Clock, StateFile, StateFiles
+from controller.sandbox.zaiproxy import ProxyConfig, ProxyTuning, SimulatedZaiProxy, go_json
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POD_NETWORK = "127.64.0.0/10"
 _BIND_ATTEMPTS = 20
 _GONE_KEPT = 1024  # stopped pods remembered by address, to name the pod a refused request hit
+_MAX_HTTP_WAIT = 30.0  # an HTTP client of a pod waits at most this long for its simulated answer
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class PodEndpoint:
     port: int
     labels: Mapping[str, str]
     proxy: SimulatedZaiProxy
+    pod: Mapping[str, Any]  # the Pod object it was started from
+    process: int = 1  # 1 for the first process, +1 per restart
 
     @property
     def address(self) -> str:
@@ -84,6 +93,7 @@ class SimulatedPodRuntime:
     ) -> None:
         self.faults = faults or FaultProfiles()
         self.tuning = tuning
+        self.state_files = StateFiles()
         self._clock = clock
         self._seed = seed
         # Addresses come from a process-local RNG even when `seed` fixes the proxies' behaviour:
@@ -104,8 +114,11 @@ class SimulatedPodRuntime:
     async def _ensure_runner(self) -> web.AppRunner:
         if self._runner is None:
             app = web.Application()
-            app.router.add_get("/health", self._health)
-            app.router.add_get("/metrics", self._metrics)
+            # As Go's ServeMux routes: exact paths for any method, everything else proxied.
+            app.router.add_route("*", "/health", self._health)
+            app.router.add_route("*", "/metrics", self._metrics)
+            app.router.add_route("*", "/admin/reset-rate-limit", self._reset_rate_limit)
+            app.router.add_route("*", "/{path:.*}", self._proxy)
             runner = web.AppRunner(
                 app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
             )
@@ -140,9 +153,7 @@ class SimulatedPodRuntime:
         rng = (
             random.Random(self._pod_seed(namespace, deployment)) if self._seed is not None else None
         )
-        proxy = SimulatedZaiProxy.from_pod(
-            pod, deployment, faults=self.faults, tuning=self.tuning, clock=self._clock, rng=rng
-        )
+        proxy = self._process(pod, namespace, name, deployment, 1, rng)
         port = proxy.config.port
         ip = await self._bind(port)
         endpoint = PodEndpoint(
@@ -153,6 +164,7 @@ class SimulatedPodRuntime:
             port=port,
             labels=dict(meta.get("labels") or {}),
             proxy=proxy,
+            pod=pod,
         )
         self._by_ip[ip] = endpoint
         self._by_name[(namespace, name)] = endpoint
@@ -173,6 +185,62 @@ class SimulatedPodRuntime:
         if site is not None:
             await site.stop()
         self._notify(PodEvent("stopped", endpoint))
+
+    def restart_process(self, namespace: str, name: str) -> SimulatedZaiProxy:
+        """The pod's zai-proxy process exits and starts again in place (a container restart).
+
+        Its requests in flight are cut off; the new process starts with fresh metrics and a
+        limiter at RATE_LIMIT_INITIAL - or at the hold of a state file young enough on a volume
+        that outlived the old process.
+        """
+        old = self._by_name.get((namespace, name))
+        if old is None:
+            raise KeyError(f"no running pod {namespace}/{name}")
+        self._notify(PodEvent("stopped", old))
+        rng = (
+            random.Random(self._pod_seed(namespace, old.deployment))
+            if self._seed is not None
+            else None
+        )
+        proxy = self._process(old.pod, namespace, name, old.deployment, old.process + 1, rng)
+        endpoint = replace(old, proxy=proxy, process=old.process + 1)
+        self._by_ip[endpoint.ip] = endpoint
+        self._by_name[(namespace, name)] = endpoint
+        self._notify(PodEvent("started", endpoint))
+        return proxy
+
+    def _process(
+        self,
+        pod: Mapping[str, Any],
+        namespace: str,
+        name: str,
+        deployment: str,
+        process: int,
+        rng: random.Random | None,
+    ) -> SimulatedZaiProxy:
+        config = ProxyConfig.from_pod(pod, tuning=self.tuning)
+        return SimulatedZaiProxy(
+            config,
+            namespace=namespace,
+            name=name,
+            deployment=deployment,
+            faults=self.faults,
+            clock=self._clock,
+            rng=rng,
+            state_file=self._state_file(config, namespace, name, process),
+        )
+
+    def _state_file(
+        self, config: ProxyConfig, namespace: str, name: str, process: int
+    ) -> StateFile:
+        volume, path = config.state_volume, config.state_file
+        if volume[0] == "pvc":
+            return self.state_files.file(namespace, *volume, path)
+        if volume[0] == "hostPath":
+            return self.state_files.file("node", *volume, path)
+        if volume[0] == "emptyDir":
+            return self.state_files.file(namespace, name, *volume, path)
+        return self.state_files.file(namespace, name, "container", str(process), path)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -264,7 +332,42 @@ class SimulatedPodRuntime:
 
     async def _health(self, request: web.Request) -> web.Response:
         proxy = self._serving(request)
-        return web.Response(text=json.dumps(proxy.health()), content_type="application/json")
+        # Exactly Go's header: aiohttp's content_type= would append "; charset=utf-8".
+        return web.Response(
+            body=go_json(proxy.health()).encode(), headers={"Content-Type": "application/json"}
+        )
+
+    async def _reset_rate_limit(self, request: web.Request) -> web.Response:
+        proxy = self._serving(request)
+        if request.method != "POST":
+            return web.Response(status=405, text="method not allowed\n", content_type="text/plain")
+        return web.Response(text=go_json(proxy.reset_rate_limit()), content_type="text/plain")
+
+    async def _proxy(self, request: web.Request) -> web.Response:
+        """Any other path: proxied to the simulated upstream, answered after its latency."""
+        proxy = self._serving(request)
+        peer = request.remote or ""
+        outcome = proxy.handle(request.method, request.path, client=peer)
+        await asyncio.sleep(min(outcome.latency, _MAX_HTTP_WAIT))
+        headers = dict(outcome.headers)
+        if outcome.body:
+            return web.Response(status=outcome.status, text=outcome.body + "\n", headers=headers)
+        if outcome.status == 200:
+            body: dict[str, Any] = {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "text", "text": "ok"}],
+                "usage": {"input_tokens": 8, "output_tokens": 1},
+            }
+        else:
+            code = headers.get("X-Zai-Error-Code")
+            body = {"error": {"code": code or str(outcome.status), "message": "simulated"}}
+        return web.Response(
+            status=outcome.status,
+            text=json.dumps(body),
+            headers=headers,
+            content_type="application/json",
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         proxy = self._serving(request)

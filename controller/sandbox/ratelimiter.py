@@ -1,24 +1,36 @@
 """The zai-proxy adaptive rate limiter, re-implemented for simulated pods.
 
-Behaviour follows the real proxy (jedarden/zai-proxy, `proxy/main.go` AdaptiveRateLimiter):
+Behaviour follows the real proxy (`proxy/main.go` AdaptiveRateLimiter, `ratelimiter_state.go`),
+confirmed on the real binary (research note, section 7):
 
-* A token bucket (rate = current limit, burst = max(1, int(2 x rate))) gates requests.
-* Every adjustment window (30 s in the real proxy) the outcomes recorded since the last
-  adjustment are judged, lazily, on the next recorded outcome:
-  - upstream 429 share > 5 %: the ceiling estimate moves toward the current rate by EWMA
-    (alpha 0.3) and the limit drops to ceiling x (1 - hold margin), floored at the minimum;
-  - 429 share < 1 %: a clean window. Every `probe_interval` clean windows the limit probes
-    above the ceiling (ceiling x (1 + margin), capped at the maximum); otherwise, while below
-    the hold point, it closes half the gap to it (at least 0.25 req/s per window);
-  - in between: no change.
-* The ceiling estimate starts at the maximum, so a cold pod climbs from RATE_LIMIT_INITIAL
-  toward RATE_LIMIT_MAX x 0.98 one window at a time.
+* A token bucket (rate = current limit, burst = max(1, int(2 x rate))) admits every upstream
+  attempt, retries included. Waiting is unbounded and FIFO, as `Limiter.Wait` callers queue.
+* Windows are not timer-driven: a window closes at the first limiter event (an upstream 429 of
+  a class that feeds the limiter, or a final 2xx) at least `adjustment_window` (30 s) after the
+  previous adjustment - the first one 30 s after process start. Its 429 share is
+  429s / (429s + 2xx):
+  - share > 5 %: ceiling = alpha x rate + (1 - alpha) x ceiling, rate = ceiling x (1 - margin),
+    floored at the minimum ("decrease" - even when the rate goes *up*, as it does for a cold
+    pod whose ceiling estimate is still RATE_LIMIT_MAX); the state file is written;
+  - share < 1 %: a clean window. At `probe_interval` clean windows in a row the rate probes
+    min(ceiling x (1 + margin), max) ("probe", counted even when it changes nothing); else,
+    below the hold point, it closes half the gap (at least 0.25 req/s) ("increase");
+  - 1-5 %: no change.
+* The cold ceiling estimate is RATE_LIMIT_MAX; it never rises on clean windows.
+* At start a state file younger than RATE_LIMIT_STATE_MAX_AGE restores the ceiling and resumes
+  at the persisted hold, whatever RATE_LIMIT_INITIAL says (`restored_from_state`).
+* `reset()` (POST /admin/reset-rate-limit) puts rate and ceiling to RATE_LIMIT_INITIAL and
+  deletes the state file - but the rate *gauge* is only ever set at start, on a restore and when
+  an adjustment changes the rate, so after a reset it keeps showing the old value
+  (`gauge` here).
 
-Everything takes time from an injected clock so tests drive windows without sleeping.
+Time comes from an injected clock, and every recorded event carries its own time, so tests
+drive windows without sleeping and a simulated request's outcome lands when it completes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +40,7 @@ Clock = Callable[[], float]
 INCREASE = "increase"
 DECREASE = "decrease"
 PROBE = "probe"
+DEFAULT_STATE_MAX_AGE = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,7 @@ class LimiterSettings:
     hold_margin: float = 0.02
     probe_interval: int = 10
     adjustment_window: float = 30.0
+    state_max_age: float = DEFAULT_STATE_MAX_AGE
 
     def __post_init__(self) -> None:
         if not 0 < self.minimum <= self.maximum:
@@ -55,11 +69,60 @@ class LimiterSettings:
             raise ValueError("adjustment_window must be >= 0")
 
 
+@dataclass(frozen=True)
+class RateLimitState:
+    """The state file's content: `{"ceiling", "hold", "ts"}` (ts in clock seconds)."""
+
+    ceiling: float
+    hold: float
+    ts: float
+
+
+class StateFile:
+    """One state-file path on one filesystem; see `StateFiles`."""
+
+    def __init__(self, files: StateFiles, key: tuple[str, ...]) -> None:
+        self._files = files
+        self.key = key
+
+    def load(self) -> RateLimitState | None:
+        """The snapshot, or None when there is no file."""
+        return self._files.data.get(self.key)
+
+    def save(self, state: RateLimitState) -> None:
+        """Write the snapshot (replacing any)."""
+        self._files.data[self.key] = state
+
+    def delete(self) -> None:
+        """Remove the file (no error when there is none)."""
+        self._files.data.pop(self.key, None)
+
+
+class StateFiles:
+    """The filesystems state files live on: what outlives a proxy process and what does not.
+
+    Keys name a filesystem and a path; the pod runtime decides which filesystem a pod's
+    RATE_LIMIT_STATE_FILE is on (its own container, an emptyDir, a PVC, the node).
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, ...], RateLimitState] = {}
+
+    def file(self, *key: str) -> StateFile:
+        """The state file at `key`."""
+        return StateFile(self, key)
+
+
 def burst_for(rate: float) -> int:
     """Bucket depth for a rate, as the real proxy sizes it."""
     if rate <= 0:
         return 0
     return max(1, int(rate * 2))
+
+
+def clamp(value: float, low: float, high: float) -> float:
+    """`value` confined to [low, high]."""
+    return min(max(value, low), high)
 
 
 class TokenBucket:
@@ -86,17 +149,11 @@ class TokenBucket:
         self._advance(now)
         return self.tokens
 
-    def reserve(self, now: float, max_wait: float) -> float | None:
-        """Take one token; return the wait until it is usable, or None if that exceeds max_wait."""
+    def reserve(self, now: float) -> float:
+        """Take one token; return the wait until it is usable."""
         self._advance(now)
-        if self.rate <= 0:
-            return None
-        after = self.tokens - 1.0
-        wait = 0.0 if after >= 0 else -after / self.rate
-        if wait > max_wait:
-            return None
-        self.tokens = after
-        return wait
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
     def set_rate(self, rate: float, now: float) -> None:
         """Change rate and burst; tokens accrued so far are kept (clipped by the next advance)."""
@@ -106,48 +163,86 @@ class TokenBucket:
 
 
 class AdaptiveRateLimiter:
-    """Per-pod adaptive limit: grows on clean windows, backs off on upstream 429s."""
+    """Per-pod adaptive limit: grows on clean windows, backs off on upstream 429 windows."""
 
-    def __init__(self, settings: LimiterSettings, clock: Clock) -> None:
+    def __init__(
+        self, settings: LimiterSettings, clock: Clock, state_file: StateFile | None = None
+    ) -> None:
         self.settings = settings
         self._clock = clock
+        self.state_file = state_file
         now = clock()
         self.current_rate = settings.initial
         self.estimated_ceiling = settings.maximum  # assumed until a 429 window teaches otherwise
         self.ceiling_updated_at: float | None = None
+        self.restored_from_state = False
         self.clean_windows = 0
         self._bucket = TokenBucket(settings.initial, now)
         self._last_adjustment = now
         self._recent_429 = 0
         self._recent_success = 0
+        self._restore(now)
+        # zai_proxy_rate_limit_requests_per_second: set at start (after a restore) and on
+        # every rate change, never by reset().
+        self.gauge = self.current_rate
+
+    def _restore(self, now: float) -> None:
+        state = self.state_file.load() if self.state_file is not None else None
+        if state is None or state.ceiling <= 0 or state.hold <= 0:
+            return
+        if now - state.ts > self.settings.state_max_age:
+            return  # too old: start from RATE_LIMIT_INITIAL with the RATE_LIMIT_MAX assumption
+        s = self.settings
+        ceiling = clamp(state.ceiling, s.minimum, s.maximum)
+        hold = clamp(state.hold, s.minimum, ceiling)
+        self.estimated_ceiling = ceiling
+        self.current_rate = hold
+        self._bucket.set_rate(hold, now)
+        self.ceiling_updated_at = state.ts
+        self.restored_from_state = True
 
     @property
     def hold(self) -> float:
-        """Rate the limiter converges to for the current ceiling estimate."""
+        """Rate the limiter converges to for the current ceiling estimate (/health `hold`)."""
         s = self.settings
-        return min(max(self.estimated_ceiling * (1 - s.hold_margin), s.minimum), s.maximum)
+        return clamp(self.estimated_ceiling * (1 - s.hold_margin), s.minimum, s.maximum)
 
-    def acquire(self, max_wait: float) -> float | None:
-        """Reserve a token now; return the queueing delay, or None when over the limit."""
-        return self._bucket.reserve(self._clock(), max_wait)
+    def reserve(self, now: float | None = None) -> float:
+        """Reserve a token at `now` (default: the clock's); return when it is usable."""
+        at = self._clock() if now is None else now
+        return at + self._bucket.reserve(at)
 
     def tokens_available(self) -> float:
         """Current bucket balance (for tests and diagnostics)."""
         return self._bucket.available(self._clock())
 
-    def record_success(self) -> str | None:
-        """Count a successful upstream response; return the adjustment direction, if any."""
+    def record_success(self, at: float | None = None) -> str | None:
+        """Count a final 2xx at `at`; return the adjustment direction, if a window closed."""
         self._recent_success += 1
-        return self._try_adjust()
+        return self._try_adjust(self._clock() if at is None else at)
 
-    def record_429(self) -> str | None:
-        """Count an upstream 429; return the adjustment direction, if any."""
+    def record_429(self, at: float | None = None) -> str | None:
+        """Count an upstream 429 that feeds the limiter; return the adjustment, if any."""
         self._recent_429 += 1
-        return self._try_adjust()
+        return self._try_adjust(self._clock() if at is None else at)
 
-    def _try_adjust(self) -> str | None:
-        s = self.settings
+    def reset(self) -> None:
+        """POST /admin/reset-rate-limit: back to RATE_LIMIT_INITIAL, state file deleted."""
         now = self._clock()
+        initial = self.settings.initial
+        self.current_rate = initial
+        self.estimated_ceiling = initial
+        self.clean_windows = 0
+        self._bucket = TokenBucket(initial, now)
+        self._last_adjustment = now
+        self.ceiling_updated_at = None
+        self.restored_from_state = False
+        self._recent_429 = self._recent_success = 0
+        if self.state_file is not None:
+            self.state_file.delete()
+
+    def _try_adjust(self, now: float) -> str | None:
+        s = self.settings
         if now - self._last_adjustment < s.adjustment_window:
             return None
         total = self._recent_429 + self._recent_success
@@ -186,5 +281,32 @@ class AdaptiveRateLimiter:
         if new_rate != self.current_rate:
             self.current_rate = new_rate
             self._bucket.set_rate(new_rate, now)
+            self.gauge = new_rate
         self._last_adjustment = now
+        if direction == DECREASE and self.state_file is not None:
+            self.state_file.save(RateLimitState(self.estimated_ceiling, self.current_rate, now))
         return direction
+
+
+def parse_go_duration(text: str) -> float | None:
+    """Seconds in a Go duration string (`6h`, `1h30m`, `90s`, `1.5h`), or None if invalid."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    rest = text.strip()
+    if rest in ("0", ""):
+        return 0.0 if rest == "0" else None
+    sign = -1.0 if rest.startswith("-") else 1.0
+    rest = rest.lstrip("+-")
+    total = 0.0
+    while rest:
+        i = 0
+        while i < len(rest) and (rest[i].isdigit() or rest[i] == "."):
+            i += 1
+        number, rest = rest[:i], rest[i:]
+        j = 0
+        while j < len(rest) and not (rest[j].isdigit() or rest[j] == "."):
+            j += 1
+        unit, rest = rest[:j], rest[j:]
+        if not number or number == "." or number.count(".") > 1 or unit not in units:
+            return None
+        total += float(number) * units[unit]
+    return sign * total if math.isfinite(total) else None

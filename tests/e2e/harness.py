@@ -21,7 +21,7 @@ from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
 
 NS, SERVICE, STABLE, CANARY = "devpod", "zai-proxy", "zai-proxy", "zai-proxy-v2"
-FAST = ProxyTuning(retry_backoff=0.001, max_queue_wait=0.05, adjustment_window=1.0)
+FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)
 
 BAD_GATEWAY = {
     "name": "bad-gateway-ratio",

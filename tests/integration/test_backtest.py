@@ -1,8 +1,8 @@
 """`ptc backtest` against a real Prometheus holding a backfilled incident (backtest_data.py).
 
 The zai-proxy config as shipped, replayed on ticks every 30 s that sit 5 s after the 15 s
-sample grid (T - 595 s + 30 k). bad-gateway-ratio has ``max: 0.05``, ``for: 1m`` and compare
-(stable x 1.5 + 0.01). v2's 502s jump from 2% to 60% with the sample at T, so:
+sample grid (T - 595 s + 30 k). server-error-ratio has ``max: 0.05``, ``for: 1m`` and compare
+(stable x 1.5 + 0.01) on every 5xx. v2's 502s jump from 2% to 60% with the sample at T, so:
 
 * the tick at T + 5 s is the first whose 2 m window holds an incident increment (the ratio
   is ~0.1 either way the window's oldest sample is counted): the breach starts, ``for:`` runs;
@@ -84,7 +84,7 @@ async def test_incident_first_failing_tick_and_rollback_are_exact(
 ) -> None:
     result = await backtest(prometheus, "bt-incident", -595, 305)
     s = result.summary
-    bad = {m.name: m for m in s.metrics}["bad-gateway-ratio"]
+    bad = {m.name: m for m in s.metrics}["server-error-ratio"]
     assert bad.first_pass == at(-595)
     assert bad.first_hold == at(5)
     assert bad.first_fail == at(65)
@@ -94,11 +94,11 @@ async def test_incident_first_failing_tick_and_rollback_are_exact(
     # The value depends on how a counter ratio is compiled (extrapolated rate() or exact
     # counts); the ticks do not: each reads the newest 15 s increment either way.
     assert re.match(
-        r"analysis failed: bad-gateway-ratio: 0\.[34]\d* vs <= 0\.05, <= stable\*1\.5\+0\.01 "
+        r"analysis failed: server-error-ratio: 0\.[34]\d* vs <= 0\.05, <= stable\*1\.5\+0\.01 "
         r"\(stable 0\.02\)$",
         s.rollback.reason,
     ), s.rollback.reason
-    by_tick = verdicts(result, "bad-gateway-ratio")
+    by_tick = verdicts(result, "server-error-ratio")
     assert [by_tick[at(x)] for x in (-25, 5, 35, 65, 95)] == [
         Verdict.PASS,
         Verdict.INCONCLUSIVE,
@@ -107,13 +107,15 @@ async def test_incident_first_failing_tick_and_rollback_are_exact(
         Verdict.FAIL,
     ]
     # The other metrics pass throughout; nothing else held.
-    for name in ("rate-limited-ratio", "p95-latency"):
+    for name in ("rate-limited-ratio", "upstream-429-pressure", "p95-latency"):
         other = {m.name: m for m in s.metrics}[name]
         assert other.first_hold is None and other.first_fail is None, name
     # v2's limiter warmed up at T - 5m: the gate for 50% (18 rps needed) opens on that tick.
     assert s.capacity_first_hold == at(-595)
     assert s.capacity_first_pass == at(-295)
-    assert len(result.queries) == 13  # 3 metrics x 2 sides x (value, count) + gate
+    # 4 metrics x 2 sides, their distinct request counts (the 3 ratios share one) x 2 sides,
+    # and the gate's 3
+    assert len(result.queries) == 15
     assert result.notes == ()
 
 
@@ -139,7 +141,7 @@ async def test_fleet_wide_incident_holds_then_pauses_at_max_hold(
     s = result.summary
     assert s.rollback is None
     assert s.counts["fail"] == 0
-    bad = {m.name: m for m in s.metrics}["bad-gateway-ratio"]
+    bad = {m.name: m for m in s.metrics}["server-error-ratio"]
     assert bad.first_fail is None
     assert bad.first_hold == at(5)
     assert "stable breaches too" in bad.hold_reason
@@ -202,13 +204,13 @@ async def test_other_pods_are_bound_to_the_templates(
 ) -> None:
     """bt-renamed's canary ran as zai-proxy-canary: found by name, by regex or by matchers."""
     unbound = await backtest(prometheus, "bt-renamed", -25, 125)
-    bad = {m.name: m for m in unbound.summary.metrics}["bad-gateway-ratio"]
+    bad = {m.name: m for m in unbound.summary.metrics}["server-error-ratio"]
     assert unbound.summary.rollback is None
     assert bad.first_pass is None and "no data for canary" in bad.hold_reason
     assert unbound.notes == (
-        "canary had no data at any tick for rate-limited-ratio, bad-gateway-ratio, p95-latency: "
-        "check --namespace and the pods (--deployments, --canary), or whether Prometheus still "
-        "keeps this period",
+        "canary had no data at any tick for server-error-ratio, rate-limited-ratio, "
+        "upstream-429-pressure, p95-latency: check --namespace and the pods (--deployments, "
+        "--canary), or whether Prometheus still keeps this period",
     )
 
     rollout = zai("bt-renamed")
@@ -276,7 +278,8 @@ async def test_cli_json_and_table(
     assert await asyncio.to_thread(ptc, *common, "-o", "json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["summary"]["rollback"]["at"] == "2026-01-01T00:01:05Z"
-    assert data["summary"]["metrics"][1]["firstHold"] == "2026-01-01T00:00:05Z"
+    assert data["summary"]["metrics"][0]["name"] == "server-error-ratio"
+    assert data["summary"]["metrics"][0]["firstHold"] == "2026-01-01T00:00:05Z"
     assert len(data["ticks"]) == 31 and data["from"] == "2025-12-31T23:50:05Z"
 
     assert await asyncio.to_thread(ptc, *common) == 0
@@ -284,7 +287,7 @@ async def test_cli_json_and_table(
     assert err == ""
     assert re.search(
         r"^rollback: would have rolled back at 2026-01-01 00:01:05 UTC: analysis failed: "
-        r"bad-gateway-ratio: 0\.[34]\d* vs <= 0\.05",
+        r"server-error-ratio: 0\.[34]\d* vs <= 0\.05",
         out,
         re.MULTILINE,
     ), out
@@ -303,5 +306,5 @@ async def test_cli_html_has_the_chart_and_the_answer(
     page = capsys.readouterr().out
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
     assert "would have rolled back at 2026-01-01 00:01:05 UTC" in page
-    assert "ROLLBACK: bad-gateway-ratio" in page
+    assert "ROLLBACK: server-error-ratio" in page
     assert "<script" not in page and 'src="' not in page

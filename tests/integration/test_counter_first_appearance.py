@@ -152,7 +152,7 @@ async def test_the_zai_proxy_ratio_counts_every_request_on_both_sides(
         measured = await provider.measure(rollout, rollout.analysis)
     finally:
         await provider.close()
-    m502 = measured["bad-gateway-ratio"]
+    m502 = measured["server-error-ratio"]
     assert m502.stable is not None
     # Stable: 4 pods x 120 200s + 20 502s. The canary pod is new: 100 200s and 5 502s, all
     # of them in series that started in the window.

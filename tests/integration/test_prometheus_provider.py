@@ -62,6 +62,7 @@ class Pod:
     per_step: dict[str, int]  # status_code -> requests per 15 s (integers: exact counters)
     limit: float
     buckets: dict[str, int] = field(default_factory=lambda: dict(STABLE_BUCKETS))
+    upstream_429: int | None = None  # upstream 429 attempts per 15 s (None: no such series)
 
 
 def healthy_stable() -> list[Pod]:
@@ -100,6 +101,19 @@ SCENARIOS: dict[str, list[Pod]] = {
         *healthy_stable(),
         Pod(CANARY_POD, {"200": 147, "502": 3}, 12.5, dict(CANARY_BUCKETS)),
     ],
+    # The upstream refuses v2's attempts: 90 upstream 429s per 150 requests (0.6 per request,
+    # stable 0.1), but the proxy's retries hide them - clients saw 2 % 429s, as on stable.
+    "ptc-hidden429": [
+        *[Pod(p, {"200": 141, "429": 6, "502": 3}, 20.0, upstream_429=15) for p in STABLE_PODS],
+        Pod(CANARY_POD, {"200": 144, "429": 3, "502": 3}, 12.5, upstream_429=90),
+    ],
+    # The same pressure on v1 and v2 (one account, one upstream): stable breaches too.
+    "ptc-fleet429": [
+        *[Pod(p, {"200": 141, "429": 6, "502": 3}, 20.0, upstream_429=84) for p in STABLE_PODS],
+        Pod(CANARY_POD, {"200": 144, "429": 3, "502": 3}, 12.5, upstream_429=90),
+    ],
+    # v2 has served nothing yet: a fresh zai-proxy exposes its rate gauge, no request series.
+    "ptc-fresh": [*healthy_stable(), Pod(CANARY_POD, {}, 10.0, {})],
 }
 
 
@@ -110,7 +124,7 @@ def _labels(**labels: str) -> str:
 def openmetrics(scenarios: dict[str, list[Pod]]) -> str:
     """The whole data set as OpenMetrics text (families contiguous, samples in time order)."""
     times = range(START, END + 1, STEP_S)
-    counters, gauges, histograms = [], [], []
+    counters, upstream, gauges, histograms = [], [], [], []
     for namespace, pods in scenarios.items():
         for pod in pods:
             base = {"namespace": namespace, "pod": pod.name}
@@ -126,28 +140,37 @@ def openmetrics(scenarios: dict[str, list[Pod]]) -> str:
                     f"zai_proxy_requests_total{labels} {1000 + per_step * i} {t}"
                     for i, t in enumerate(times)
                 ]
+            if pod.upstream_429 is not None:
+                labels = _labels(**base, error_type="429", variant="production")
+                upstream += [
+                    f"zai_proxy_upstream_errors_total{labels} {500 + pod.upstream_429 * i} {t}"
+                    for i, t in enumerate(times)
+                ]
             gauges += [
                 f"zai_proxy_rate_limit_requests_per_second{_labels(**base)} {pod.limit} {t}"
                 for t in times
             ]
-            for i, t in enumerate(times):
+            timed = {**base, "status_code": "200"}  # the pack's p95 reads answered 2xx
+            for i, t in enumerate(times if pod.buckets else ()):
                 for le, per_second in pod.buckets.items():
                     count = 500 + per_second * STEP_S * i
                     histograms.append(
-                        f"zai_proxy_request_duration_seconds_bucket{_labels(**base, le=le)} "
+                        f"zai_proxy_request_duration_seconds_bucket{_labels(**timed, le=le)} "
                         f"{count} {t}"
                     )
                 total = 500 + pod.buckets["+Inf"] * STEP_S * i
                 histograms.append(
-                    f"zai_proxy_request_duration_seconds_count{_labels(**base)} {total} {t}"
+                    f"zai_proxy_request_duration_seconds_count{_labels(**timed)} {total} {t}"
                 )
                 histograms.append(
-                    f"zai_proxy_request_duration_seconds_sum{_labels(**base)} {total * 0.4} {t}"
+                    f"zai_proxy_request_duration_seconds_sum{_labels(**timed)} {total * 0.4} {t}"
                 )
     return "\n".join(
         [
             "# TYPE zai_proxy_requests counter",
             *counters,
+            "# TYPE zai_proxy_upstream_errors counter",
+            *upstream,
             "# TYPE zai_proxy_rate_limit_requests_per_second gauge",
             *gauges,
             "# TYPE zai_proxy_request_duration_seconds histogram",
@@ -199,14 +222,21 @@ async def test_zai_proxy_metrics_have_exact_values(prometheus: PrometheusServer)
     async with provider_for(settings, at=lambda: AT) as provider:
         measured = await provider.measure(rollout, rollout.step_analysis(0))
 
-    assert set(measured) == {"rate-limited-ratio", "bad-gateway-ratio", "p95-latency"}
+    assert set(measured) == {
+        "server-error-ratio",
+        "rate-limited-ratio",
+        "upstream-429-pressure",
+        "p95-latency",
+    }
     exact = pytest.approx
     m429 = measured["rate-limited-ratio"]
     assert m429.canary == Sample(exact(0.02, rel=1e-9), requests=exact(1200.0))
     assert m429.stable == Sample(exact(0.04, rel=1e-9), requests=exact(2400.0))
-    m502 = measured["bad-gateway-ratio"]
+    m502 = measured["server-error-ratio"]
     assert m502.canary == Sample(exact(0.02, rel=1e-9), requests=exact(1200.0))
     assert m502.stable == Sample(exact(0.02, rel=1e-9), requests=exact(2400.0))
+    pressure = measured["upstream-429-pressure"]  # no upstream 429 series yet: 0, not no data
+    assert pressure.canary == Sample(0.0, requests=exact(1200.0))
     p95 = measured["p95-latency"]
     assert p95.canary == Sample(exact(0.875, rel=1e-9), requests=exact(1200.0))
     assert p95.stable == Sample(exact(0.75, rel=1e-9), requests=exact(2400.0))
@@ -249,7 +279,7 @@ async def test_canary_502_surge_fails_after_for(prometheus: PrometheusServer) ->
             now += rollout.analysis.interval
 
     verdicts = [{m.name: m.verdict for m in r.summary.metrics} for r in reports]
-    assert [v["bad-gateway-ratio"] for v in verdicts] == [
+    assert [v["server-error-ratio"] for v in verdicts] == [
         Verdict.INCONCLUSIVE,
         Verdict.INCONCLUSIVE,
         Verdict.FAIL,
@@ -260,7 +290,7 @@ async def test_canary_502_surge_fails_after_for(prometheus: PrometheusServer) ->
         Verdict.FAIL,
     ]
     failing = reports[-1].summary.failing()
-    assert [m.name for m in failing] == ["bad-gateway-ratio"]
+    assert [m.name for m in failing] == ["server-error-ratio"]
     assert failing[0].value == pytest.approx(0.2, rel=1e-9)
     assert failing[0].stable == pytest.approx(0.02, rel=1e-9)
     assert failing[0].breach_since == AT
@@ -277,13 +307,13 @@ async def test_fleet_wide_surge_holds_instead_of_failing(prometheus: PrometheusS
     previous = None
     async with provider_for(settings, at=lambda: AT) as provider:
         measured = await provider.measure(rollout, rollout.analysis)
-    m502 = measured["bad-gateway-ratio"]
+    m502 = measured["server-error-ratio"]
     assert m502.canary.value == pytest.approx(0.22, rel=1e-9)
     assert m502.stable is not None and m502.stable.value == pytest.approx(0.20, rel=1e-9)
     # Well past `for:`, the same data still only holds.
     for minutes in (0, 1, 2, 5):
         previous = evaluate(metrics, measured, 50, AT + timedelta(minutes=minutes), previous)
-        result = {m.name: m for m in previous.metrics}["bad-gateway-ratio"]
+        result = {m.name: m for m in previous.metrics}["server-error-ratio"]
         assert result.verdict is Verdict.INCONCLUSIVE
         assert "stable breaches too" in result.reason
     assert previous is not None and previous.verdict is Verdict.INCONCLUSIVE
@@ -295,10 +325,10 @@ async def test_too_few_requests_is_inconclusive(prometheus: PrometheusServer) ->
     rollout, settings = zai_setup(prometheus.url, "ptc-low")
     async with provider_for(settings, at=lambda: AT) as provider:
         measured = await provider.measure(rollout, rollout.analysis)
-    canary = measured["bad-gateway-ratio"].canary
+    canary = measured["server-error-ratio"].canary
     assert canary == Sample(0.0, requests=pytest.approx(24.0))
     summary = evaluate(rollout.analysis.metrics, measured, 50, AT)
-    bad_gateway = {m.name: m for m in summary.metrics}["bad-gateway-ratio"]
+    bad_gateway = {m.name: m for m in summary.metrics}["server-error-ratio"]
     assert bad_gateway.verdict is Verdict.INCONCLUSIVE
     assert "24 requests < minRequests 50" in bad_gateway.reason
     assert summary.verdict is Verdict.INCONCLUSIVE
@@ -311,11 +341,68 @@ async def test_no_traffic_is_no_data_not_nan(prometheus: PrometheusServer) -> No
     rollout, settings = zai_setup(prometheus.url, "ptc-idle")
     async with provider_for(settings, at=lambda: AT) as provider:
         measured = await provider.measure(rollout, rollout.analysis)
-    for name in ("rate-limited-ratio", "bad-gateway-ratio", "p95-latency"):
+    for name in measured:
         assert measured[name].canary == Sample(None, requests=0.0), name
     summary = evaluate(rollout.analysis.metrics, measured, 50, AT)
     assert summary.verdict is Verdict.INCONCLUSIVE
     assert all(m.reason == "no data for canary" for m in summary.metrics)
+
+
+@real
+@module_loop
+async def test_a_canary_without_series_yet_is_inconclusive_on_every_metric(
+    prometheus: PrometheusServer,
+) -> None:
+    """Absent is not 0: a canary that has served nothing has no data, never a pass."""
+    rollout, settings = zai_setup(prometheus.url, "ptc-fresh")
+    async with provider_for(settings, at=lambda: AT) as provider:
+        measured = await provider.measure(rollout, rollout.analysis)
+    assert len(measured) == 4
+    assert all(m.canary.value is None for m in measured.values())
+    summary = evaluate(rollout.analysis.metrics, measured, 50, AT)
+    assert summary.verdict is Verdict.INCONCLUSIVE
+    assert {m.verdict for m in summary.metrics} == {Verdict.INCONCLUSIVE}
+
+
+@real
+@module_loop
+async def test_upstream_429s_the_retries_hide_fail_on_pressure_alone(
+    prometheus: PrometheusServer,
+) -> None:
+    """The surge requests_total{status_code="429"} misses: 2 % for users, 0.6 per request."""
+    rollout, settings = zai_setup(prometheus.url, "ptc-hidden429")
+    async with provider_for(settings, at=lambda: AT) as provider:
+        measured = await provider.measure(rollout, rollout.analysis)
+    pressure = measured["upstream-429-pressure"]
+    assert pressure.canary == Sample(pytest.approx(0.6, rel=1e-9), requests=pytest.approx(1200.0))
+    assert pressure.stable is not None and pressure.stable.value == pytest.approx(0.1, rel=1e-9)
+    assert measured["rate-limited-ratio"].canary.value == pytest.approx(0.02, rel=1e-9)
+    metrics = rollout.analysis.metrics
+    summary = evaluate(metrics, measured, 50, AT)
+    later = evaluate(metrics, measured, 50, AT + timedelta(minutes=1), summary)
+    verdicts = {m.name: m.verdict for m in later.metrics}
+    assert verdicts == {
+        "server-error-ratio": Verdict.PASS,
+        "rate-limited-ratio": Verdict.PASS,  # users barely saw it
+        "upstream-429-pressure": Verdict.FAIL,  # for: 1m of canary-only pressure
+        "p95-latency": Verdict.PASS,
+    }
+
+
+@real
+@module_loop
+async def test_fleet_wide_upstream_429_pressure_holds(prometheus: PrometheusServer) -> None:
+    rollout, settings = zai_setup(prometheus.url, "ptc-fleet429")
+    async with provider_for(settings, at=lambda: AT) as provider:
+        measured = await provider.measure(rollout, rollout.analysis)
+    previous = None
+    for minutes in (0, 1, 2, 5):
+        previous = evaluate(
+            rollout.analysis.metrics, measured, 50, AT + timedelta(minutes=minutes), previous
+        )
+        result = {m.name: m for m in previous.metrics}["upstream-429-pressure"]
+        assert result.verdict is Verdict.INCONCLUSIVE
+        assert "stable breaches too" in result.reason, result.reason
 
 
 @real
@@ -364,8 +451,10 @@ async def test_raw_queries_sample_query_and_series_count(prometheus: PrometheusS
     assert "expected one series, got 2" in stable.error
     assert STABLE_PODS[0] in stable.error
     assert 'zai_proxy_rate_limit_requests_per_second{ namespace="ptc-healthy"' in stable.error
-    # Every scenario's pods: 6 x 2 stable at 20 + one canary each.
-    assert scalar.value == pytest.approx(12 * 20.0 + 12.5 * 4 + 4.0 + 2.0)
+    # Every scenario's pods: 2 stable at 20 + one canary each.
+    stable_sum = 20.0 * sum(len(pods) - 1 for pods in SCENARIOS.values())
+    canary_sum = sum(pods[-1].limit for pods in SCENARIOS.values())
+    assert scalar.value == pytest.approx(stable_sum + canary_sum)
 
 
 @real
@@ -596,8 +685,8 @@ async def test_queries_of_one_evaluation_run_concurrently_but_bounded() -> None:
         provider_for(settings_for(fake.url), max_concurrency=limit) as provider,
     ):
         measured = await provider.measure(rollout, rollout.analysis)
-    # 3 metrics x 2 sides x (value + request count)
-    assert len(fake.requests) == 12
+    # 4 metrics x 2 sides x (value + request count)
+    assert len(fake.requests) == 16
     assert peak == limit
     assert all(m.canary == Sample(42.0, requests=42.0) for m in measured.values())
 

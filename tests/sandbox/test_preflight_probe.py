@@ -12,7 +12,7 @@ import pytest
 from controller.config import Rollout, load_config
 from controller.preflight import ProbeTarget, probe_pods
 from controller.sandbox.podserver import SimulatedPodRuntime
-from tests.sandbox.conftest_pods import make_pod
+from tests.sandbox.conftest_pods import FakeClock, make_pod
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -29,8 +29,13 @@ def with_preflight(**preflight: Any) -> Rollout:
 
 
 @pytest.fixture
-async def runtime() -> AsyncIterator[SimulatedPodRuntime]:
-    async with SimulatedPodRuntime(seed=3) as rt:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def runtime(clock: FakeClock) -> AsyncIterator[SimulatedPodRuntime]:
+    async with SimulatedPodRuntime(seed=3, clock=clock) as rt:
         yield rt
 
 
@@ -50,7 +55,7 @@ async def test_the_zai_proxy_pack_passes_a_pod_that_has_served_nothing(
 
 
 async def test_requests_total_at_start_waits_then_fails_on_a_quiet_pod(
-    runtime: SimulatedPodRuntime,
+    runtime: SimulatedPodRuntime, clock: FakeClock
 ) -> None:
     strict = with_preflight(metrics={"atStart": ["zai_proxy_requests_total"]}, startGrace="30s")
     young = await quiet_pod(runtime, timedelta(seconds=3))
@@ -70,7 +75,7 @@ async def test_requests_total_at_start_waits_then_fails_on_a_quiet_pod(
     # After its first request the same pod passes the same strict config.
     proxy = runtime.pod_by_ip(young.ip)
     assert proxy is not None
-    proxy.handle()
+    clock.advance(proxy.handle().latency)  # counted once answered
     found = await probe_pods(strict, [old], now=NOW)
     assert found.problems == () and found.waiting == ()
 

@@ -278,7 +278,7 @@ async def drops_per_scale_down(
         prometheus=False,
         control_port=None,
         seed=5,
-        tuning=ProxyTuning(retry_backoff=0.001, max_queue_wait=0.01),
+        tuning=ProxyTuning(retry_backoff=0.001),
     )
     drops: list[int] = []
     async with Sandbox(options) as sandbox:

@@ -19,7 +19,7 @@ from controller.sandbox.scenarios import wait_ready, zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
 
-FAST = ProxyTuning(retry_backoff=0.001, max_queue_wait=0.01)
+FAST = ProxyTuning(retry_backoff=0.001)
 
 
 @pytest.fixture
@@ -79,10 +79,37 @@ async def test_faults_and_traffic_through_the_control_endpoint(sandbox: Sandbox)
             assert r.status == 200 and (await r.json())["error502"] == 1.0
         sandbox.traffic.send(600)
         v2 = sandbox.traffic.stats.by_deployment["zai-proxy-v2"]
-        # Every v2 request fails: 502s, and 503s once failing requests (holding a worker
-        # through their retries) saturate MAX_WORKERS within the same instant.
+        # Every v2 request is answered the upstream's 502, passed through at once.
         assert v2[200] == 0 and v2[502] >= 50
         assert sandbox.traffic.stats.by_deployment["zai-proxy"][502] == 0
+        async with http.post(
+            f"{url}/faults",
+            json={
+                "namespace": "devpod",
+                "deployment": "zai-proxy",
+                "upstream429": 0.3,
+                "concurrency429": 0.1,
+                "retryAfter": 2,
+            },
+        ) as r:
+            body = await r.json()
+            assert r.status == 200, body
+            assert (body["upstream429"], body["concurrency429"], body["retryAfter"]) == (
+                0.3,
+                0.1,
+                2,
+            )
+        stable = sandbox.faults.get("devpod", "zai-proxy")
+        assert (stable.upstream_429, stable.concurrency_429, stable.retry_after) == (0.3, 0.1, 2)
+        for bad, why in (
+            ({"error502": "lots"}, "must be a number"),
+            ({"error502": 0.7, "dropped": 0.7}, "must not exceed 1"),
+            ({"retryAfter": 1.5}, "retry_after"),
+            ({"upstream_429": 0.1}, "unknown fields"),
+        ):
+            payload = {"namespace": "devpod", "deployment": "zai-proxy", **bad}
+            async with http.post(f"{url}/faults", json=payload) as r:
+                assert r.status == 400 and why in (await r.json())["error"], bad
         async with http.post(f"{url}/traffic", json={"rate": 35}) as r:
             assert r.status == 200
         assert sandbox.traffic.rate == 35

@@ -135,57 +135,80 @@ def test_token_bucket_burst_is_twice_the_rate_like_the_real_proxy() -> None:
     assert [burst_for(r) for r in (0.0, 0.4, 2.0, 10.0, 10.7)] == [0, 1, 4, 20, 21]
 
 
-def test_requests_over_the_limit_are_answered_429_after_the_retries() -> None:
+def test_requests_over_the_limit_queue_fifo_and_their_duration_includes_the_wait() -> None:
     clock = FakeClock()
-    p = proxy(clock, {"RATE_LIMIT_INITIAL": "2", "MAX_WORKERS": "100", "MAX_RETRIES": "3"})
-    # Burst 4 passes at once, the 5th queues 0.5 s (the sandbox's max queue wait), the rest
-    # cannot get a token and end as 429 once their 3 retries are spent.
-    statuses = [p.handle().status for _ in range(10)]
-    assert statuses == [200] * 5 + [429] * 5
-    assert requests(p, "429") == 5
-    assert p.retry_attempts.get(("429", p.variant)) == 15
-    assert p.retry_attempts.get(("retry", p.variant)) == 15
-    assert p.upstream_errors.values == {}  # the limit is local: upstream never saw them
-    clock.advance(1.0)  # two more tokens
-    assert [p.handle().status for _ in range(3)] == [200, 200, 429]
+    p = proxy(clock, {"RATE_LIMIT_INITIAL": "2", "MAX_WORKERS": "100"})
+    # Burst 4 passes at once; the rest wait their turn at 2 tokens/s, unboundedly, as
+    # `Limiter.Wait` callers do - none is refused, none answered 429.
+    outcomes = [p.handle() for _ in range(10)]
+    assert {o.status for o in outcomes} == {200}
+    waits = [round(o.latency - 0.01, 6) for o in outcomes]
+    assert waits == [0, 0, 0, 0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    clock.advance(3.1)
+    assert requests(p, "200") == 10
+    assert p.upstream_errors.values == {}
+    # The wait is in request_duration_seconds: a cold pod's p50 is limiter wait, not upstream.
+    key = ("POST", "/v1/messages", "200", p.variant)
+    assert p.request_duration.series[key].sum == pytest.approx(sum(o.latency for o in outcomes))
 
 
-def test_local_429s_do_not_feed_the_limiter_so_a_cold_pod_keeps_climbing() -> None:
+def test_a_pod_asked_for_more_than_its_limit_fills_its_workers_and_answers_503() -> None:
+    clock = FakeClock()
+    p = proxy(clock, {"RATE_LIMIT_INITIAL": "2", "MAX_WORKERS": "10"})
+    statuses = []
+    for _ in range(100):  # 10 req/s against a limit of 2: the queue holds workers
+        statuses.append(p.handle().status)
+        clock.advance(0.1)
+    assert statuses[:10] == [200] * 10
+    assert 503 in statuses
+    assert requests(p, "503") == statuses.count(503) > 50
+    key = ("POST", "/v1/messages", "503", p.variant)
+    assert p.request_duration.count(key) == 0
+    assert p.metrics.rate_limit_rejections.get(("source-30", p.variant)) == statuses.count(503)
+
+
+def test_queued_successes_feed_the_limiter_so_a_cold_pod_climbs_under_excess_demand() -> None:
     clock = FakeClock()
     p = proxy(clock, {"RATE_LIMIT_INITIAL": "2", "MAX_WORKERS": "1000"})
-    for _ in range(31):
-        for _ in range(10):  # 5x the limit
+    for _ in range(310):
+        for _ in range(5):  # 2.5x the limit
             p.handle()
-        clock.advance(1.0)
-    assert requests(p, "429") > 0
+        clock.advance(0.1)
     assert p.limiter.current_rate == pytest.approx(2 + (49 - 2) / 2)
     assert p.rate_limit_adjustments.get(("increase", p.variant)) == 1
 
 
-def test_without_retries_a_429_counts_no_retry_attempts() -> None:
+def test_without_retries_an_upstream_429_is_the_answer_and_counts_no_retry() -> None:
     clock = FakeClock()
-    p = proxy(clock, {"RATE_LIMIT_INITIAL": "1", "MAX_RETRIES": "0"})
-    assert [p.handle().status for _ in range(4)] == [200, 200, 429, 429]
+    faults = FaultProfiles(FaultProfile(upstream_429=1.0, latency=FAST))
+    p = proxy(clock, {"MAX_RETRIES": "0"}, faults=faults)
+    outcome = p.handle()
+    assert (outcome.status, outcome.attempts) == (429, 1)
+    clock.advance(1.0)
     assert p.retry_attempts.values == {}
+    assert p.upstream_errors.get(("429", p.variant)) == 1
 
 
 def test_more_than_max_workers_in_flight_is_503() -> None:
     clock = FakeClock()
     faults = FaultProfiles(FaultProfile(latency=Latency(1.0, 1.0)))
     p = proxy(clock, {"MAX_WORKERS": "3", "RATE_LIMIT_INITIAL": "50"}, faults=faults)
-    assert [p.handle().status for _ in range(5)] == [200, 200, 200, 503, 503]
+    outcomes = [p.handle() for _ in range(5)]
+    assert [o.status for o in outcomes] == [200, 200, 200, 503, 503]
+    assert outcomes[3].latency == 0.0 and outcomes[3].body == "Service at capacity"
     assert p.in_flight == 3
     key = ("POST", "/v1/messages", "503", p.variant)
-    assert p.request_duration.count(key) == 0  # like the proxy: 503s are counted, not timed
+    assert requests(p, "503") == 2  # counted at once ...
+    assert p.request_duration.count(key) == 0  # ... and never timed, like the proxy
     clock.advance(1.0)
     assert p.in_flight == 0
     assert p.handle().status == 200
 
 
-def test_fault_profile_probabilities_are_honoured() -> None:
+def test_fault_probabilities_are_per_upstream_attempt() -> None:
     clock = FakeClock()
     faults = FaultProfiles()
-    faults.set("default", "zai-proxy-v2", FaultProfile(error_502=0.2, upstream_429=0.1))
+    faults.set("default", "zai-proxy-v2", FaultProfile(error_502=0.2, upstream_429=0.3))
     env = {"RATE_LIMIT_INITIAL": "1000", "RATE_LIMIT_MAX": "1000", "MAX_WORKERS": "1000000"}
     p = proxy(clock, env, faults=faults, deployment="zai-proxy-v2", seed=42)
     n = 20_000
@@ -193,14 +216,22 @@ def test_fault_profile_probabilities_are_honoured() -> None:
     for _ in range(n):
         clock.advance(0.005)
         outcome = p.handle()
-        if outcome.status == 200:
+        if outcome.status == 200 and outcome.attempts == 1:
             latencies.append(outcome.latency)
-    assert requests(p, "502") / n == pytest.approx(0.2, abs=0.015)
-    assert requests(p, "429") / n == pytest.approx(0.1, abs=0.015)
+    clock.advance(60.0)
+    # A request ends at its first 502 or 200; four 429 attempts in a row end it as a 429.
+    ends = 0.2 + 0.5
+    assert requests(p, "429") / n == pytest.approx(0.3**4, abs=0.004)
+    assert requests(p, "502") / n == pytest.approx(0.2 / ends * (1 - 0.3**4), abs=0.015)
     assert requests(p, "503") == 0
-    # Every attempt of a doomed request reached upstream: 1 try + 3 retries.
-    assert p.upstream_errors.get(("upstream_connection", p.variant)) == 4 * requests(p, "502")
-    assert p.upstream_errors.get(("429", p.variant)) == 4 * requests(p, "429")
+    # Exact bookkeeping of the real proxy: 502s pass through 1:1; every 429 attempt is one
+    # upstream error, and every one but a request's last is retried.
+    assert p.upstream_errors.get(("502", p.variant)) == requests(p, "502")
+    upstream_429 = p.upstream_errors.get(("429", p.variant))
+    assert p.retry_attempts.get(("429", p.variant)) == upstream_429 - requests(p, "429")
+    assert p.retry_attempts.get(("retry", p.variant)) == upstream_429 - requests(p, "429")
+    attempts = requests(p, "200") + requests(p, "502") + upstream_429
+    assert upstream_429 / attempts == pytest.approx(0.3, abs=0.01)
     assert statistics.median(latencies) == pytest.approx(0.05, rel=0.1)
     assert statistics.quantiles(latencies, n=20)[-1] == pytest.approx(0.15, rel=0.15)
 
@@ -209,6 +240,7 @@ def test_fault_profile_probabilities_are_honoured() -> None:
     for _ in range(1000):
         clock.advance(0.005)
         p.handle()
+    clock.advance(1.0)
     assert requests(p, "200") - before == 1000  # the change applies to the very next request
 
 
@@ -227,8 +259,12 @@ def test_fault_profiles_are_per_namespace_and_deployment() -> None:
 def test_fault_profile_validation() -> None:
     with pytest.raises(ValueError, match="probability"):
         FaultProfile(error_502=1.5)
-    with pytest.raises(ValueError, match="exceed 1"):
-        FaultProfile(error_502=0.6, upstream_429=0.6)
+    with pytest.raises(ValueError, match="probability"):
+        FaultProfile(dropped=float("nan"))
+    with pytest.raises(ValueError, match="must not exceed 1 in total"):
+        FaultProfile(error_502=0.6, upstream_429=0.3, truncated=0.2)
+    with pytest.raises(ValueError, match="retry_after"):
+        FaultProfile(retry_after=0)
     with pytest.raises(ValueError, match="median"):
         Latency(median=0.2, p95=0.1)
 
@@ -266,7 +302,7 @@ def test_version_comes_from_env_then_image_tag() -> None:
 
 
 def test_tuning_defaults_can_be_overridden_per_runtime() -> None:
-    tuning = ProxyTuning(adjustment_window=1.0, retry_backoff=0.01, max_queue_wait=0.1)
+    tuning = ProxyTuning(adjustment_window=1.0, retry_backoff=0.01)
     cfg = ProxyConfig.from_pod(make_pod("p"), tuning=tuning)
     assert cfg.tuning == tuning
     assert cfg.limiter.adjustment_window == 1.0
@@ -276,21 +312,22 @@ def test_tuning_defaults_can_be_overridden_per_runtime() -> None:
 
 
 def busy_proxy() -> SimulatedZaiProxy:
-    """A pod whose metrics have every family and every status code populated."""
+    """A pod whose metrics have every decision-relevant family and status code populated."""
     clock = FakeClock()
     faults = FaultProfiles(FaultProfile(latency=FAST))
     env = {"RATE_LIMIT_INITIAL": "5", "MAX_WORKERS": "20", "DEPLOYMENT_VARIANT": "v2"}
     p = proxy(clock, env, faults=faults, deployment="zai-proxy-v2")
-    for _ in range(20):  # 10 burst + 2 queued -> 200, the rest over the limit -> 429
+    for _ in range(30):  # 6x the limit at once: 20 queue (holding workers), 10 get 503
         p.handle()
-    clock.advance(2.0)
-    faults.set("default", "zai-proxy-v2", FaultProfile(error_502=0.5, upstream_429=0.5))
-    for _ in range(40):  # failed requests hold a worker through their retries -> 503s
-        clock.advance(0.2)
+    clock.advance(10.0)
+    faults.set("default", "zai-proxy-v2", FaultProfile(error_502=0.3, upstream_429=0.6))
+    for _ in range(40):
+        clock.advance(0.5)
         p.handle()
     faults.clear("default", "zai-proxy-v2")
-    clock.advance(30.0)
+    clock.advance(60.0)
     p.handle()  # the window closes with mostly 429s -> a decrease
+    clock.advance(1.0)
     return p
 
 
@@ -301,6 +338,10 @@ EXPECTED_LABELS = {
     "zai_proxy_request_duration_seconds_count": {"method", "path", "status_code", "variant"},
     "zai_proxy_rate_limit_requests_per_second": {"variant"},
     "zai_proxy_rate_limit_adjustments_total": {"direction", "variant"},
+    "zai_proxy_rate_limit_wait_seconds_bucket": {"client", "variant", "le"},
+    "zai_proxy_rate_limit_wait_seconds_sum": {"client", "variant"},
+    "zai_proxy_rate_limit_wait_seconds_count": {"client", "variant"},
+    "zai_proxy_rate_limit_rejections_total": {"client", "variant"},
     "zai_proxy_upstream_errors_total": {"error_type", "variant"},
     "zai_proxy_build_info": {"version", "variant", "commit", "build_time"},
     "zai_proxy_concurrent_requests": {"variant"},
@@ -330,26 +371,51 @@ def test_exposition_has_the_real_metric_names_and_labels() -> None:
     ]
 
 
+def test_exposition_sorts_families_and_labels_like_client_golang() -> None:
+    text = busy_proxy().render_metrics()
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert families == sorted(families)
+    assert (
+        'zai_proxy_build_info{build_time="unknown",commit="unknown",variant="v2",'
+        'version="v1.4.0"} 1' in text
+    )
+    assert (
+        'zai_proxy_rate_limit_wait_seconds_bucket{client="source-30",variant="v2",le="0.001"}'
+        in (text)
+    )
+
+
 def test_series_appear_lazily_like_the_real_proxy() -> None:
     clock = FakeClock()
-    p = proxy(clock, {"DEPLOYMENT_VARIANT": "v2"})
-    _, samples = parse_exposition(p.render_metrics())
+    faults = FaultProfiles(FaultProfile(latency=Latency(1.0, 1.0)))
+    p = proxy(clock, {"DEPLOYMENT_VARIANT": "v2"}, faults=faults)
+
+    def families() -> set[str]:
+        _, samples = parse_exposition(p.render_metrics())
+        return {name.removesuffix("_bucket") for name, _, _ in samples if "_sum" not in name}
+
     # A fresh process (research note section 4): nothing about requests until the first one.
-    assert {name for name, _, _ in samples} == {
+    fresh = {
         "zai_proxy_build_info",
         "zai_proxy_max_workers",
         "zai_proxy_rate_limit_requests_per_second",
     }
-    p.handle()
-    _, samples = parse_exposition(p.render_metrics())
-    seen = {name for name, _, _ in samples}
-    assert {
-        "zai_proxy_requests_total",
-        "zai_proxy_request_duration_seconds_count",
+    assert families() == fresh
+    p.handle()  # in flight for 1 s: the worker gauges and the limiter wait exist already
+    in_flight = fresh | {
         "zai_proxy_concurrent_requests",
         "zai_proxy_worker_utilization_ratio",
-    } <= seen
-    assert "zai_proxy_upstream_errors_total" not in seen  # only after its first event
+        "zai_proxy_rate_limit_wait_seconds",
+        "zai_proxy_rate_limit_wait_seconds_count",
+    }
+    assert families() == in_flight
+    clock.advance(1.0)  # answered: requests_total and the duration come with the answer
+    answered = in_flight | {
+        "zai_proxy_requests_total",
+        "zai_proxy_request_duration_seconds",
+        "zai_proxy_request_duration_seconds_count",
+    }
+    assert families() == answered  # no error, retry or adjustment family before its event
 
 
 def test_histogram_uses_the_real_buckets_and_is_cumulative() -> None:
@@ -401,7 +467,15 @@ def test_label_values_are_escaped() -> None:
 def test_health_has_the_real_shape() -> None:
     p = busy_proxy()
     body = p.health()
+    assert list(body) == ["quota", "rate_limit", "status"]  # Go sorts a map's keys
     assert body["status"] == "ok"
-    assert set(body["rate_limit"]) >= {"current_rate", "ceiling", "hold", "restored_from_state"}
+    assert list(body["rate_limit"]) == [
+        "current_rate",
+        "ceiling",
+        "hold",
+        "ceiling_updated_at",
+        "state_file",
+        "restored_from_state",
+    ]
     assert body["rate_limit"]["current_rate"] == p.limiter.current_rate
     assert body["quota"] == {"enabled": False, "fresh": False}

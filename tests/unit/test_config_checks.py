@@ -265,6 +265,27 @@ def test_metric_checks(body: str, expected: list[str]) -> None:
     assert got == want
 
 
+def test_a_counter_ratio_over_two_counters_is_no_fraction_and_no_subset() -> None:
+    # Upstream 429 attempts per client request: up to 4 with 3 retries, over another counter.
+    body = """\
+    - name: pressure
+      counterRatio:
+        metric: zai_proxy_upstream_errors_total
+        numerator: {error_type: "429"}
+        denominator: {status_code: "!=503"}
+        denominatorMetric: zai_proxy_requests_total
+      max: 1.5
+    """
+    load_config_text(metric_yaml(body), "f.yaml")  # no ConfigError
+    same_counter = body.replace(
+        "denominatorMetric: zai_proxy_requests_total",
+        "denominatorMetric: zai_proxy_upstream_errors_total",
+    )
+    found = problems(metric_yaml(same_counter))
+    assert any("a counterRatio is a fraction in [0, 1]; max 1.5" in f for f in found)
+    assert any("the denominator's matcher status_code" in f for f in found)
+
+
 def test_direct_provider_refuses_raw_queries() -> None:
     body = "- name: errors\n  query: 'sum(x)'\n  max: 1\n"
     assert problems(metric_yaml(body, provider="direct")) == [

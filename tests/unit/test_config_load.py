@@ -79,12 +79,15 @@ def test_zai_proxy_example_values() -> None:
     assert r.flip.bake == timedelta(minutes=10)
     assert r.retention.scale_down_delay == timedelta(hours=24)
     assert [m.name for m in r.analysis.metrics] == [
+        "server-error-ratio",
         "rate-limited-ratio",
-        "bad-gateway-ratio",
+        "upstream-429-pressure",
         "p95-latency",
     ]
-    assert r.analysis.metrics[0].for_ == timedelta(minutes=2)
-    assert r.analysis.metrics[0].max == 0.10
+    assert r.analysis.metrics[1].for_ == timedelta(minutes=2)
+    assert r.analysis.metrics[1].max == 0.10
+    pressure = r.analysis.metrics[2].counter_ratio
+    assert pressure is not None and pressure.per_event
 
 
 def test_minimal_example_gets_the_documented_defaults() -> None:

@@ -321,15 +321,18 @@ def test_sandbox_families_parse_back(
 def test_simulated_zai_proxy_metrics_parse() -> None:
     faults = FaultProfiles()
     faults.update("devpod", "zai-proxy", error_502=0.1, latency=Latency(0.05, 0.3))
+    now = [0.0]
     proxy = SimulatedZaiProxy(
         ProxyConfig.from_env({"DEPLOYMENT_VARIANT": "production", "RATE_LIMIT_INITIAL": "1000"}),
         namespace="devpod",
         name="zai-proxy-abc-12345",
         deployment="zai-proxy",
         faults=faults,
+        clock=lambda: now[0],
     )
     for _ in range(200):
         proxy.handle()
+    now[0] += 60.0  # every request answered (and counted) by then
     text = proxy.render_metrics()
     exp = parse(text)
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]

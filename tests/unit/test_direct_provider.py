@@ -50,13 +50,13 @@ class FakePod:
                 f'zai_proxy_requests_total{{status_code="{code}",variant="v"}} {rate * t:g}'
             )
         total = sum(self.per_s.values()) * t
-        # Every request takes 0.2 s: all in (0.1, 0.25].
+        # Every request takes 0.2 s: all in (0.1, 0.25] (filed under 200: the pack times 2xx).
         lines += [
             "# TYPE zai_proxy_request_duration_seconds histogram",
-            'zai_proxy_request_duration_seconds_bucket{le="0.1"} 0',
-            f'zai_proxy_request_duration_seconds_bucket{{le="0.25"}} {total:g}',
-            f'zai_proxy_request_duration_seconds_bucket{{le="+Inf"}} {total:g}',
-            f"zai_proxy_request_duration_seconds_count {total:g}",
+            'zai_proxy_request_duration_seconds_bucket{status_code="200",le="0.1"} 0',
+            f'zai_proxy_request_duration_seconds_bucket{{status_code="200",le="0.25"}} {total:g}',
+            f'zai_proxy_request_duration_seconds_bucket{{status_code="200",le="+Inf"}} {total:g}',
+            f'zai_proxy_request_duration_seconds_count{{status_code="200"}} {total:g}',
             "# TYPE zai_proxy_rate_limit_requests_per_second gauge",
             f"zai_proxy_rate_limit_requests_per_second {self.limit:g}",
         ]
@@ -170,8 +170,8 @@ async def test_measure_and_capacity_match_the_promql_arithmetic(
     standard_world(pods)
     first = await provider.measure(rollout, rollout.analysis)
     # One scrape so far: counters need two in the window -> no data, zero requests.
-    assert first["bad-gateway-ratio"].canary.value is None
-    assert first["bad-gateway-ratio"].canary.requests == 0.0
+    assert first["server-error-ratio"].canary.value is None
+    assert first["server-error-ratio"].canary.requests == 0.0
     gate = rollout.analysis.capacity_gate
     assert gate is not None
     capacity, _ = await provider.capacity(rollout, gate, timedelta(seconds=WINDOW))
@@ -180,7 +180,7 @@ async def test_measure_and_capacity_match_the_promql_arithmetic(
     await run_for(provider, clock, 10)  # samples at t=0..10 fill the 10 s window exactly
     m = await provider.measure(rollout, rollout.analysis)
     # Canary: 30 req/s of which 3 are 502 and 1 is 429; stable: 30 req/s, 1 of them 429.
-    bad = m["bad-gateway-ratio"]
+    bad = m["server-error-ratio"]
     assert bad.canary.value == pytest.approx(3 / 30)
     assert bad.canary.requests == pytest.approx(300)
     assert bad.stable is not None and bad.stable.value == 0.0
@@ -211,7 +211,7 @@ async def test_task_starts_lazily_and_close_stops_everything(
     assert not provider.running
     assert not [t for t in asyncio.all_tasks() if t.get_name() == TASK_NAME and not t.done()]
     after = await provider.measure(rollout, rollout.analysis)
-    assert after["bad-gateway-ratio"].canary.error == "provider is closed"
+    assert after["server-error-ratio"].canary.error == "provider is closed"
     await provider.close()  # twice is fine
 
 
@@ -226,7 +226,7 @@ async def test_close_during_the_first_scrape_leaves_nothing_running(
     await provider.close()
     m = await asyncio.wait_for(measuring, timeout=5)
     assert not provider.running
-    assert m["bad-gateway-ratio"].canary.value is None
+    assert m["server-error-ratio"].canary.value is None
     assert not [t for t in asyncio.all_tasks() if t.get_name() == TASK_NAME and not t.done()]
 
 
@@ -285,8 +285,8 @@ async def test_all_pods_of_a_side_failing_is_an_error_some_failing_a_warning(
     with capture_logs() as logs:
         m = await provider.measure(rollout, rollout.analysis)
     # canary-b alone: 2 of 20 req/s are 502 (canary-a's history still counts for its rate).
-    assert m["bad-gateway-ratio"].canary.error is None
-    assert m["bad-gateway-ratio"].canary.value is not None
+    assert m["server-error-ratio"].canary.error is None
+    assert m["server-error-ratio"].canary.value is not None
     warnings = [e for e in logs if "some pods' scrapes fail" in e["event"]]
     assert warnings and warnings[0]["failing"] == {
         "canary-a": f"http://127.0.0.1:{pods.port}/canary-a: HTTP 503"
@@ -295,11 +295,11 @@ async def test_all_pods_of_a_side_failing_is_an_error_some_failing_a_warning(
     pods.pods["canary-b"].body = 'zai_proxy_requests_total{status_code="200" 5\n'
     await run_for(provider, clock, 12)
     m = await provider.measure(rollout, rollout.analysis)
-    error = m["bad-gateway-ratio"].canary.error
+    error = m["server-error-ratio"].canary.error
     assert error is not None and error.startswith("scrape failed: all 2 canary pod(s): ")
     assert "HTTP 503" in error and "invalid exposition: line 1: expected ',' or '}'" in error
-    assert m["bad-gateway-ratio"].stable is not None
-    assert m["bad-gateway-ratio"].stable.error is None  # stable is unaffected
+    assert m["server-error-ratio"].stable is not None
+    assert m["server-error-ratio"].stable.error is None  # stable is unaffected
     gate = rollout.analysis.capacity_gate
     assert gate is not None
     capacity, demand = await provider.capacity(rollout, gate, timedelta(seconds=WINDOW))
@@ -358,7 +358,7 @@ async def test_listing_pods_fails(
     pods.fail_listing = True
     await run_for(provider, clock, 2)  # the scrape loop keeps the members it knew
     m = await provider.measure(rollout, rollout.analysis)
-    assert m["bad-gateway-ratio"].canary.error == (
+    assert m["server-error-ratio"].canary.error == (
         "cannot list the canary pods: RuntimeError: informer not synced"
     )
 
@@ -378,13 +378,13 @@ async def test_a_pod_that_left_counts_for_its_window_then_is_forgotten(
     assert capacity.value == 5.0  # its gauge is gone at once
     m = await provider.measure(rollout, rollout.analysis)
     # Its 502s still count: canary-a 1/s of 10/s, canary-b 2/s of 20/s (both still ~10%).
-    assert m["bad-gateway-ratio"].canary.value == pytest.approx(0.1, abs=0.01)
-    assert m["bad-gateway-ratio"].canary.requests is not None
-    assert m["bad-gateway-ratio"].canary.requests > 200 + 5 * 10  # canary-b + canary-a's part
+    assert m["server-error-ratio"].canary.value == pytest.approx(0.1, abs=0.01)
+    assert m["server-error-ratio"].canary.requests is not None
+    assert m["server-error-ratio"].canary.requests > 200 + 5 * 10  # canary-b + canary-a's part
     await run_for(provider, clock, 10 + WINDOW + 4 * 1 + 1)
     assert provider.history(pods.target("canary-a")) is None  # past window + margin
     m = await provider.measure(rollout, rollout.analysis)
-    assert m["bad-gateway-ratio"].canary.requests == pytest.approx(200)
+    assert m["server-error-ratio"].canary.requests == pytest.approx(200)
 
 
 async def test_idle_rollouts_stop_being_scraped(pods: Pods, clock: Clock, rollout: Rollout) -> None:

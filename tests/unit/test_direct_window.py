@@ -271,6 +271,32 @@ def test_counter_ratio_denominator_matchers_apply_to_the_denominator_only() -> N
     assert sample.requests == approx(80)
 
 
+def test_counter_ratio_over_two_counters_counts_events_per_denominator_event() -> None:
+    # Upstream 429 attempts per client request: 6/s over 10/s of requests = 0.6; the request
+    # count (for minRequests) is the denominator's, 100 in 10 s.
+    a = PodHistory("a")
+    for t in range(11):
+        scrape(
+            a,
+            t,
+            [
+                (REQS, {"status_code": "200"}, 10.0 * t),
+                ("zai_proxy_upstream_errors_total", {"error_type": "429"}, 6.0 * t),
+                ("zai_proxy_upstream_errors_total", {"error_type": "502"}, 1.0 * t),
+            ],
+        )
+    ratio = source(
+        counterRatio={
+            "metric": "zai_proxy_upstream_errors_total",
+            "numerator": {"error_type": "429"},
+            "denominatorMetric": REQS,
+        }
+    )
+    sample = evaluate_source(ratio, SideData([a]), now=10, window=10)
+    assert sample.value == approx(0.6)
+    assert sample.requests == approx(100)
+
+
 def test_counter_ratio_no_data_cases() -> None:
     ratio = source(counterRatio={"metric": REQS, "numerator": {"status_code": "502"}})
     # No pods, no series: no data and zero requests (minRequests then says inconclusive).

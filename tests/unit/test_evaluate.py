@@ -253,6 +253,31 @@ def test_values_that_are_not_proportions_compare_by_value() -> None:
     assert judge(ratio, m(Sample(3.0, 60), Sample(1.0, 400)), 50).verdict is Verdict.FAIL
 
 
+def test_events_per_request_are_no_proportion_and_compare_by_value() -> None:
+    """A counterRatio over two counters (upstream 429s per request) has no binomial model."""
+    pressure = Metric.model_validate(
+        {
+            "name": "upstream-429-pressure",
+            "counterRatio": {
+                "metric": "zai_proxy_upstream_errors_total",
+                "numerator": {"error_type": "429"},
+                "denominatorMetric": "zai_proxy_requests_total",
+            },
+            "max": 0.25,
+            "compare": {"factor": 2.0, "slack": 0.05},
+        }
+    )
+    # 0.3 against stable's 0.1 on 20 requests: a proportion of 20 trials would be within the
+    # noise (inconclusive); events per request compare by value - worse, a breach.
+    thin = m(Sample(0.3, 20), Sample(0.1, 400))
+    assert judge(pressure, thin, 10).verdict is Verdict.FAIL
+    proportion = metric(max=0.25, compare={"factor": 2.0, "slack": 0.05})
+    assert judge(proportion, thin, 10).verdict is Verdict.INCONCLUSIVE
+    # A fleet-wide surge (stable as high) holds; values above 1 are fine (up to 4 per request).
+    held = judge(pressure, m(Sample(1.8, 600), Sample(1.5, 600)), 50)
+    assert held.verdict is Verdict.INCONCLUSIVE and "stable breaches too" in held.reason
+
+
 def test_breach_must_persist_for_the_for_duration() -> None:
     spec = metric(max=0.05, **{"for": "2m"})
     bad = {"bad-gateway": m(Sample(0.3, 100))}

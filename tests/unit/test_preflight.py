@@ -39,10 +39,15 @@ def fresh_metrics() -> str:
 
 
 def served_metrics() -> str:
+    now = [0.0]
     proxy = SimulatedZaiProxy(
-        ProxyConfig(variant="v2"), namespace="devpod", name="v2-a", deployment="zai-proxy-v2"
+        ProxyConfig(variant="v2"),
+        namespace="devpod",
+        name="v2-a",
+        deployment="zai-proxy-v2",
+        clock=lambda: now[0],
     )
-    proxy.handle()
+    now[0] += proxy.handle().latency  # counted once answered, like the real proxy
     return proxy.render_metrics()
 
 

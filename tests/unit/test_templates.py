@@ -21,7 +21,7 @@ from controller.analysis.templates import (
     variables_in,
 )
 from controller.config import Rollout, Side, load_config
-from controller.config.model import Source
+from controller.config.model import Metric, Source
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_counted_counts_each_series_from_its_first_event() -> None:
 @pytest.mark.parametrize("side", [Side.CANARY, Side.STABLE, Side.SERVICE])
 def test_counter_ratio(ctx: QueryContext, zai: Rollout, side: Side) -> None:
     sel = SELECTORS[side]
-    q = ctx.compile(zai.analysis.metrics[0], side)
+    q = ctx.compile(pack_metric(zai, "rate-limited-ratio"), side)
     assert q.side is side
     num = counted(f'zai_proxy_requests_total{{{sel},status_code="429"}}', "120s")
     den = counted(f"zai_proxy_requests_total{{{sel}}}", "120s")
@@ -94,15 +94,32 @@ def test_counter_ratio_with_denominator_matchers(zai: Rollout) -> None:
     assert q.sample == f"sum({den})"
 
 
+def pack_metric(zai: Rollout, name: str) -> Metric:
+    return next(m for m in zai.analysis.metrics if m.name == name)
+
+
+@pytest.mark.parametrize("side", [Side.CANARY, Side.STABLE])
+def test_upstream_pressure_counts_one_counter_per_request_of_another(
+    ctx: QueryContext, zai: Rollout, side: Side
+) -> None:
+    sel = SELECTORS[side]
+    q = ctx.compile(pack_metric(zai, "upstream-429-pressure"), side)
+    num = counted(f'zai_proxy_upstream_errors_total{{{sel},error_type="429"}}', "120s")
+    den = counted(f"zai_proxy_requests_total{{{sel}}}", "120s")
+    assert q.value == f"(sum({num}) or vector(0)) / sum({den})"
+    assert q.sample == f"sum({den})"  # minRequests counts client requests
+
+
 @pytest.mark.parametrize("side", [Side.CANARY, Side.STABLE])
 def test_histogram_quantile(ctx: QueryContext, zai: Rollout, side: Side) -> None:
     sel = SELECTORS[side]
-    q = ctx.compile(zai.analysis.metrics[2], side)
+    q = ctx.compile(pack_metric(zai, "p95-latency"), side)
+    m = f'{sel},status_code=~"2.."'  # the pack times answered 2xx only
     assert q.value == (
         "histogram_quantile(0.95, sum by (le) "
-        f"(rate(zai_proxy_request_duration_seconds_bucket{{{sel}}}[120s])))"
+        f"(rate(zai_proxy_request_duration_seconds_bucket{{{m}}}[120s])))"
     )
-    assert q.sample == f"sum(increase(zai_proxy_request_duration_seconds_count{{{sel}}}[120s]))"
+    assert q.sample == f"sum(increase(zai_proxy_request_duration_seconds_count{{{m}}}[120s]))"
 
 
 @pytest.mark.parametrize("side", [Side.CANARY, Side.STABLE])
@@ -202,8 +219,10 @@ def test_custom_selectors_use_side_variables(zai: Rollout) -> None:
         "service": 'app="zai-proxy"',
     }
     custom = QueryContext(Rollout.model_validate(data), timedelta(minutes=1))
-    q = custom.compile(zai.analysis.metrics[1], Side.CANARY)
-    num = counted('zai_proxy_requests_total{app="zai-proxy",version="v2",status_code="502"}', "60s")
+    q = custom.compile(pack_metric(zai, "server-error-ratio"), Side.CANARY)
+    num = counted(
+        'zai_proxy_requests_total{app="zai-proxy",version="v2",status_code=~"5.."}', "60s"
+    )
     den = counted('zai_proxy_requests_total{app="zai-proxy",version="v2"}', "60s")
     assert q.value == f"(sum({num}) or vector(0)) / sum({den})"
 
