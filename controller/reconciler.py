@@ -634,17 +634,7 @@ class RolloutReconciler:
                 "at": iso(report.summary.at),
                 "step": report.step,
                 "verdict": report.summary.verdict.value,
-                "metrics": [
-                    {
-                        "name": m.name,
-                        "verdict": m.verdict.value,
-                        "value": m.value,
-                        "stable": m.stable,
-                        "threshold": m.threshold,
-                        "reason": m.reason,
-                    }
-                    for m in report.summary.metrics
-                ],
+                "metrics": [m.to_json() for m in report.summary.metrics],
             }
         return status_document(
             name=self.spec.name,

@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from controller.analysis.significance import excess_lower_bound, is_proportion
 from controller.config.model import CapacityGate, Metric
@@ -114,6 +115,17 @@ class MetricResult:
     threshold: str
     reason: str
     breach_since: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as logs, the status API and backtests show it (one shape everywhere)."""
+        return {
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "value": self.value,
+            "stable": self.stable,
+            "threshold": self.threshold,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)

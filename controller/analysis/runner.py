@@ -371,17 +371,7 @@ def _log_report(report: AnalysisReport, elapsed: timedelta) -> None:
         "verdict": str(summary.verdict),
         "at": summary.at.isoformat(),
         "duration_s": round(elapsed.total_seconds(), 3),
-        "metrics": [
-            {
-                "name": m.name,
-                "verdict": str(m.verdict),
-                "value": m.value,
-                "stable": m.stable,
-                "threshold": m.threshold,
-                "reason": m.reason,
-            }
-            for m in summary.metrics
-        ],
+        "metrics": [m.to_json() for m in summary.metrics],
     }
     if report.capacity is not None:
         fields["capacity"] = _sample_fields(report.capacity)

@@ -198,16 +198,7 @@ def _tick_json(tick: TickResult) -> dict[str, Any]:
         "at": _iso(tick.at),
         "verdict": tick.summary.verdict.value,
         "metrics": [
-            {
-                "name": m.name,
-                "verdict": m.verdict.value,
-                "value": m.value,
-                "stable": m.stable,
-                "threshold": m.threshold,
-                "reason": m.reason,
-                "breachSince": _iso(m.breach_since),
-            }
-            for m in tick.summary.metrics
+            {**m.to_json(), "breachSince": _iso(m.breach_since)} for m in tick.summary.metrics
         ],
     }
     if tick.capacity is not None:
