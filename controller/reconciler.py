@@ -82,6 +82,7 @@ HISTORY_FLUSH_S = 5.0  # on stop, how long the last decisions may take to reach 
 
 
 STALE_VIEW_WAIT = 2.0  # seconds at most; any watch event ends it sooner
+RESYNC_SECONDS = 300.0  # re-decide from the caches at least this often (jittered ±20 %)
 
 
 class StaleView(Exception):
@@ -120,6 +121,8 @@ class RolloutReconciler:
         self.on_spec_change = on_spec_change
         self.lag = LagMeter(metrics)
         self.wake = Wake(on_lag=self.lag.reconcile)
+        # Spread: 500 rollouts started together must not all re-decide in the same second.
+        self.resync_seconds = RESYNC_SECONDS * random.uniform(0.8, 1.2)
         self._stopping = False
         self._log = log.bind(rollout=spec.name, namespace=spec.namespace)
         # our writes whose watch echo has not arrived: the Service, and each Deployment's replicas
@@ -339,11 +342,16 @@ class RolloutReconciler:
         return until
 
     async def _wait(self, wait: Wait) -> None:
+        """Sleep until the next look, an event, or the resync (whichever comes first).
+
+        The resync re-decides from the caches every few minutes even when nothing seems to
+        happen: a missed event, an expectation nobody cleared or a clock jump cannot leave a
+        rollout waiting for good (a 24 h retention included).
+        """
         until = self.next_look(wait)
-        if until is None:
-            await self.wake.wait()
-            return
-        seconds = (until - self.clock()).total_seconds()
+        seconds = self.resync_seconds
+        if until is not None:
+            seconds = min(seconds, (until - self.clock()).total_seconds())
         if seconds > 0:
             await self._sleep(seconds)
 

@@ -65,3 +65,34 @@ def test_conflict_is_not_planned_here() -> None:
     """The reconciler re-reads on 409 before it gets here; a Conflict that does arrive is
     treated as transient (a retry with a fresh read fixes it)."""
     assert after_api_error(Conflict("x"), 1).problem is None
+
+
+async def test_a_wait_for_an_event_is_bounded_by_the_resync() -> None:
+    """Nothing is waited on for good: a missed event is made up for at the next resync."""
+    from datetime import timedelta
+
+    from controller.reconciler import RESYNC_SECONDS
+    from controller.rollout import Wait
+
+    cluster = FakeCluster()
+    populate(cluster, {}, stable=4, canary=0)
+    caches = await caches_for(cluster)
+    clock = SteppedClock(T0)
+    reconciler = RolloutReconciler(
+        SPEC, FakeKube(cluster, caches), caches, None, Metrics(), identity="t", clock=clock
+    )  # type: ignore[arg-type]
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    reconciler._sleep = record  # type: ignore[method-assign]
+    try:
+        assert 0.8 * RESYNC_SECONDS <= reconciler.resync_seconds <= 1.2 * RESYNC_SECONDS
+        await reconciler._wait(Wait(None))  # until the next event: bounded by the resync
+        await reconciler._wait(Wait(T0 + timedelta(hours=24)))  # retention: bounded too
+        await reconciler._wait(Wait(T0 + timedelta(seconds=7)))  # a near deadline wins
+        assert slept == [reconciler.resync_seconds, reconciler.resync_seconds, 7.0]
+    finally:
+        for kind in ("pods", "deployments", "services", "endpointslices"):
+            await getattr(caches, kind).stop()
