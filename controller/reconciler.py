@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ import structlog
 
 from controller.alerts.deliver import deliver_command
 from controller.alerts.routing import Delivery
+from controller.analysis.demand import DemandWindow
 from controller.analysis.evaluate import AnalysisSummary
 from controller.analysis.provider import Provider
 from controller.analysis.runner import AnalysisReport, AnalysisRunner, restored
@@ -141,7 +141,7 @@ class RolloutReconciler:
         self._last_wait_reason: str | None = None
         self._pending_spec: Rollout | None = None
         self._pending_generation = 1
-        self._demand: deque[tuple[datetime, float]] = deque()
+        self._demand = DemandWindow()
         self.generation = 1  # the config generation this reconciler's spec comes from
         # the full decision history (the annotation keeps the last few): best effort
         self.history = HistoryWriter(kube, spec.namespace, spec.service)
@@ -163,14 +163,8 @@ class RolloutReconciler:
             self.clock() - report.summary.at, self.spec.step_analysis(report.step).interval
         )
         if report.demand is not None and report.demand.value is not None:
-            # Keep a window of demand readings: right after pods churn, a rate over series
-            # that Prometheus has not scraped yet (or just marked stale) under-states demand,
-            # and the capacity gate must not open on a dip that is only in the data.
-            now = report.summary.at
             window = self.spec.step_analysis(report.step).window
-            self._demand.append((now, report.demand.value))
-            while self._demand and self._demand[0][0] < now - window:
-                self._demand.popleft()
+            self._demand.add(report.summary.at, report.demand.value, window)
         for m in report.summary.metrics:
             self.metrics.verdicts.labels(
                 self.spec.namespace, self.spec.name, m.name, m.verdict.value
@@ -264,8 +258,9 @@ class RolloutReconciler:
         capacity = demand = None
         if self._report is not None:
             capacity, demand = self._report.capacity, self._report.demand
-            if demand is not None and demand.value is not None and self._demand:
-                demand = replace(demand, value=max(v for _, v in self._demand))
+            peak = self._demand.peak()
+            if demand is not None and demand.value is not None and peak is not None:
+                demand = replace(demand, value=peak)
         return observe(
             self.spec,
             self.caches,
