@@ -66,9 +66,10 @@ def utc_now() -> datetime:
 class AnalysisReport:
     """One evaluation: the verdicts plus what the reconciler needs to act on them.
 
-    `step` and `spec_hash` say what was judged, so a report that arrives after the reconciler
-    has moved on can be recognised as stale. `capacity` and `demand` are None when the step's
-    analysis has no capacity gate.
+    `step` says what was judged: the reconciler ignores a report for another step than the
+    state's. `spec_hash` names the config it was judged under (a reload's thresholds apply from
+    the next evaluation on). `capacity` and `demand` are None when the step's analysis has no
+    capacity gate.
     """
 
     rollout: str
