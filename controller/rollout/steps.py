@@ -11,6 +11,7 @@ from controller.analysis.evaluate import (
     check_capacity,
     without_stable_baseline,
 )
+from controller.analysis.share import check_share
 from controller.config.model import Policy
 from controller.plan import (
     Blocked,
@@ -155,6 +156,29 @@ def _judged_at_end(ctx: Ctx, end: datetime, label: str, period: str) -> Decision
     )
 
 
+def _traffic_share(ctx: Ctx) -> Decision | None:
+    """Hold while the canary's observed request share strays from the weight in place.
+
+    Metrics that pass on a canary receiving 8 % of the requests a 50 % weight should send it
+    judged too little of the traffic it is about to get; the step holds (and maxHold's
+    inconclusive policy applies) until clients reconnect or a person decides.
+    """
+    analysis = ctx.spec.step_analysis(ctx.state.step)
+    if analysis.traffic_share is None:
+        return None
+    check = check_share(
+        ctx.state.weight,
+        ctx.observed.share,
+        analysis.traffic_share.tolerance,
+        analysis.min_requests,
+    )
+    if not check.off:
+        return None
+    return _hold(
+        ctx, f"step {ctx.state.step + 1}: {check.reason}", Verdict.INCONCLUSIVE, "traffic-share"
+    )
+
+
 def progressing(ctx: Ctx) -> Decision:
     failed = _analysis_failed(ctx)
     if failed is not None:
@@ -211,6 +235,9 @@ def progressing(ctx: Ctx) -> Decision:
         judged = _judged_at_end(ctx, hold_end, f"step {st.step + 1}", "hold")
         if judged is not None:
             return judged
+        skewed = _traffic_share(ctx)
+        if skewed is not None:
+            return skewed
         if step.manual_gate:
             return ctx.transition(
                 Phase.PAUSED,
