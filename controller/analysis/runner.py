@@ -291,7 +291,7 @@ class AnalysisRunner:
             measurements, capacity, share = await asyncio.gather(
                 self._measure(rollout, analysis),
                 self._capacity(rollout, analysis) if gate is not None else _none(),
-                self._share(rollout, analysis),
+                self._share(rollout, analysis, at),
             )
             summary = evaluate(
                 analysis.metrics, measurements, analysis.min_requests, at, self._previous
@@ -330,7 +330,9 @@ class AnalysisRunner:
             failed = Sample(None, error=f"provider failed: {exc!r}")
             return failed, failed
 
-    async def _share(self, rollout: Rollout, analysis: Analysis) -> ShareReading | None:
+    async def _share(
+        self, rollout: Rollout, analysis: Analysis, at: datetime
+    ) -> ShareReading | None:
         share = analysis.traffic_share
         if share is None:
             return None
@@ -343,8 +345,8 @@ class AnalysisRunner:
         except Exception as exc:
             log.exception("analysis provider failed", rollout=rollout.name, call="share")
             failed = Sample(None, error=f"provider failed: {exc!r}")
-            return ShareReading(failed, failed)
-        return ShareReading(canary, service)
+            return ShareReading(failed, failed, at)
+        return ShareReading(canary, service, at)
 
     async def _deliver(self, report: AnalysisReport) -> None:
         try:

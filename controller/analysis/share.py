@@ -12,6 +12,7 @@ Pure: no I/O; the analysis runner fetches the two samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from controller.analysis.evaluate import Sample
 
@@ -22,6 +23,7 @@ class ShareReading:
 
     canary: Sample
     service: Sample
+    at: datetime | None = None  # when it was measured (the analysis evaluation's time)
 
     def percent(self) -> float | None:
         """The canary's share of requests in percent; None when it cannot be told.

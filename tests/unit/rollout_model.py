@@ -139,7 +139,10 @@ class Driver:
         return AnalysisSummary(self.now, self.verdict)
 
     def step(self, command: Command | None = None) -> Decision:
-        obs = replace(self.cluster.observed(self.now, self.capacity), share=self.share)
+        share = self.share  # measured now, unless the test says when
+        if share is not None and share.at is None:
+            share = replace(share, at=self.now)
+        obs = replace(self.cluster.observed(self.now, self.capacity), share=share)
         d = decide(self.spec, self.state, obs, self.summary(), self.now, command)
         self.decisions.append(d)
         before_canary, before_stable = self.cluster.behind_service()

@@ -8,6 +8,7 @@ into tolerance lets the step pass.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -205,6 +206,17 @@ def test_a_share_back_in_tolerance_lets_the_step_pass() -> None:
     assert d.state.phase is Phase.PROGRESSING and d.state.step == 1
     assert d.state.history[-1].decision == "advance"
     assert d.state.history[-1].weight_observed == 24.0
+
+
+def test_only_a_share_measured_after_the_hold_counts() -> None:
+    driver = Driver(spec_with_share())
+    driver.share = replace(reading(2.0, 100.0), at=T0)  # measured before the step was reached
+    decisions = driver.run(Phase.COMPLETED)
+    waiting = [d for d in decisions if "traffic share measured" in d.reason]
+    assert len(waiting) == 3  # once per step
+    assert all(isinstance(d.action, Wait) and d.action.fresh_after for d in waiting)
+    # None came within an interval: the share is not judged, the metrics still are.
+    assert all(d.state.hold_kind != "traffic-share" for d in decisions)
 
 
 def test_rollback_policy_applies_to_a_persistent_skew() -> None:
