@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from controller.state import Phase
@@ -36,6 +38,12 @@ class Metrics:
         self.weight_actual = Gauge(
             "ptc_rollout_weight_actual_percent",
             "Canary share of Ready endpoints behind the Service",
+            ["namespace", "rollout"],
+            registry=r,
+        )
+        self.weight_observed = Gauge(
+            "ptc_rollout_weight_observed_percent",
+            "Canary share of requests measured by analysis.trafficShare over its window",
             ["namespace", "rollout"],
             registry=r,
         )
@@ -99,6 +107,15 @@ class Metrics:
         """Mark `phase` as the rollout's current one."""
         for p in Phase:
             self.phase.labels(namespace, rollout, p.value).set(1 if p is phase else 0)
+
+    def set_weight_observed(self, namespace: str, rollout: str, percent: float | None) -> None:
+        """The observed request share, or no series while it is not measured."""
+        gauge = self.weight_observed
+        if percent is not None:
+            gauge.labels(namespace, rollout).set(percent)
+        else:
+            with contextlib.suppress(KeyError):  # no series yet
+                gauge.remove(namespace, rollout)
 
     def render(self) -> bytes:
         """The text exposition of the registry."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from controller.analysis.evaluate import Sample
+from controller.analysis.share import ShareReading
 from controller.config.model import Rollout
 from controller.kube import DeploymentInfo, EndpointSliceInfo, Informer, PodInfo, ServiceInfo
 from controller.rollout import DeploymentView, Endpoints, Observed, PreflightResult
@@ -122,6 +123,7 @@ def observe(
     preflight: PreflightResult | None,
     capacity: Sample | None,
     demand: Sample | None,
+    share: ShareReading | None = None,
 ) -> Observed:
     """Everything decide() needs about the cluster."""
     return Observed(
@@ -132,4 +134,5 @@ def observe(
         preflight=preflight,
         capacity=capacity,
         demand=demand,
+        share=share,
     )

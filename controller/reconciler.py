@@ -269,6 +269,7 @@ class RolloutReconciler:
             preflight=self._preflight,
             capacity=capacity,
             demand=demand,
+            share=self._report.share if self._report is not None else None,
         )
 
     def _summary(self, state: RolloutState | None) -> AnalysisSummary | None:
@@ -616,6 +617,8 @@ class RolloutReconciler:
         actual = 100.0 * observed.endpoints.canary / total if total else 0.0
         self.metrics.weight_actual.labels(ns, name).set(actual)
         self.metrics.weight_desired.labels(ns, name).set(state.weight)
+        share = observed.share.percent() if observed.share is not None else None
+        self.metrics.set_weight_observed(ns, name, share)
 
     # -- status for the API ----------------------------------------------------------------
 
@@ -670,6 +673,7 @@ class RolloutReconciler:
             generation=self.generation,
             pending_config=self._pending_spec is not None,
             lag=self.lag.latest.document(),
+            observed_share=report.share.percent() if report and report.share else None,
         )
 
 

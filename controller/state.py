@@ -81,6 +81,8 @@ class DecisionRecord:
     reason: str
     metrics: tuple[MetricRecord, ...] = ()
     by: str = "ptc"
+    # the canary's observed share of requests (percent) when the decision was taken, if measured
+    weight_observed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -202,11 +204,14 @@ def compact(state: RolloutState) -> RolloutState:
 
 def record_json(r: DecisionRecord) -> dict[str, Any]:
     """A decision record as JSON (metric details cut to `REASON_LIMIT`)."""
-    return {
+    out = {
         **asdict(r),
         "at": format_timestamp(r.at),
         "metrics": [_metric_json(m) for m in r.metrics],
     }
+    if r.weight_observed is None:
+        del out["weight_observed"]  # records without a share reading stay as they were
+    return out
 
 
 _DATETIME_FIELDS = {f.name for f in fields(RolloutState) if "datetime" in str(f.type)}
@@ -430,6 +435,7 @@ def decode_record(raw: object, where: str) -> DecisionRecord:
         reason=str(_str(record["reason"], f"{where}.reason")),
         metrics=tuple(metrics),
         by=str(_str(record.get("by", "ptc"), f"{where}.by")),
+        weight_observed=_float(record.get("weight_observed"), f"{where}.weight_observed"),
     )
 
 

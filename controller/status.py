@@ -2,9 +2,11 @@
 
 The document (JSON) has, per rollout: ``name``, ``namespace``, ``service``, ``stable``,
 ``canary``, ``phase``, ``step`` (0-based) and ``steps``, ``attempt``, ``message`` (why it is
-where it is), ``waiting`` (what it waits on right now), ``weight`` {``desired``, ``actual``}
-(percent; actual = canary's share of Ready endpoints), ``replicas`` {``stable``, ``canary``:
-{``spec``, ``ready``}}, ``selector``, ``hold`` {``since``, ``until``, ``progress``} or null,
+where it is), ``waiting`` (what it waits on right now), ``weight`` {``desired``, ``actual``,
+``observed``} (percent; actual = canary's share of Ready endpoints, observed = its share of
+requests measured by ``analysis.trafficShare``, null when not measured), ``replicas``
+{``stable``, ``canary``: {``spec``, ``ready``}}, ``selector``, ``hold`` {``since``,
+``until``, ``progress``} or null,
 ``analysis`` {``at``, ``verdict``, ``metrics``: [{``name``, ``verdict``, ``value``,
 ``stable``, ``threshold``, ``reason``}]} or null, ``decisions`` (the last ten records),
 ``writer``, ``configGeneration``, ``pendingConfig``; from the controller only, ``problem`` (what
@@ -80,6 +82,7 @@ def status_document(
     generation: int = 1,
     pending_config: bool = False,
     lag: Mapping[str, float | None] | None = None,
+    observed_share: float | None = None,
 ) -> dict[str, Any]:
     """One rollout's status document (see the module docstring)."""
     window = hold_window(state)
@@ -95,6 +98,9 @@ def status_document(
         }
     total = (endpoints or {}).get("canary", 0) + (endpoints or {}).get("stable", 0)
     actual = round(100.0 * (endpoints or {}).get("canary", 0) / total, 2) if total else 0.0
+    if observed_share is None and state is not None and state.history:
+        # Without a live reading (status read from the annotation), the latest decision's.
+        observed_share = state.history[-1].weight_observed
     if analysis is None and state is not None:
         analysis = _analysis_from_history(state)
     return {
@@ -109,7 +115,11 @@ def status_document(
         "attempt": state.attempt if state else None,
         "message": state.message if state else (problem or ""),
         "waiting": waiting,
-        "weight": {"desired": state.weight if state else 0.0, "actual": actual},
+        "weight": {
+            "desired": state.weight if state else 0.0,
+            "actual": actual,
+            "observed": round(observed_share, 2) if observed_share is not None else None,
+        },
         "replicas": {k: dict(v) for k, v in (replicas or {}).items()} or None,
         "selector": dict(selector) if selector is not None else None,
         "hold": hold,
@@ -122,6 +132,7 @@ def status_document(
                 "decision": r.decision,
                 "reason": r.reason,
                 "by": r.by,
+                **({"weightObserved": r.weight_observed} if r.weight_observed is not None else {}),
                 "metrics": [
                     {
                         "name": m.name,
@@ -202,6 +213,13 @@ def _hold_cell(doc: Mapping[str, Any], now: datetime) -> Text:
     return text
 
 
+def _weight_cell(weight: Mapping[str, Any]) -> str:
+    cell = f"{_fmt(weight.get('desired'))}% / {_fmt(weight.get('actual'))}%"
+    if weight.get("observed") is not None:
+        cell += f"\nrequests {_fmt(weight['observed'])}%"
+    return cell
+
+
 def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
     """The rollouts as one table: phase, step, weight, hold, analysis, what it waits on."""
     table = Table(
@@ -228,7 +246,7 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
             f"{doc['namespace']}/{doc['name']}\n{doc['stable']} → {doc['canary']}",
             Text(phase, style=PHASE_STYLE.get(phase, "cyan")),
             step_text,
-            f"{_fmt(weight.get('desired'))}% / {_fmt(weight.get('actual'))}%",
+            _weight_cell(weight),
             _hold_cell(doc, now),
             _metrics_cell(doc),
             Text(f"PROBLEM: {doc['problem']}", style="bold red")

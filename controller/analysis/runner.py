@@ -40,7 +40,8 @@ from controller.analysis.evaluate import (
     evaluate,
 )
 from controller.analysis.provider import Provider
-from controller.config.model import Analysis, Rollout
+from controller.analysis.share import ShareReading
+from controller.config.model import Analysis, CapacityGate, Rollout
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,7 @@ class AnalysisReport:
     summary: AnalysisSummary
     capacity: Sample | None = None
     demand: Sample | None = None
+    share: ShareReading | None = None  # None when the step's analysis has no trafficShare
 
     @property
     def verdict(self) -> Verdict:
@@ -287,9 +289,10 @@ class AnalysisRunner:
             at = at or self._clock()
             self._started_at = at
             gate = analysis.capacity_gate
-            measurements, capacity = await asyncio.gather(
+            measurements, capacity, share = await asyncio.gather(
                 self._measure(rollout, analysis),
                 self._capacity(rollout, analysis) if gate is not None else _none(),
+                self._share(rollout, analysis, at),
             )
             summary = evaluate(
                 analysis.metrics, measurements, analysis.min_requests, at, self._previous
@@ -302,6 +305,7 @@ class AnalysisRunner:
                 summary=summary,
                 capacity=capacity[0] if capacity is not None else None,
                 demand=capacity[1] if capacity is not None else None,
+                share=share,
             )
             self._last = report
             elapsed = self._clock() - at
@@ -326,6 +330,24 @@ class AnalysisRunner:
             log.exception("analysis provider failed", rollout=rollout.name, call="capacity")
             failed = Sample(None, error=f"provider failed: {exc!r}")
             return failed, failed
+
+    async def _share(
+        self, rollout: Rollout, analysis: Analysis, at: datetime
+    ) -> ShareReading | None:
+        share = analysis.traffic_share
+        if share is None:
+            return None
+        # The provider's capacity call samples one source on the canary and another on the
+        # whole Service: exactly the two request rates whose ratio is the share.
+        source = share.source()
+        pair = CapacityGate(capacity=source, demand=source)
+        try:
+            canary, service = await self._provider.capacity(rollout, pair, analysis.window)
+        except Exception as exc:
+            log.exception("analysis provider failed", rollout=rollout.name, call="share")
+            failed = Sample(None, error=f"provider failed: {exc!r}")
+            return ShareReading(failed, failed, at)
+        return ShareReading(canary, service, at)
 
     async def _deliver(self, report: AnalysisReport) -> None:
         try:
@@ -377,6 +399,12 @@ def _log_report(report: AnalysisReport, elapsed: timedelta) -> None:
     if report.capacity is not None:
         fields["capacity"] = _sample_fields(report.capacity)
         fields["demand"] = _sample_fields(report.demand)
+    if report.share is not None:
+        fields["share"] = {
+            "observed": report.share.percent(),
+            "canary": _sample_fields(report.share.canary),
+            "service": _sample_fields(report.share.service),
+        }
     level("analysis evaluated", **fields)
 
 

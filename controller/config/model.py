@@ -294,6 +294,31 @@ class CapacityGate(Model):
     headroom: float = Field(default=1.2, gt=0, strict=True)
 
 
+class TrafficShare(Model):
+    """Hold a step whose observed canary request share strays from its desired weight.
+
+    Replica ratios only approximate traffic share: keep-alive clients stay on the pods they
+    first reached. The canary's share is rate(metric) on the canary over rate(metric) on the
+    whole Service in the analysis window, from the proxy's own request counter.
+    """
+
+    metric: MetricName = Field(
+        default="zai_proxy_requests_total", description="counter of requests, one per request"
+    )
+    matchers: Matchers = Field(default_factory=dict)
+    tolerance: float = Field(
+        default=15.0,
+        gt=0,
+        le=100,
+        strict=True,
+        description="percentage points the observed share may differ from the step's weight",
+    )
+
+    def source(self) -> Source:
+        """The per-side request rate whose canary/service ratio is the share."""
+        return Source(rate=Rate(metric=self.metric, matchers=dict(self.matchers)))
+
+
 DEFAULT_SELECTORS: dict[Side, str] = {
     Side.CANARY: 'namespace="{{ namespace }}",pod=~"{{ canary_pod_regex }}"',
     Side.STABLE: 'namespace="{{ namespace }}",pod=~"{{ stable_pod_regex }}"',
@@ -323,6 +348,7 @@ class Analysis(Model):
     selectors: Selectors = Field(default_factory=Selectors)
     metrics: list[Metric] = Field(default_factory=list)
     capacity_gate: CapacityGate | None = None
+    traffic_share: TrafficShare | None = None
     on_inconclusive: Policy = Policy.PAUSE
     on_error: Policy = Policy.PAUSE
     max_hold: Duration = timedelta(minutes=10)
@@ -336,6 +362,7 @@ class AnalysisOverride(Model):
     min_requests: Int32 | None = Field(default=None, ge=0)
     metrics: list[Metric] | None = None
     capacity_gate: CapacityGate | None = None
+    traffic_share: TrafficShare | None = None
     on_inconclusive: Policy | None = None
     on_error: Policy | None = None
     max_hold: Duration | None = None

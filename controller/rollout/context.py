@@ -96,7 +96,14 @@ class Ctx:
             reason=reason,
             metrics=metrics,
             by=by,
+            weight_observed=self.observed_share(),
         )
+
+    def observed_share(self) -> float | None:
+        """The canary's observed share of requests in percent, when measured."""
+        share = self.observed.share
+        percent = share.percent() if share is not None else None
+        return round(percent, 2) if percent is not None else None
 
     def transition(
         self,

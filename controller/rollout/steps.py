@@ -11,6 +11,7 @@ from controller.analysis.evaluate import (
     check_capacity,
     without_stable_baseline,
 )
+from controller.analysis.share import check_share
 from controller.config.model import Policy
 from controller.plan import (
     Blocked,
@@ -155,6 +156,41 @@ def _judged_at_end(ctx: Ctx, end: datetime, label: str, period: str) -> Decision
     )
 
 
+def _traffic_share(ctx: Ctx, end: datetime) -> Decision | None:
+    """Hold while the canary's observed request share strays from the weight in place.
+
+    Metrics that pass on a canary receiving 8 % of the requests a 50 % weight should send it
+    judged too little of the traffic it is about to get; the step holds (and maxHold's
+    inconclusive policy applies) until clients reconnect or a person decides. Only a share
+    measured at or after the hold's `end` counts, as for verdicts; one that does not come
+    within an analysis interval is not judged (the metrics still are).
+    """
+    analysis = ctx.spec.step_analysis(ctx.state.step)
+    if analysis.traffic_share is None:
+        return None
+    reading = ctx.observed.share
+    if reading is None or reading.at is None or reading.at < end:
+        if ctx.now < end + analysis.interval:
+            return ctx.wait(
+                f"step {ctx.state.step + 1}: hold over; waiting for the traffic share measured "
+                "at its end",
+                end + analysis.interval,
+                fresh_after=end,
+            )
+        return None
+    check = check_share(
+        ctx.state.weight,
+        ctx.observed.share,
+        analysis.traffic_share.tolerance,
+        analysis.min_requests,
+    )
+    if not check.off:
+        return None
+    return _hold(
+        ctx, f"step {ctx.state.step + 1}: {check.reason}", Verdict.INCONCLUSIVE, "traffic-share"
+    )
+
+
 def progressing(ctx: Ctx) -> Decision:
     failed = _analysis_failed(ctx)
     if failed is not None:
@@ -208,6 +244,11 @@ def progressing(ctx: Ctx) -> Decision:
     if ctx.now < hold_end and not promoted:
         return ctx.wait(f"step {st.step + 1}: holding until {hold_end.isoformat()}", hold_end)
     if not promoted:
+        # The share first: metrics judged on a canary that gets a sliver of its traffic are
+        # inconclusive at best, and the share says why.
+        skewed = _traffic_share(ctx, hold_end)
+        if skewed is not None:
+            return skewed
         judged = _judged_at_end(ctx, hold_end, f"step {st.step + 1}", "hold")
         if judged is not None:
             return judged

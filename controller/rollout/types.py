@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from controller.analysis.evaluate import Sample
+from controller.analysis.share import ShareReading
 from controller.plan import Counts, Role
 from controller.state import RolloutState
 
@@ -76,6 +77,8 @@ class Observed:
     preflight: PreflightResult | None = None
     capacity: Sample | None = None
     demand: Sample | None = None
+    # the canary's and the Service's request rates, when analysis measures the traffic share
+    share: ShareReading | None = None
 
     def counts(self) -> Counts:
         """Spec and Ready replicas of both versions."""

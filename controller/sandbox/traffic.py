@@ -10,6 +10,13 @@ Client-visible connection failures are counted apart from HTTP statuses: a reque
 endpoint, or to an IP where no pod listens (it exited), is *refused*; a request still in flight
 when its pod exits (``pod_exited``) is *reset*, and its answer is taken back out of the status
 counts. Both are *dropped* requests, attributed to the pod and Deployment where known.
+
+Keep-alive mode (``connections`` > 0) models clients that reuse connections: each request goes
+over one of a pool of client connections, and a connection stays on the endpoint it first
+reached until it reconnects - after ``requests_per_connection`` requests (None: never), or when
+its endpoint leaves the ready list (the pod closes it on shutdown). New pods then receive only
+the connections that happen to reconnect, so a canary's share of requests can stay far below
+its share of pods, as behind kube-proxy's per-connection balancing.
 """
 
 from __future__ import annotations
@@ -152,9 +159,14 @@ class TrafficGenerator:
         name: str = "traffic",
         identify: PodIdentifier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        connections: int = 0,
+        requests_per_connection: int | None = None,
     ) -> None:
         if tick <= 0:
             raise ValueError("tick must be positive")
+        self._connections: list[str | None] = []
+        self._used: list[int] = []
+        self.keep_alive(connections, requests_per_connection)
         self._endpoints = endpoints
         self._resolve = resolve
         self._identify = identify or (lambda ip: None)
@@ -190,6 +202,37 @@ class TrafficGenerator:
         """Whether the background task is running."""
         return self._task is not None and not self._task.done()
 
+    def keep_alive(self, connections: int, requests_per_connection: int | None = None) -> None:
+        """Use a pool of `connections` keep-alive connections (0: balance every request).
+
+        Connections open afresh (on the next request over each), as after a client restart.
+        """
+        if connections < 0:
+            raise ValueError(f"connections must be >= 0, got {connections}")
+        if requests_per_connection is not None and requests_per_connection < 1:
+            raise ValueError(f"requests_per_connection must be >= 1, got {requests_per_connection}")
+        self.requests_per_connection = requests_per_connection
+        self._connections = [None] * connections
+        self._used = [0] * connections
+
+    @property
+    def connections(self) -> int:
+        """Size of the keep-alive pool; 0 when every request is balanced on its own."""
+        return len(self._connections)
+
+    def _pick(self, ips: Sequence[str], ready: frozenset[str]) -> str:
+        """The endpoint of the next request: random, or its connection's pinned one."""
+        if not self._connections:
+            return self._rng.choice(ips)
+        i = self._rng.randrange(len(self._connections))
+        ip = self._connections[i]
+        limit = self.requests_per_connection
+        if ip is None or ip not in ready or (limit is not None and self._used[i] >= limit):
+            ip = self._connections[i] = self._rng.choice(ips)
+            self._used[i] = 0
+        self._used[i] += 1
+        return ip
+
     def reset_stats(self) -> TrafficStats:
         """Return the stats so far and start counting afresh."""
         old, self.stats = self.stats, TrafficStats()
@@ -215,10 +258,10 @@ class TrafficGenerator:
             stats.refused += count
             return 0
         answered = 0
-        choice = self._rng.choice
+        ready = frozenset(ips)
         now = self._clock()
         for _ in range(count):
-            ip = choice(ips)
+            ip = self._pick(ips, ready)
             target = self._resolve(ip)
             if target is None:
                 stats.refused += 1

@@ -50,6 +50,8 @@ class SandboxOptions:
     # seconds (uniform low..high) until clients see a change of the Service's ready endpoints
     endpoint_delay: tuple[float, float] = (0.05, 0.3)
     traffic_rate: float = 20.0  # requests/s through the Service
+    # keep-alive client connections (0: every request balanced on its own; see traffic.py)
+    traffic_connections: int = 0
     traffic_service: tuple[str, str] | None = None  # (namespace, service); set by a scenario
     prometheus: bool | None = None  # None: start it if the binary is installed
     scrape_interval: float = 1.0
@@ -85,6 +87,7 @@ class Sandbox:
             rate=self.options.traffic_rate,
             seed=self.options.seed,
             identify=self.runtime.pod_at,
+            connections=self.options.traffic_connections,
         )
         self.runtime.add_listener(self._on_pod_event)
         self.prometheus: PrometheusServer | None = None

@@ -182,6 +182,7 @@ async def sandbox_world(
     pre_stop_seconds: int | None = None,
     quiet_canary: bool = False,
     seed: int = 11,
+    traffic_connections: int = 0,
 ) -> AsyncIterator[World]:
     """The zai-proxy scenario with Prometheus and the invariant monitor running."""
     _KrApi._instances.clear()
@@ -190,6 +191,7 @@ async def sandbox_world(
         ready_delay=0.3,
         termination_grace=0.3,
         traffic_rate=traffic_rate,
+        traffic_connections=traffic_connections,
         prometheus=prometheus,
         scrape_interval=1.0,
         seed=seed,

@@ -167,3 +167,37 @@ async def test_a_failing_endpoint_source_surfaces_on_stop() -> None:
     with pytest.raises(RuntimeError, match="informer gone"):
         await gen.stop()
     assert other_tasks() == set()
+
+
+def test_keep_alive_clients_stay_on_old_pods_until_they_reconnect() -> None:
+    # Issue 15 B: a canary at a quarter of the pods that receives almost none of the requests.
+    world = World(FakeClock())
+    for i in range(3):
+        world.add(f"10.0.7.{i}", f"stable-{i}", "zai-proxy")
+    gen = world.generator()
+    gen.keep_alive(8)
+    gen.send(800)  # every connection opened against stable
+    world.add("10.0.7.9", "canary-0", "zai-proxy-v2")
+    gen.reset_stats()
+    gen.send(4000)
+    assert gen.stats.deployment_total("zai-proxy-v2") == 0  # no connection ever reconnected
+    # A stable pod leaves the endpoints: only its connections reconnect, spread over the rest.
+    world.ready.remove("10.0.7.0")
+    gen.reset_stats()
+    gen.send(4000)
+    assert gen.stats.by_pod["default/stable-0"] == 0
+    assert gen.stats.share("zai-proxy-v2") < 0.25 - 0.05
+    # Clients that reconnect every few requests are balanced per request again.
+    gen.keep_alive(8, requests_per_connection=5)
+    gen.reset_stats()
+    gen.send(20_000)
+    assert gen.stats.share("zai-proxy-v2") == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_keep_alive_rejects_nonsense() -> None:
+    gen = World(FakeClock()).generator()
+    with pytest.raises(ValueError, match="connections"):
+        gen.keep_alive(-1)
+    with pytest.raises(ValueError, match="requests_per_connection"):
+        gen.keep_alive(2, requests_per_connection=0)
+    assert gen.connections == 0

@@ -8,11 +8,12 @@ persists the state like the shell does, and checks the safety invariants around 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.analysis.evaluate import AnalysisSummary, Sample, Verdict
+from controller.analysis.share import ShareReading
 from controller.config.model import Rollout
 from controller.plan import Limits, Role
 from controller.rollout import (
@@ -126,6 +127,7 @@ class Driver:
     state: RolloutState | None = None
     verdict: Verdict | None = Verdict.PASS
     capacity: float | None = None
+    share: ShareReading | None = None  # the observed request share decide() is shown
     decisions: list[Decision] = field(default_factory=list)
     lose_next_persist: bool = False
     # Pods scaled away while the Service still routed to them: (phase of the decision, count).
@@ -137,7 +139,10 @@ class Driver:
         return AnalysisSummary(self.now, self.verdict)
 
     def step(self, command: Command | None = None) -> Decision:
-        obs = self.cluster.observed(self.now, self.capacity)
+        share = self.share  # measured now, unless the test says when
+        if share is not None and share.at is None:
+            share = replace(share, at=self.now)
+        obs = replace(self.cluster.observed(self.now, self.capacity), share=share)
         d = decide(self.spec, self.state, obs, self.summary(), self.now, command)
         self.decisions.append(d)
         before_canary, before_stable = self.cluster.behind_service()

@@ -611,6 +611,7 @@ def test_schema_header() -> None:
                 "minRequests",
                 "onError",
                 "onInconclusive",
+                "trafficShare",
                 "window",
             ],
         ),

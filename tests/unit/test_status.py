@@ -68,7 +68,7 @@ def document(now: datetime) -> dict:  # type: ignore[type-arg]
 def test_document_fields() -> None:
     doc = document(T0 + timedelta(minutes=2, seconds=35))
     assert doc["phase"] == "progressing" and doc["step"] == 1 and doc["steps"] == 3
-    assert doc["weight"] == {"desired": 50.0, "actual": 50.0}
+    assert doc["weight"] == {"desired": 50.0, "actual": 50.0, "observed": None}
     assert doc["hold"] == {
         "since": "2026-11-27T12:00:05Z",
         "until": "2026-11-27T12:05:05Z",
