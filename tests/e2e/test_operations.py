@@ -140,7 +140,8 @@ async def test_status_json_mid_rollout_from_the_cluster_and_the_controller(
             assert key in doc, key
         assert doc["phase"] == "progressing" and doc["steps"] == 1
         assert (doc["stable"], doc["canary"]) == (STABLE, CANARY)
-        assert doc["weight"] == {"desired": 50.0, "actual": 50.0}
+        # No trafficShare configured: nothing observed (not 0 %).
+        assert doc["weight"] == {"desired": 50.0, "actual": 50.0, "observed": None}
         assert doc["replicas"]["canary"] == {"spec": 2, "ready": 2}
         assert 0.0 <= doc["hold"]["progress"] < 0.1
         assert doc["decisions"][-1]["decision"] == "step-reached"
