@@ -291,7 +291,12 @@ class AnalysisRunner:
                 self._capacity(rollout, analysis) if gate is not None else _none(),
             )
             summary = evaluate(
-                analysis.metrics, measurements, analysis.min_requests, at, self._previous
+                analysis.metrics,
+                measurements,
+                analysis.min_requests,
+                at,
+                self._previous,
+                analysis.confidence,
             )
             self._previous = summary
             report = AnalysisReport(
