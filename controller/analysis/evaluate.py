@@ -14,6 +14,14 @@ of a known number of requests) "worse" means worse beyond the noise of the windo
 (`controller.analysis.significance`); a canary above the band only within the noise is
 inconclusive.
 
+Absolute thresholds on a ``counterRatio`` are judged the same way: 3 failures in 40 requests
+and 300 in 4,000 both read 7.5 %, but only the second is evidence. A proportion fails ``max``
+only when the lower bound of its Wilson score interval is above it and passes only when the
+upper bound is at most it (``min`` mirrored); in between it is inconclusive, so a thin window
+holds rather than passing or failing on noise. Each bound is one-sided at
+``analysis.confidence`` (default 95 %), which also sets the comparison's bound; the bounds are
+in the reason text. ``minRequests`` still applies first, as a floor.
+
 The breach clock (``for:``). Each reading of a metric is one of four kinds (`Breach`), and the
 kind alone decides what happens to the time the metric's breach started:
 
@@ -42,7 +50,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from controller.analysis.significance import excess_lower_bound, is_proportion
+from controller.analysis.significance import (
+    DEFAULT_CONFIDENCE,
+    absolute_breach,
+    breaches,
+    confidence_text,
+    worse_than_stable,
+)
 from controller.config.model import CapacityGate, Metric
 
 
@@ -183,7 +197,9 @@ def threshold_text(metric: Metric) -> str:
     return ", ".join(parts)
 
 
-def judge(metric: Metric, m: Measurement, min_requests: int) -> Judgement:
+def judge(
+    metric: Metric, m: Measurement, min_requests: int, confidence: float = DEFAULT_CONFIDENCE
+) -> Judgement:
     """The instantaneous verdict for one measurement (before `for:` persistence)."""
     c = m.canary
     if c.error is not None:
@@ -199,10 +215,10 @@ def judge(metric: Metric, m: Measurement, min_requests: int) -> Judgement:
         )
     value = c.value
     absolute = metric.max is not None or metric.min is not None
-    breach_abs = _breaches(metric, value)
-    shown = f"{_fmt(value)} vs {threshold_text(metric)}"
+    breach_abs, bounds = absolute_breach(metric, value, c.requests, confidence)
+    shown = f"{_fmt(value)}{bounds} vs {threshold_text(metric)}"
     if metric.compare is None:
-        return _on_threshold(breach_abs, shown)
+        return _on_threshold(breach_abs, shown, confidence)
     s = m.stable
     if s is not None and s.error is not None:
         # Without the baseline a fleet-wide incident cannot be told from a bad canary.
@@ -211,20 +227,22 @@ def judge(metric: Metric, m: Measurement, min_requests: int) -> Judgement:
         )
     if s is None or s.value is None or (s.requests is not None and s.requests < needed):
         if absolute:
-            return _on_threshold(breach_abs, shown + " (stable: no data)")
+            return _on_threshold(breach_abs, shown + " (stable: no data)", confidence)
         return Judgement(
             Verdict.INCONCLUSIVE,
             f"{_fmt(value)}; stable has no data to compare with",
             Breach.UNKNOWN,
         )
-    shown = f"{_fmt(value)} vs {threshold_text(metric)} (stable {_fmt(s.value)})"
-    if absolute and not breach_abs:
-        return Judgement(Verdict.PASS, shown, Breach.NONE)
-    worse, noise = _worse_than_stable(metric, c, s)
+    shown = f"{shown} (stable {_fmt(s.value)})"
+    if absolute and breach_abs is not True:
+        # Within the threshold beyond doubt passes; a canary that may or may not breach it
+        # holds whatever stable does, as stable cannot make an unproven breach a proven one.
+        return _on_threshold(breach_abs, shown, confidence)
+    worse, noise = worse_than_stable(metric, (value, c.requests), (s.value, s.requests), confidence)
     if not worse:
         if not absolute:
             return Judgement(Verdict.PASS, shown, Breach.NONE)
-        shared = _breaches(metric, s.value)
+        shared = breaches(metric, s.value)
         why = "stable breaches too (fleet-wide?)" if shared else "within stable's band"
         return Judgement(
             Verdict.INCONCLUSIVE, f"{shown}: {why}, holding; breach clock reset", Breach.SHARED
@@ -234,49 +252,17 @@ def judge(metric: Metric, m: Measurement, min_requests: int) -> Judgement:
     return Judgement(Verdict.FAIL, shown, Breach.CANARY)
 
 
-def _breaches(metric: Metric, value: float) -> bool:
-    return (metric.max is not None and value > metric.max) or (
-        metric.min is not None and value < metric.min
-    )
-
-
-def _on_threshold(breach: bool, shown: str) -> Judgement:
+def _on_threshold(breach: bool | None, shown: str, confidence: float) -> Judgement:
+    if breach is None:
+        return Judgement(
+            Verdict.INCONCLUSIVE,
+            f"{shown}: too few requests to tell at {confidence_text(confidence)} confidence, "
+            "holding",
+            Breach.UNKNOWN,
+        )
     if breach:
         return Judgement(Verdict.FAIL, shown, Breach.CANARY)
     return Judgement(Verdict.PASS, shown, Breach.NONE)
-
-
-def _worse_than_stable(metric: Metric, c: Sample, s: Sample) -> tuple[bool, str | None]:
-    """Is canary outside stable's band, and if so, is that only noise (why, else None)?
-
-    A `counterRatio` with request counts on both sides is a pair of proportions: canary is
-    worse only if the lower confidence bound of its excess over the band clears the slack
-    (module doc of `controller.analysis.significance`). Any other metric (and a counterRatio
-    over two counters, which counts events per request) compares values.
-    """
-    assert metric.compare is not None and c.value is not None and s.value is not None
-    factor, slack = metric.compare.factor, metric.compare.slack
-    higher_is_better = metric.min is not None and metric.max is None
-    if higher_is_better:
-        worse = c.value < s.value / factor - slack
-    else:
-        worse = c.value > s.value * factor + slack
-    # Events per request (a `denominatorMetric`) are no proportion of trials: values compare.
-    if not worse or metric.counter_ratio is None or metric.counter_ratio.per_event:
-        return worse, None
-    if not (is_proportion(c.value, c.requests) and is_proportion(s.value, s.requests)):
-        return worse, None
-    assert c.requests is not None and s.requests is not None
-    if higher_is_better:
-        bound = excess_lower_bound(s.value, s.requests, c.value, c.requests, a=1 / factor)
-    else:
-        bound = excess_lower_bound(c.value, c.requests, s.value, s.requests, b=factor)
-    if bound > slack:
-        return True, None
-    return True, (
-        f"worse than stable only within the noise of {c.requests:.0f} and {s.requests:.0f} "
-        f"requests (95% lower bound of the excess {bound:.3g} <= slack {slack:g})"
-    )
 
 
 def evaluate(
@@ -285,8 +271,12 @@ def evaluate(
     min_requests: int,
     now: datetime,
     previous: AnalysisSummary | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> AnalysisSummary:
-    """Judge every metric; a breach only fails once it has lasted the metric's `for:`."""
+    """Judge every metric; a breach only fails once it has lasted the metric's `for:`.
+
+    `confidence` (one-sided) is how sure a proportion's verdict must be (module doc).
+    """
     since = previous.breach_since() if previous is not None else {}
     results = []
     for metric in metrics:
@@ -305,7 +295,7 @@ def evaluate(
                 )
             )
             continue
-        j = judge(metric, m, min_requests)
+        j = judge(metric, m, min_requests, confidence)
         verdict, reason = j.verdict, j.reason
         breach_at: datetime | None = None
         if j.breach is Breach.UNKNOWN:

@@ -295,7 +295,12 @@ class AnalysisRunner:
                 self._share(rollout, analysis, at),
             )
             summary = evaluate(
-                analysis.metrics, measurements, analysis.min_requests, at, self._previous
+                analysis.metrics,
+                measurements,
+                analysis.min_requests,
+                at,
+                self._previous,
+                analysis.confidence,
             )
             self._previous = summary
             report = AnalysisReport(

@@ -28,9 +28,23 @@ converges to the plain comparison of the point values.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
+
+from controller.config.model import Metric
 
 # One-sided 95 %: the standard normal's 95th percentile.
 Z_95 = 1.6448536269514722
+DEFAULT_CONFIDENCE = 0.95
+
+
+def z_for(confidence: float) -> float:
+    """The one-sided normal quantile for `confidence` (0.95 -> 1.645)."""
+    return NormalDist().inv_cdf(confidence)
+
+
+def confidence_text(confidence: float) -> str:
+    """``95%``, ``99.9%``: how reason texts name the confidence."""
+    return f"{confidence * 100:.4g}%"
 
 
 def wilson_interval(p: float, n: float, z: float = Z_95) -> tuple[float, float]:
@@ -63,9 +77,127 @@ def excess_lower_bound(
     return (a * p1 - b * p2) - math.hypot(a * (p1 - lower1), b * (upper2 - p2))
 
 
+def threshold_breach(
+    lower: float,
+    upper: float,
+    p: float,
+    *,
+    maximum: float | None,
+    minimum: float | None,
+) -> bool | None:
+    """Does a proportion breach `maximum`/`minimum` beyond doubt (True), keep within them
+    beyond doubt (False), or can its confidence bounds (`lower`, `upper`) not tell (None)?
+
+    Breaching beyond doubt: the lower bound is above ``maximum`` (or the upper bound below
+    ``minimum``); within: the upper bound is at most ``maximum`` and the lower bound at least
+    ``minimum``. A threshold on the edge of [0, 1] (``max: 0`` - not one error) is a statement
+    about counts no interval can clear, so the point value `p` decides it, as without bounds.
+    """
+    breach = False
+    unsure = False
+    if maximum is not None:
+        if maximum <= 0.0 or maximum >= 1.0:
+            breach |= p > maximum
+        elif lower > maximum:
+            breach = True
+        elif upper > maximum:
+            unsure = True
+    if minimum is not None:
+        if minimum <= 0.0 or minimum >= 1.0:
+            breach |= p < minimum
+        elif upper < minimum:
+            breach = True
+        elif lower < minimum:
+            unsure = True
+    if breach:
+        return True
+    return None if unsure else False
+
+
 def is_proportion(value: float, requests: float | None) -> bool:
     """Whether a ratio and its request count can be treated as a proportion of trials."""
     return requests is not None and requests > 0 and 0.0 <= value <= 1.0
 
 
-__all__ = ["Z_95", "excess_lower_bound", "is_proportion", "wilson_interval"]
+def absolute_breach(
+    metric: Metric, value: float, requests: float | None, confidence: float
+) -> tuple[bool | None, str]:
+    """Does canary's `value` breach `max`/`min` (None: cannot tell), and its bounds as text?
+
+    A proportion (a `counterRatio` of requests) breaches or keeps within a threshold only
+    beyond the noise of its window: its Wilson bounds at `confidence` must clear it
+    (`threshold_breach`). Anything else compares its value.
+    """
+    if (
+        metric.counter_ratio is None
+        or metric.counter_ratio.per_event
+        or (metric.max is None and metric.min is None)
+        or not (requests is not None and 0.0 <= value <= 1.0)
+    ):
+        return breaches(metric, value), ""
+    if requests <= 0:
+        return None, " (no requests in the window)"
+    lower, upper = wilson_interval(value, requests, z_for(confidence))
+    breach = threshold_breach(lower, upper, value, maximum=metric.max, minimum=metric.min)
+    pct = confidence_text(confidence)
+    return breach, f" ({pct} bounds {lower:.3g}..{upper:.3g} of {requests:.0f} requests)"
+
+
+def breaches(metric: Metric, value: float) -> bool:
+    """Whether `value` is above `max` or below `min` (point values, no noise)."""
+    return (metric.max is not None and value > metric.max) or (
+        metric.min is not None and value < metric.min
+    )
+
+
+def worse_than_stable(
+    metric: Metric,
+    canary: tuple[float, float | None],
+    stable: tuple[float, float | None],
+    confidence: float,
+) -> tuple[bool, str | None]:
+    """Is canary outside stable's band, and if so, is that only noise (why, else None)?
+
+    A `counterRatio` with request counts on both sides is a pair of proportions: canary is
+    worse only if the lower confidence bound of its excess over the band clears the slack
+    (module doc); `canary` and `stable` are (value, request count). Any other metric (and a
+    counterRatio over two counters, which counts events per request) compares values.
+    """
+    assert metric.compare is not None
+    (cv, cn), (sv, sn) = canary, stable
+    factor, slack = metric.compare.factor, metric.compare.slack
+    higher_is_better = metric.min is not None and metric.max is None
+    worse = cv < sv / factor - slack if higher_is_better else cv > sv * factor + slack
+    # Events per request (a `denominatorMetric`) are no proportion of trials: values compare.
+    if not worse or metric.counter_ratio is None or metric.counter_ratio.per_event:
+        return worse, None
+    if not (is_proportion(cv, cn) and is_proportion(sv, sn)):
+        return worse, None
+    assert cn is not None and sn is not None
+    z = z_for(confidence)
+    if higher_is_better:
+        bound = excess_lower_bound(sv, sn, cv, cn, a=1 / factor, z=z)
+    else:
+        bound = excess_lower_bound(cv, cn, sv, sn, b=factor, z=z)
+    if bound > slack:
+        return True, None
+    pct = confidence_text(confidence)
+    return True, (
+        f"worse than stable only within the noise of {cn:.0f} and {sn:.0f} requests "
+        f"({pct} lower bound of the excess {bound:.3g} <= slack {slack:g})"
+    )
+
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "Z_95",
+    "absolute_breach",
+    "breaches",
+    "confidence_text",
+    "excess_lower_bound",
+    "is_proportion",
+    "threshold_breach",
+    "wilson_interval",
+    "worse_than_stable",
+    "z_for",
+]

@@ -345,6 +345,16 @@ class Analysis(Model):
     interval: Duration = timedelta(seconds=30)
     window: Duration = timedelta(minutes=2)
     min_requests: Int32 = Field(default=50, ge=0)
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1.0,
+        strict=True,
+        description="how sure a counterRatio's verdict must be: it fails max only when the "
+        "lower bound of its Wilson interval at this (one-sided) confidence is above max, passes "
+        "only when the upper bound is at most max, else is inconclusive; also the confidence "
+        "of comparisons with stable",
+    )
     selectors: Selectors = Field(default_factory=Selectors)
     metrics: list[Metric] = Field(default_factory=list)
     capacity_gate: CapacityGate | None = None

@@ -574,7 +574,8 @@ async def test_one_structured_log_line_per_evaluation() -> None:
             "value": 0.2,
             "stable": None,
             "threshold": "<= 0.05",
-            "reason": "0.2 vs <= 0.05; breaching for 0s of 60s",
+            "reason": "0.2 (95% bounds 0.18..0.222 of 1000 requests) vs <= 0.05; "
+            "breaching for 0s of 60s",
         }
     ]
     assert "capacity" not in first
@@ -687,3 +688,19 @@ async def test_evaluate_soon_needs_a_running_loop_and_stop_cancels_it() -> None:
     await h.runner.stop()
     assert other_tasks() == before
     assert not h.runner.evaluate_soon(T0 + timedelta(seconds=5))
+
+
+async def test_the_rollouts_confidence_reaches_the_verdict() -> None:
+    """6.5 % of 1000 against max 5 %: a breach beyond doubt at 95 %, not at 99 %."""
+    spec = make_rollout().model_dump(by_alias=True, mode="json")
+    spec["analysis"]["metrics"][0]["for"] = "0s"
+    verdicts = []
+    for confidence in (0.95, 0.99):
+        spec["analysis"]["confidence"] = confidence
+        h = Harness(Rollout.model_validate(spec))
+        h.provider.values["bad-gateway-ratio"] = Sample(0.065, requests=1000)
+        await h.start()
+        await h.runner.stop()
+        verdicts.append(h.verdicts("bad-gateway-ratio")[0])
+        assert f"{confidence * 100:g}% bounds" in h.reports[0].summary.metrics[0].reason
+    assert verdicts == [Verdict.FAIL, Verdict.INCONCLUSIVE]

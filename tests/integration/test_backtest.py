@@ -94,8 +94,8 @@ async def test_incident_first_failing_tick_and_rollback_are_exact(
     # The value depends on how a counter ratio is compiled (extrapolated rate() or exact
     # counts); the ticks do not: each reads the newest 15 s increment either way.
     assert re.match(
-        r"analysis failed: server-error-ratio: 0\.[34]\d* vs <= 0\.05, <= stable\*1\.5\+0\.01 "
-        r"\(stable 0\.02\)$",
+        r"analysis failed: server-error-ratio: 0\.[34]\d* \(95% bounds 0\.\d+\.\.0\.\d+ of \d+ "
+        r"requests\) vs <= 0\.05, <= stable\*1\.5\+0\.01 \(stable 0\.02\)$",
         s.rollback.reason,
     ), s.rollback.reason
     by_tick = verdicts(result, "server-error-ratio")
@@ -287,7 +287,7 @@ async def test_cli_json_and_table(
     assert err == ""
     assert re.search(
         r"^rollback: would have rolled back at 2026-01-01 00:01:05 UTC: analysis failed: "
-        r"server-error-ratio: 0\.[34]\d* vs <= 0\.05",
+        r"server-error-ratio: 0\.[34]\d* \(95% bounds [^)]*\) vs <= 0\.05",
         out,
         re.MULTILINE,
     ), out

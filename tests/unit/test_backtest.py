@@ -290,7 +290,9 @@ def test_summary_first_hold_fail_and_rollback_honour_for(rollout: Rollout) -> No
     assert "breaching for 0s of 60s" in errors.hold_reason
     assert summary.rollback is not None
     assert summary.rollback.at == T0 + timedelta(seconds=120)
-    assert summary.rollback.reason.startswith("analysis failed: errors: 0.2 vs <= 0.05")
+    assert summary.rollback.reason.startswith(
+        "analysis failed: errors: 0.2 (95% bounds 0.143..0.273 of 100 requests) vs <= 0.05"
+    )
     assert summary.metrics[1].first_fail is None
     # Capacity 5, 6, 7 ... vs 10 x 50% x 1.2 = 6 needed: closed at first, open from the 2nd.
     assert summary.capacity_first_hold == T0

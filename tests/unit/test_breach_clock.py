@@ -48,7 +48,7 @@ READINGS: dict[str, tuple[Breach, Measurement]] = {
     "pass": (Breach.NONE, Measurement(NAME, Sample(0.01, 1000), Sample(0.01, 1000))),
     "canary-only": (Breach.CANARY, Measurement(NAME, Sample(0.30, 1000), Sample(0.01, 1000))),
     "fleet-wide": (Breach.SHARED, Measurement(NAME, Sample(0.20, 1000), Sample(0.18, 1000))),
-    "within-band": (Breach.SHARED, Measurement(NAME, Sample(0.06, 1000), Sample(0.045, 1000))),
+    "within-band": (Breach.SHARED, Measurement(NAME, Sample(0.06, 5000), Sample(0.045, 1000))),
     "noise": (Breach.UNKNOWN, Measurement(NAME, Sample(0.107, 100), Sample(0.0585, 300))),
     "thin": (Breach.UNKNOWN, Measurement(NAME, Sample(0.30, 10), Sample(0.01, 1000))),
     "no-data": (Breach.UNKNOWN, Measurement(NAME, Sample(None), Sample(0.01, 1000))),

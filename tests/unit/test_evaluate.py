@@ -43,7 +43,17 @@ COMPARE = {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}}
     [
         ({"max": 0.05}, Sample(0.01, 100), None, Verdict.PASS, Breach.NONE, "under max"),
         ({"max": 0.05}, Sample(0.20, 100), None, Verdict.FAIL, Breach.CANARY, "over max"),
-        ({"max": 0.05}, Sample(0.05, 100), None, Verdict.PASS, Breach.NONE, "max is inclusive"),
+        # A value without a request count (no proportion) compares plainly: max is inclusive.
+        ({"max": 0.05}, Sample(0.05), None, Verdict.PASS, Breach.NONE, "max is inclusive"),
+        # A proportion exactly at max is neither above nor below it beyond doubt.
+        (
+            {"max": 0.05},
+            Sample(0.05, 100),
+            None,
+            Verdict.INCONCLUSIVE,
+            Breach.UNKNOWN,
+            "a ratio at max holds",
+        ),
         ({"min": 0.9}, Sample(0.5, 100), None, Verdict.FAIL, Breach.CANARY, "under min"),
         (
             {"max": 0.05},
@@ -62,7 +72,7 @@ COMPARE = {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}}
             "too few requests",
         ),
         (
-            {"max": 0.05, "minRequests": 5},
+            {"max": 0.25, "minRequests": 5},
             Sample(0.0, 10),
             None,
             Verdict.PASS,
@@ -88,7 +98,7 @@ COMPARE = {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}}
         ),
         (
             COMPARE,
-            Sample(0.06, 100),
+            Sample(0.06, 5000),
             Sample(0.045, 1000),
             Verdict.INCONCLUSIVE,
             Breach.SHARED,
@@ -125,7 +135,7 @@ COMPARE = {"max": 0.05, "compare": {"factor": 1.5, "slack": 0.01}}
         ),
         (
             {"max": 0.05, "compare": {"factor": 1.5}},
-            Sample(0.04, 100),
+            Sample(0.04, 5000),
             Sample(0.0, 100),
             Verdict.PASS,
             Breach.NONE,
@@ -222,10 +232,10 @@ def test_judge_table(
 def test_judge_explains_the_comparison() -> None:
     shared = judge(metric(**COMPARE), m(Sample(0.20, 100), Sample(0.18, 100)), 50)
     assert shared.reason == (
-        "0.2 vs <= 0.05, <= stable*1.5+0.01 (stable 0.18): stable breaches too (fleet-wide?), "
-        "holding; breach clock reset"
+        "0.2 (95% bounds 0.143..0.273 of 100 requests) vs <= 0.05, <= stable*1.5+0.01 "
+        "(stable 0.18): stable breaches too (fleet-wide?), holding; breach clock reset"
     )
-    band = judge(metric(**COMPARE), m(Sample(0.06, 100), Sample(0.045, 1000)), 50)
+    band = judge(metric(**COMPARE), m(Sample(0.06, 5000), Sample(0.045, 1000)), 50)
     assert "within stable's band, holding; breach clock reset" in band.reason
     noise = judge(metric(**COMPARE), m(Sample(0.107, 100), Sample(0.0585, 300)), 50)
     assert "worse than stable only within the noise of 100 and 300 requests" in noise.reason
