@@ -110,7 +110,9 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
     if st.finished_at is not None and ctx.now < st.finished_at + ctx.spec.rollback.cooldown:
         left = st.finished_at + ctx.spec.rollback.cooldown - ctx.now
         return refuse(f"retry refused: cooldown has {left.total_seconds():.0f}s left")
-    started = start(ctx.spec, st, ctx.observed, st.target, ctx.now, attempt=st.attempt + 1)
+    started = start(
+        ctx.spec, st, ctx.observed, st.target, ctx.now, attempt=st.attempt + 1, by=cmd.by
+    )
     return replace(started, state=replace(started.state, last_command=cmd.id))
 
 

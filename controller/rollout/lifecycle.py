@@ -18,6 +18,7 @@ def start(
     target: str,
     now: datetime,
     attempt: int,
+    by: str = "ptc",
 ) -> Decision:
     base = RolloutState(
         phase=Phase.PENDING,
@@ -38,8 +39,10 @@ def start(
         Phase.PREFLIGHT,
         "started",
         f"rollout of {spec.canary.deployment} ({spec.canary.version}) over "
-        f"{spec.stable.deployment} started, attempt {attempt}",
+        f"{spec.stable.deployment} started, attempt {attempt}"
+        + (f" (retry by {by})" if by != "ptc" else ""),
         event_reason="RolloutStarted",
+        by=by,
         attempt=attempt,
         started_at=now,
         step=0,
