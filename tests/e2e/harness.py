@@ -76,6 +76,13 @@ def rollout_spec(**overrides: Any) -> dict[str, Any]:
     return spec
 
 
+def no_analysis(**overrides: Any) -> dict[str, Any]:
+    """A rollout judged by time only (no Prometheus needed)."""
+    spec = rollout_spec(**overrides)
+    spec["analysis"] = {"interval": "1s", "metrics": []}
+    return spec
+
+
 @dataclass
 class World:
     """What a scenario test gets."""

@@ -14,19 +14,13 @@ from tests.e2e.harness import (
     CANARY,
     World,
     config_document,
-    rollout_spec,
+    no_analysis,
     running_controller,
     sandbox_world,
 )
 from tests.unit.test_config_yaml import ALIAS_BOMB
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def no_analysis(**overrides: Any) -> dict[str, Any]:
-    spec = rollout_spec(**overrides)
-    spec["analysis"] = {"interval": "1s", "metrics": []}
-    return spec
 
 
 def rejections(world: World) -> int:

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,19 +17,13 @@ from tests.e2e.harness import (
     STABLE,
     World,
     config_document,
+    no_analysis,
     rollout_spec,
     running_controller,
     sandbox_world,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def no_analysis(**overrides: Any) -> dict[str, Any]:
-    """A rollout judged by time only (no Prometheus needed)."""
-    spec = rollout_spec(**overrides)
-    spec["analysis"] = {"interval": "1s", "metrics": []}
-    return spec
 
 
 async def ptc(world: World, *args: str) -> tuple[int, str, str]:

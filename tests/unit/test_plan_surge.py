@@ -16,20 +16,11 @@ from controller.plan import (
     plan_rollout,
     surge_shortfall,
 )
+from tests.unit.test_plan import rollout as plan_rollout_spec
 
 
 def rollout(**overrides: object) -> Rollout:
-    data: dict[str, object] = {
-        "name": "web",
-        "service": "web",
-        "stable": {"deployment": "web"},
-        "canary": {"deployment": "web-v2", "version": "v2"},
-        "shifting": "surge",
-        "maxSurge": "100%",
-        "steps": [{"weight": 25, "hold": "1m"}, {"weight": 50, "hold": "2m"}],
-    }
-    data.update(overrides)
-    return Rollout.model_validate(data)
+    return plan_rollout_spec(**{"shifting": "surge", "maxSurge": "100%", **overrides})
 
 
 # N, surge, weight -> canary / stable (achieved %). Stable is always N.
