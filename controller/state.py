@@ -164,6 +164,11 @@ def _cut(text: str, limit: int = REASON_LIMIT) -> str:
     return head + "\u2026" + tail
 
 
+def cut_text(text: str) -> str:
+    """`text` as the annotation keeps it (see `_cut`)."""
+    return _cut(text)
+
+
 def _metric_json(m: MetricRecord) -> dict[str, Any]:
     return {**asdict(m), "detail": _cut(m.detail)}
 
