@@ -58,10 +58,13 @@ from controller.rollout import (
     PreflightResult,
     RunPreflight,
     Scale,
+    SpecChange,
     Wait,
     decide,
     shared_selector,
+    spec_change,
     target_hash,
+    waits_for_rollout_in_flight,
 )
 from controller.state import (
     COMMAND_ANNOTATION,
@@ -179,28 +182,26 @@ class RolloutReconciler:
                 ).set(m.stable)
         self.wake.set()
 
-    def update_spec(self, spec: Rollout, generation: int) -> str:
-        """Take a reloaded spec: `applied`, or `deferred` while a rollout of another target runs.
-
-        Thresholds, steps and timings apply at the next evaluation. A new stable/canary is a
-        new rollout: refused while one is in flight (it finishes, or is aborted, on the spec it
-        started with) and applied as soon as the current one has ended.
-        """
-        if spec == self.spec:
-            self._pending_spec = None
-            return "unchanged"
-        svc = self.service()
-        state = None
-        if svc is not None:
-            with contextlib.suppress(StateError):
-                state = read_state(svc.annotations)
-        in_flight = state is not None and not state.phase.terminal
-        if in_flight and target_hash(spec) != target_hash(self.spec):
+    def update_spec(self, spec: Rollout, generation: int) -> SpecChange:
+        """Take a reloaded spec: applied now, or deferred (see `controller.rollout.reload`)."""
+        change = spec_change(self.spec, spec, self._state_or_none())
+        if change is SpecChange.DEFERRED:
             self._pending_spec = spec
             self._pending_generation = generation
-            return "deferred"
-        self._apply_spec(spec, generation)
-        return "applied"
+        elif change is SpecChange.APPLIED:
+            self._apply_spec(spec, generation)
+        else:
+            self._pending_spec = None
+        return change
+
+    def _state_or_none(self) -> RolloutState | None:
+        svc = self.service()
+        if svc is None:
+            return None
+        try:
+            return read_state(svc.annotations)
+        except StateError:
+            return None
 
     def _apply_spec(self, spec: Rollout, generation: int) -> None:
         self.spec = spec
@@ -366,9 +367,10 @@ class RolloutReconciler:
             state = read_state(svc.annotations)
         except StateError as exc:
             return self._problem(f"cannot read {STATE_ANNOTATION}: {exc}")
-        if self._pending_spec is not None and (state is None or state.phase.terminal):
+        pending = self._pending_spec
+        if pending is not None and not waits_for_rollout_in_flight(state, target_hash(pending)):
             self._log.info("applying the deferred config: a new rollout target")
-            self._apply_spec(self._pending_spec, self._pending_generation)
+            self._apply_spec(pending, self._pending_generation)
         self._sync_runner(state)
         observed = self.observe(svc)
         now = self.clock()

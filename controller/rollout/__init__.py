@@ -7,6 +7,7 @@ from controller.rollout.context import (
     target_hash,
 )
 from controller.rollout.machine import decide
+from controller.rollout.reload import SpecChange, spec_change, waits_for_rollout_in_flight
 from controller.rollout.types import (
     Action,
     Command,
@@ -43,9 +44,12 @@ __all__ = [
     "PreflightResult",
     "RunPreflight",
     "Scale",
+    "SpecChange",
     "Wait",
     "decide",
     "pinned_selector",
     "shared_selector",
+    "spec_change",
     "target_hash",
+    "waits_for_rollout_in_flight",
 ]
