@@ -51,6 +51,7 @@ from controller.preflight import check_autoscalers, check_world, probe_pods
 from controller.rollout import (
     Command,
     Decision,
+    DecisionKind,
     DeleteDeployment,
     Observed,
     PatchService,
@@ -495,7 +496,7 @@ class RolloutReconciler:
             step=decision.state.step,
         )
         if decision.event is not None:
-            if decision.event.reason == "RollbackStarted":
+            if decision.event.kind is DecisionKind.ROLLBACK:
                 self.metrics.rollbacks.labels(self.spec.namespace, self.spec.name).inc()
             await self.kube.emit_event(
                 self.spec.namespace,

@@ -27,7 +27,7 @@ from controller.rollout.lifecycle import idle, pending, preflight, rolled_back, 
 from controller.rollout.reload import WAITS_REASON, waits_for_rollout_in_flight
 from controller.rollout.rollback import begin_rollback, rolling_back
 from controller.rollout.steps import baking, flipping, paused, progressing, scaling_down
-from controller.rollout.types import Command, Decision, Observed
+from controller.rollout.types import Command, Decision, DecisionKind, Observed
 from controller.state import Phase, RolloutState
 
 
@@ -54,9 +54,8 @@ def decide(
         if not observed.stable.exists and state.phase is not Phase.SCALING_DOWN:
             return ctx.transition(
                 Phase.FAILED,
-                "failed",
+                DecisionKind.FAILED,
                 f"stable Deployment {spec.stable.deployment} not found: nothing to roll back to",
-                warning=True,
                 finished_at=now,
                 failed_in=state.phase,
             )
