@@ -90,7 +90,7 @@ RESYNC_SECONDS = 300.0  # re-decide from the caches at least this often (jittere
 
 
 class StaleView(Exception):
-    """A scale was refused (409): the Deployment changed since the decision read it."""
+    """A scale or delete was refused (409): the Deployment changed since the decision read it."""
 
     def __init__(self, deployment: str) -> None:
         super().__init__(f"deployment {deployment} changed since it was read")
@@ -461,14 +461,16 @@ class RolloutReconciler:
             self._own_scale.expect(action.deployment, version, action.replicas)
             await self._persist(svc, new_state)
         elif isinstance(action, DeleteDeployment):
-            # Only the Deployment this decision saw: a new one under the same name is not ours.
-            cached = self.caches.deployments.get(action.deployment)
-            with contextlib.suppress(NotFound):
+            # Only the incarnation retention kept (uid in the state): one created under the same
+            # name since is refused by the API server (409), and the next decide() says so.
+            try:
                 await self.kube.delete_deployment(
-                    self.spec.namespace,
-                    action.deployment,
-                    uid=cached.uid if cached is not None else None,
+                    self.spec.namespace, action.deployment, uid=action.uid or None
                 )
+            except NotFound:
+                pass  # gone already: what the action wanted
+            except Conflict as exc:
+                raise StaleView(action.deployment) from exc
             await self._persist(svc, new_state)
         elif isinstance(action, PatchService):
             patched = await self.kube.patch_service(

@@ -125,6 +125,9 @@ class RolloutState:
     flipped_at: datetime | None = None
     bake_started_at: datetime | None = None
     scaled_down_at: datetime | None = None
+    # The stable Deployment's uid when retention started: only that one is deleted after it.
+    # None: unknown (no stable then, or a state from a ptc that did not record it).
+    stable_uid: str | None = None
     finished_at: datetime | None = None
     # The phase a `failed` rollout failed in: preflight or pending means no traffic moved, so
     # `retry` is free (no cooldown, no attempt). None: unknown (states from older ptc), or not
@@ -227,6 +230,7 @@ _STR_FIELDS = {
     "message": False,
     "last_command": True,
     "writer": True,
+    "stable_uid": True,
 }
 
 

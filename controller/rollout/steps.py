@@ -376,25 +376,50 @@ def scaling_down(ctx: Ctx) -> Decision:
             f"{(ctx.now + ctx.spec.retention.scale_down_delay).isoformat()} for instant rollback",
             scaled_down_at=ctx.now,
             hold_until=ctx.now + ctx.spec.retention.scale_down_delay,
+            stable_uid=(stable.uid or None) if stable.exists else None,
         )
     end = st.scaled_down_at + ctx.spec.retention.scale_down_delay
     if ctx.now < end:
         return ctx.wait(f"retention: stable kept at 0 until {end.isoformat()}", end)
     if ctx.spec.retention.delete_stable and stable.exists:
-        reason = f"retention over: deleting stable Deployment {ctx.spec.stable.deployment}"
-        new = st.with_record(ctx.record(DecisionKind.STABLE_DELETED.decision, reason))
-        return Decision(
-            DeleteDeployment(Role.STABLE, ctx.spec.stable.deployment),
-            new,
-            reason,
-            Event(DecisionKind.STABLE_DELETED, reason),
-        )
+        return _delete_stable(ctx)
     return ctx.transition(
         Phase.COMPLETED,
         DecisionKind.COMPLETED,
         f"rollout complete: {ctx.spec.canary.deployment} ({ctx.spec.canary.version}) serves all "
         "traffic",
         finished_at=ctx.now,
+    )
+
+
+def _delete_stable(ctx: Ctx) -> Decision:
+    """Delete the stable Deployment retention kept: the one it kept, never a replacement.
+
+    The uid recorded when retention started decides (a state from a ptc that recorded none
+    falls back to the uid seen now). A person who replaced the Deployment since (delete and
+    re-create under the same name) made it theirs: it stays, and the Event says so.
+    """
+    st, name = ctx.state, ctx.spec.stable.deployment
+    seen = ctx.observed.stable.uid
+    kept = st.stable_uid or seen
+    if st.stable_uid and seen and seen != st.stable_uid:
+        return ctx.transition(
+            Phase.COMPLETED,
+            DecisionKind.COMPLETED_STABLE_KEPT,
+            f"rollout complete; stable Deployment {name} NOT deleted: it was replaced since "
+            f"retention started (uid {st.stable_uid} then, {seen} now), so it is not the one "
+            "ptc kept; delete it by hand if it is not wanted",
+            finished_at=ctx.now,
+        )
+    reason = f"retention over: deleting stable Deployment {name}" + (
+        f" (uid {kept})" if kept else ""
+    )
+    new = st.with_record(ctx.record(DecisionKind.STABLE_DELETED.decision, reason))
+    return Decision(
+        DeleteDeployment(Role.STABLE, name, uid=kept),
+        new,
+        reason,
+        Event(DecisionKind.STABLE_DELETED, reason),
     )
 
 

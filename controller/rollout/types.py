@@ -45,6 +45,7 @@ class DeploymentView:
     exists: bool = True
     spec_replicas: int = 0
     ready_replicas: int = 0
+    uid: str = ""  # this incarnation of the name ("" when unknown)
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,15 @@ class Persist:
 
 @dataclass(frozen=True)
 class DeleteDeployment:
-    """Delete a Deployment (stable, after retention, when configured)."""
+    """Delete a Deployment (stable, after retention, when configured).
+
+    Only the incarnation `uid` (the API server refuses the delete if the name now belongs to
+    another one); "" when unknown.
+    """
 
     role: Role
     deployment: str
+    uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,8 @@ class DecisionKind(Enum):
     RETENTION_STARTED = ("retention-started", "RetentionStarted", _N)
     STABLE_DELETED = ("delete-stable", "StableDeleted", _N)
     COMPLETED = ("completed", "RolloutCompleted", _N)
+    # retention over, but the stable Deployment was replaced since it started: not deleted
+    COMPLETED_STABLE_KEPT = ("completed", "StableNotDeleted", _W)
     ROLLBACK = ("rollback", "RollbackStarted", _W)
     SELECT_STABLE = ("select-stable", "SelectStable", _N)
     ROLLED_BACK = ("rolled-back", "RolledBack", _W)
