@@ -409,7 +409,7 @@ class RolloutReconciler:
 
     def _problem(self, message: str) -> Wait:
         if message != self._last_problem:
-            self._log.warning(message)
+            self._log.warning("rollout problem", problem=message)
             self._last_problem = message
         return Wait(None)
 
@@ -491,7 +491,8 @@ class RolloutReconciler:
         self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)
         self._log.info(
-            decision.state.history[-1].decision if decision.state.history else name,
+            "action taken",
+            decision=decision.state.history[-1].decision if decision.state.history else None,
             action=name,
             reason=decision.reason,
             phase=decision.state.phase.value,

@@ -301,7 +301,7 @@ class Kube:
             self._events.recorded(key, event["metadata"]["name"], 1, now)
         except KubeError as e:
             log.warning(
-                "kube.event.failed",
+                "event not recorded",
                 namespace=namespace,
                 involved=f"{involved.kind}/{involved.name}",
                 reason=reason,
