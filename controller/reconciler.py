@@ -147,6 +147,7 @@ class RolloutReconciler:
         self._pending_generation = 1
         self._demand = DemandWindow()
         self.generation = 1  # the config generation this reconciler's spec comes from
+        self._spec_hash = spec.spec_hash()  # reports judged under another spec do not count
         # the full decision history (the annotation keeps the last few): best effort
         self.history = HistoryWriter(kube, spec.namespace, spec.service)
 
@@ -206,11 +207,14 @@ class RolloutReconciler:
 
     def _apply_spec(self, spec: Rollout, generation: int) -> None:
         self.spec = spec
+        self._spec_hash = spec.spec_hash()
         self.on_spec_change()
         self.generation = generation
         self._pending_spec = None
         if self._runner is not None:
             self._runner.update(spec)
+            # Verdicts judged under the old spec no longer count (see `_summary`): a new one now.
+            self._runner.evaluate_soon(self.clock())
         self.wake.set()
 
     async def alert(self, command: Command) -> Delivery:
@@ -275,11 +279,17 @@ class RolloutReconciler:
         )
 
     def _summary(self, state: RolloutState | None) -> AnalysisSummary | None:
+        """The verdicts decide() is shown: for the state's step, under the spec in force.
+
+        A report judged under an earlier spec (thresholds since reloaded) neither promotes nor
+        rolls back; the runner re-evaluates at once after a reload.
+        """
         report = self._report
         if (
             report is None
             or state is None
             or report.step != min(state.step, len(self.spec.steps) - 1)
+            or report.spec_hash != self._spec_hash
         ):
             return None
         return report.summary
