@@ -273,8 +273,15 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
 
 
 def decisions_table(doc: Mapping[str, Any], limit: int = 5) -> Table:
-    """The rollout's latest decisions."""
-    table = Table(title=f"{doc['name']}: last decisions", title_justify="left")
+    """The rollout's latest decisions (and why the full history is missing, when it is)."""
+    history = doc.get("history")
+    problem = history.get("problem") if isinstance(history, Mapping) else None
+    table = Table(
+        title=f"{doc['name']}: last decisions",
+        title_justify="left",
+        caption=str(problem) if problem else None,
+        caption_justify="left",
+    )
     for col in ("at", "step", "decision", "by", "reason"):
         table.add_column(col, overflow="fold")
     for d in (doc.get("decisions") or [])[-limit:]:
