@@ -96,6 +96,8 @@ def decode(text: str) -> tuple[DecisionRecord, ...]:
         raise StateError(f"history is not JSON: {exc.msg}") from exc
     except RecursionError as exc:  # "[[[[..." by the megabyte
         raise StateError("history is not a list of records: nested too deeply") from exc
+    except ValueError as exc:  # a number of more digits than Python converts
+        raise StateError(f"history is not a list of records: {str(exc)[:80]}") from exc
     if not isinstance(raw, list):
         raise StateError("history is not a JSON list")
     first = max(0, len(raw) - LIMIT)

@@ -348,6 +348,8 @@ def decode_state(text: str) -> RolloutState:
         raise StateError(
             f"state annotation is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, "[[[[..." 200 KB deep
+        raise StateError(f"state annotation is not a state: {str(exc)[:80]}") from exc
     if not isinstance(data, dict):
         raise StateError(f"state annotation is not a JSON object: {text[:60]!r}")
     version = data.get("v")

@@ -161,3 +161,13 @@ async def test_a_newer_format_is_refused_and_the_current_one_is_written() -> Non
     writer.add("t", [record(0)])
     await writer.flush()
     assert cms.objects[NAME][0][history.VERSION_KEY] == str(history.VERSION)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000, "[" + "9" * 5000 + "]", '[{"at": "2026-01-01T00:00:00Z", "step": 1e999}]'],
+    ids=["deep", "long-number", "infinite-step"],
+)
+def test_hostile_json_is_a_state_error_not_a_crash(text: str) -> None:
+    with pytest.raises(StateError):
+        history.decode(text)
