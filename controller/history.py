@@ -3,7 +3,9 @@
 The state annotation keeps only the last few decisions (see `controller.state`); this is where
 the rest goes: ConfigMap ``ptc-history-<service>`` in the Service's namespace, key ``history``,
 a JSON list of decision records, oldest first, bounded to `LIMIT` records and `BYTES` bytes
-(the API server's limit for a ConfigMap is 1 MiB). It is written best-effort after the state:
+(the API server's limit for a ConfigMap is 1 MiB); key ``target``, the rollout target the records
+belong to; key ``version``, the format's version (absent in ConfigMaps from before it existed,
+which are version 1). It is written best-effort after the state:
 a failed write is logged and never holds up the rollout (the decisions are also in the Events
 and the newest ones in the annotation). `ptc status` and `ptc report` read it when present.
 """
@@ -13,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import structlog
 
 from controller.kube import Conflict, KubeError, NotFound
-from controller.state import DecisionRecord, StateError, decode_record, record_json
+from controller.state import DecisionRecord, StateError, cut_text, decode_record, record_json
 
 log = structlog.get_logger("ptc.history")
 
 KEY = "history"
 TARGET_KEY = "target"  # the rollout target (`RolloutState.target`) the records belong to
+VERSION_KEY = "version"
+VERSION = 1  # of the ConfigMap's format; a reader refuses a newer one rather than misread it
 LIMIT = 200  # records kept
 BYTES = 512 * 1024  # encoded size kept, well under the 1 MiB a ConfigMap may hold
 LABELS = {"app.kubernetes.io/managed-by": "ptc", "ptc.dev/role": "history"}
@@ -51,8 +56,10 @@ def configmap_name(service: str) -> str:
     return f"ptc-history-{service}"
 
 
-def _key(r: DecisionRecord) -> tuple[str, int, str, str]:
-    return (r.at.isoformat(), r.step, r.decision, r.by)
+def record_key(r: DecisionRecord) -> tuple[str, int, str, str, str]:
+    """What makes a decision record the same one in the ConfigMap and in the annotation."""
+    # Texts as the annotation cuts them: its copy of a record with a long `by` is the same one.
+    return (r.at.isoformat(), r.step, r.phase, cut_text(r.decision), cut_text(r.by))
 
 
 def merge(*histories: Iterable[DecisionRecord]) -> tuple[DecisionRecord, ...]:
@@ -61,10 +68,10 @@ def merge(*histories: Iterable[DecisionRecord]) -> tuple[DecisionRecord, ...]:
     Pass the ConfigMap's records before the annotation's: the annotation's copies of the same
     decisions have their readings stripped.
     """
-    seen: dict[tuple[str, int, str, str], DecisionRecord] = {}
+    seen: dict[tuple[str, int, str, str, str], DecisionRecord] = {}
     for history in histories:
         for r in history:
-            seen.setdefault(_key(r), r)
+            seen.setdefault(record_key(r), r)
     return tuple(sorted(seen.values(), key=lambda r: r.at))
 
 
@@ -82,14 +89,31 @@ def encode(records: Sequence[DecisionRecord]) -> str:
 
 
 def decode(text: str) -> tuple[DecisionRecord, ...]:
-    """The records in a history ConfigMap's JSON; StateError if it is not that."""
+    """The newest `LIMIT` records in a history ConfigMap's JSON; StateError if it is not that."""
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise StateError(f"history is not JSON: {exc.msg}") from exc
+    except RecursionError as exc:  # "[[[[..." by the megabyte
+        raise StateError("history is not a list of records: nested too deeply") from exc
+    except ValueError as exc:  # a number of more digits than Python converts
+        raise StateError(f"history is not a list of records: {str(exc)[:80]}") from exc
     if not isinstance(raw, list):
         raise StateError("history is not a JSON list")
-    return tuple(decode_record(r, f"history[{i}]") for i, r in enumerate(raw))
+    first = max(0, len(raw) - LIMIT)
+    return tuple(decode_record(raw[i], f"history[{i}]") for i in range(first, len(raw)))
+
+
+def check_version(data: Mapping[str, str]) -> None:
+    """StateError unless the ConfigMap's format is one this ptc reads."""
+    raw = data.get(VERSION_KEY, "1")
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
+        raise StateError(f"history ConfigMap has no valid {VERSION_KEY!r} (got {raw[:40]!r})")
+    if int(raw) > VERSION:
+        raise StateError(
+            f"history ConfigMap was written by a newer ptc (version {raw}; this ptc reads up to "
+            f"{VERSION})"
+        )
 
 
 async def read(
@@ -105,6 +129,7 @@ async def read(
         return ()
     if data.get(TARGET_KEY) != target:
         return ()  # an earlier rollout's, not yet replaced
+    check_version(data)
     return decode(data.get(KEY, "[]"))
 
 
@@ -161,7 +186,11 @@ class HistoryWriter:
                     existing = _decoded(data.get(KEY, "[]")) if same else ()
                 except NotFound:
                     existing, version = (), None
-                body = {TARGET_KEY: target, KEY: encode(merge(existing, batch))}
+                body = {
+                    TARGET_KEY: target,
+                    VERSION_KEY: str(VERSION),
+                    KEY: encode(merge(existing, batch)),
+                }
                 await self._kube.write_configmap(
                     self._namespace,
                     self._name,

@@ -261,7 +261,7 @@ class LeaderElector:
             raise RuntimeError("LeaderElector.run() is already running")
         self._running = True
         self._done.clear()
-        self._log.info("leader.election.started", holder=self.holder)
+        self._log.info("leader election started", holder=self.holder)
         try:
             while not self._stopping:
                 await self._attempt()
@@ -312,10 +312,10 @@ class LeaderElector:
                         return False
                     released = await self._write_released(current)
         except (KubeError, TimeoutError) as e:
-            self._log.warning("leader.release.failed", error=str(e) or type(e).__name__)
+            self._log.warning("leadership release failed", error=str(e) or type(e).__name__)
             return False
         self._observe(released)
-        self._log.info("leader.released", holder=None, transitions=released.transitions)
+        self._log.info("leadership released", holder=None, transitions=released.transitions)
         self._publish()
         return True
 
@@ -334,11 +334,15 @@ class LeaderElector:
                 await self._try_acquire_or_renew()
         except TimeoutError:
             if not self._stopping:
-                self._log.warning("leader.attempt.timed_out", leading=self._leading, limit=limit)
+                self._log.warning(
+                    "leader election attempt timed out", leading=self._leading, limit=limit
+                )
         except Conflict as e:
-            self._log.debug("leader.attempt.conflict", leading=self._leading, error=str(e))
+            self._log.debug(
+                "leader election attempt conflicted", leading=self._leading, error=str(e)
+            )
         except KubeError as e:
-            self._log.warning("leader.attempt.failed", leading=self._leading, error=str(e))
+            self._log.warning("leader election attempt failed", leading=self._leading, error=str(e))
         finally:
             self._call_scope = None
         if self._leading and not self.is_leader():
@@ -352,7 +356,7 @@ class LeaderElector:
                 await self._write_ours(self._record)
                 return
             except (Conflict, NotFound) as e:
-                self._log.info("leader.renew.stale", detail="re-reading the lease", error=str(e))
+                self._log.info("lease renewal stale", detail="re-reading the lease", error=str(e))
         ns, name = self.settings.namespace, self.settings.name
         try:
             current = await self._api.get_lease(ns, name)
@@ -453,17 +457,17 @@ class LeaderElector:
         self._published = state
         fields = {"holder": self.holder, "transitions": self.transitions}
         if state[0] and not was_leading:
-            self._log.info("leader.acquired", **fields)
+            self._log.info("leadership acquired", **fields)
         elif was_leading and not state[0]:
             level = self._log.info if self._stopping else self._log.warning
-            level("leader.lost", reason=reason, **fields)
+            level("leadership lost", reason=reason, **fields)
         else:
-            self._log.info("leader.observed", **fields)
+            self._log.info("leader observed", **fields)
         if self._on_change is not None:
             try:
                 self._on_change(*state)
             except Exception:
-                self._log.exception("leader.on_change.failed")
+                self._log.exception("leadership change callback failed")
         self._signal_change()
 
     def _signal_change(self) -> None:

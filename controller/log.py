@@ -4,6 +4,17 @@ Every reconciler binds `rollout`, `namespace`, `phase` and `step` in contextvars
 rollout's task logs carries them without passing a logger around. Lines from libraries that log
 through the standard library (aiohttp, kr8s, urllib3, asyncio) go through the same renderer, with
 their logger's name, so a JSON log stays JSON.
+
+Event names (the first argument of ``log.info(...)`` and its siblings) are short lowercase
+English phrases saying what happened: ``"config reloaded"``, ``"leadership acquired"``,
+``"api error; retrying"``, ``"direct provider: scrape failed"``. Rules, checked over the
+source by ``tests/unit/test_log_names.py``:
+
+- start with a lowercase letter (a proper noun further on keeps its capital: "the Service");
+- words are separated by spaces: no ``dotted.names`` and no ``snake_case``;
+- a literal string, never formatted: values (names, counts, errors) go in key-value fields,
+  so lines with the same meaning share one event name and can be counted and grepped;
+- no full stop at the end.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def deployment_view(caches: Caches, name: str, pending: Mapping[str, int]) -> De
         return DeploymentView(exists=False)
     spec_replicas = pending.get(name, dep.spec_replicas)
     ready = sum(1 for p in caches.pods_of(name) if p.ready and not p.terminating)
-    return DeploymentView(True, spec_replicas, ready)
+    return DeploymentView(True, spec_replicas, ready, uid=dep.uid)
 
 
 def ready_endpoints(spec: Rollout, caches: Caches) -> Endpoints:

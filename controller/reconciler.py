@@ -51,6 +51,7 @@ from controller.preflight import check_autoscalers, check_world, probe_pods
 from controller.rollout import (
     Command,
     Decision,
+    DecisionKind,
     DeleteDeployment,
     Observed,
     PatchService,
@@ -58,10 +59,13 @@ from controller.rollout import (
     PreflightResult,
     RunPreflight,
     Scale,
+    SpecChange,
     Wait,
     decide,
     shared_selector,
+    spec_change,
     target_hash,
+    waits_for_rollout_in_flight,
 )
 from controller.state import (
     COMMAND_ANNOTATION,
@@ -86,7 +90,7 @@ RESYNC_SECONDS = 300.0  # re-decide from the caches at least this often (jittere
 
 
 class StaleView(Exception):
-    """A scale was refused (409): the Deployment changed since the decision read it."""
+    """A scale or delete was refused (409): the Deployment changed since the decision read it."""
 
     def __init__(self, deployment: str) -> None:
         super().__init__(f"deployment {deployment} changed since it was read")
@@ -143,6 +147,7 @@ class RolloutReconciler:
         self._pending_generation = 1
         self._demand = DemandWindow()
         self.generation = 1  # the config generation this reconciler's spec comes from
+        self._spec_hash = spec.spec_hash()  # reports judged under another spec do not count
         # the full decision history (the annotation keeps the last few): best effort
         self.history = HistoryWriter(kube, spec.namespace, spec.service)
 
@@ -179,36 +184,37 @@ class RolloutReconciler:
                 ).set(m.stable)
         self.wake.set()
 
-    def update_spec(self, spec: Rollout, generation: int) -> str:
-        """Take a reloaded spec: `applied`, or `deferred` while a rollout of another target runs.
-
-        Thresholds, steps and timings apply at the next evaluation. A new stable/canary is a
-        new rollout: refused while one is in flight (it finishes, or is aborted, on the spec it
-        started with) and applied as soon as the current one has ended.
-        """
-        if spec == self.spec:
-            self._pending_spec = None
-            return "unchanged"
-        svc = self.service()
-        state = None
-        if svc is not None:
-            with contextlib.suppress(StateError):
-                state = read_state(svc.annotations)
-        in_flight = state is not None and not state.phase.terminal
-        if in_flight and target_hash(spec) != target_hash(self.spec):
+    def update_spec(self, spec: Rollout, generation: int) -> SpecChange:
+        """Take a reloaded spec: applied now, or deferred (see `controller.rollout.reload`)."""
+        change = spec_change(self.spec, spec, self._state_or_none())
+        if change is SpecChange.DEFERRED:
             self._pending_spec = spec
             self._pending_generation = generation
-            return "deferred"
-        self._apply_spec(spec, generation)
-        return "applied"
+        elif change is SpecChange.APPLIED:
+            self._apply_spec(spec, generation)
+        else:
+            self._pending_spec = None
+        return change
+
+    def _state_or_none(self) -> RolloutState | None:
+        svc = self.service()
+        if svc is None:
+            return None
+        try:
+            return read_state(svc.annotations)
+        except StateError:
+            return None
 
     def _apply_spec(self, spec: Rollout, generation: int) -> None:
         self.spec = spec
+        self._spec_hash = spec.spec_hash()
         self.on_spec_change()
         self.generation = generation
         self._pending_spec = None
         if self._runner is not None:
             self._runner.update(spec)
+            # Verdicts judged under the old spec no longer count (see `_summary`): a new one now.
+            self._runner.evaluate_soon(self.clock())
         self.wake.set()
 
     async def alert(self, command: Command) -> Delivery:
@@ -273,11 +279,17 @@ class RolloutReconciler:
         )
 
     def _summary(self, state: RolloutState | None) -> AnalysisSummary | None:
+        """The verdicts decide() is shown: for the state's step, under the spec in force.
+
+        A report judged under an earlier spec (thresholds since reloaded) neither promotes nor
+        rolls back; the runner re-evaluates at once after a reload.
+        """
         report = self._report
         if (
             report is None
             or state is None
             or report.step != min(state.step, len(self.spec.steps) - 1)
+            or report.spec_hash != self._spec_hash
         ):
             return None
         return report.summary
@@ -366,9 +378,10 @@ class RolloutReconciler:
             state = read_state(svc.annotations)
         except StateError as exc:
             return self._problem(f"cannot read {STATE_ANNOTATION}: {exc}")
-        if self._pending_spec is not None and (state is None or state.phase.terminal):
+        pending = self._pending_spec
+        if pending is not None and not waits_for_rollout_in_flight(state, target_hash(pending)):
             self._log.info("applying the deferred config: a new rollout target")
-            self._apply_spec(self._pending_spec, self._pending_generation)
+            self._apply_spec(pending, self._pending_generation)
         self._sync_runner(state)
         observed = self.observe(svc)
         now = self.clock()
@@ -406,7 +419,7 @@ class RolloutReconciler:
 
     def _problem(self, message: str) -> Wait:
         if message != self._last_problem:
-            self._log.warning(message)
+            self._log.warning("rollout problem", problem=message)
             self._last_problem = message
         return Wait(None)
 
@@ -458,14 +471,16 @@ class RolloutReconciler:
             self._own_scale.expect(action.deployment, version, action.replicas)
             await self._persist(svc, new_state)
         elif isinstance(action, DeleteDeployment):
-            # Only the Deployment this decision saw: a new one under the same name is not ours.
-            cached = self.caches.deployments.get(action.deployment)
-            with contextlib.suppress(NotFound):
+            # Only the incarnation retention kept (uid in the state): one created under the same
+            # name since is refused by the API server (409), and the next decide() says so.
+            try:
                 await self.kube.delete_deployment(
-                    self.spec.namespace,
-                    action.deployment,
-                    uid=cached.uid if cached is not None else None,
+                    self.spec.namespace, action.deployment, uid=action.uid or None
                 )
+            except NotFound:
+                pass  # gone already: what the action wanted
+            except Conflict as exc:
+                raise StaleView(action.deployment) from exc
             await self._persist(svc, new_state)
         elif isinstance(action, PatchService):
             patched = await self.kube.patch_service(
@@ -486,14 +501,15 @@ class RolloutReconciler:
         self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)
         self._log.info(
-            decision.state.history[-1].decision if decision.state.history else name,
+            "action taken",
+            decision=decision.state.history[-1].decision if decision.state.history else None,
             action=name,
             reason=decision.reason,
             phase=decision.state.phase.value,
             step=decision.state.step,
         )
         if decision.event is not None:
-            if decision.event.reason == "RollbackStarted":
+            if decision.event.kind is DecisionKind.ROLLBACK:
                 self.metrics.rollbacks.labels(self.spec.namespace, self.spec.name).inc()
             await self.kube.emit_event(
                 self.spec.namespace,

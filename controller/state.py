@@ -125,6 +125,9 @@ class RolloutState:
     flipped_at: datetime | None = None
     bake_started_at: datetime | None = None
     scaled_down_at: datetime | None = None
+    # The stable Deployment's uid when retention started: only that one is deleted after it.
+    # None: unknown (no stable then, or a state from a ptc that did not record it).
+    stable_uid: str | None = None
     finished_at: datetime | None = None
     # The phase a `failed` rollout failed in: preflight or pending means no traffic moved, so
     # `retry` is free (no cooldown, no attempt). None: unknown (states from older ptc), or not
@@ -162,6 +165,11 @@ def _cut(text: str, limit: int = REASON_LIMIT) -> str:
     while (excess := _size(head + "\u2026" + tail) - limit) > 0:
         head = head[: -max(1, excess // 6)]  # a character encodes to at most 6 bytes
     return head + "\u2026" + tail
+
+
+def cut_text(text: str) -> str:
+    """`text` as the annotation keeps it (see `_cut`)."""
+    return _cut(text)
 
 
 def _metric_json(m: MetricRecord) -> dict[str, Any]:
@@ -222,6 +230,7 @@ _STR_FIELDS = {
     "message": False,
     "last_command": True,
     "writer": True,
+    "stable_uid": True,
 }
 
 
@@ -339,6 +348,8 @@ def decode_state(text: str) -> RolloutState:
         raise StateError(
             f"state annotation is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, "[[[[..." 200 KB deep
+        raise StateError(f"state annotation is not a state: {str(exc)[:80]}") from exc
     if not isinstance(data, dict):
         raise StateError(f"state annotation is not a JSON object: {text[:60]!r}")
     version = data.get("v")

@@ -8,10 +8,14 @@ requests measured by ``analysis.trafficShare``, null when not measured), ``repli
 {``stable``, ``canary``: {``spec``, ``ready``}}, ``selector``, ``hold`` {``since``,
 ``until``, ``progress``} or null,
 ``analysis`` {``at``, ``verdict``, ``metrics``: [{``name``, ``verdict``, ``value``,
-``stable``, ``threshold``, ``reason``}]} or null, ``decisions`` (the last ten records),
+``stable``, ``threshold``, ``reason``}]} or null, ``decisions`` (the last ten records; read
+from the cluster, every record of the history ConfigMap and the annotation, oldest first),
 ``writer``, ``configGeneration``, ``pendingConfig``; from the controller only, ``problem`` (what
 a person must fix: an API request refused, the Service missing, a state it cannot read) and ``lag``
-{``reconcileSeconds``, ``evaluationSeconds``, ``intervalSeconds``} (see :mod:`controller.lag`).
+{``reconcileSeconds``, ``evaluationSeconds``, ``intervalSeconds``} (see :mod:`controller.lag`);
+read from the cluster only, ``history`` {``source``: ``configmap`` or ``annotation``,
+``problem``: why the history ConfigMap was not used, or null} (see
+:mod:`controller.status_source`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.lag import lag_caption
-from controller.state import Phase, RolloutState, format_timestamp
+from controller.state import DecisionRecord, Phase, RolloutState, format_timestamp
 
 VERDICT_MARK = {"pass": "✓", "fail": "✗", "inconclusive": "?", "error": "!"}
 PHASE_STYLE = {
@@ -83,8 +87,13 @@ def status_document(
     pending_config: bool = False,
     lag: Mapping[str, float | None] | None = None,
     observed_share: float | None = None,
+    decisions: int | None = 10,
+    history_source: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """One rollout's status document (see the module docstring)."""
+    """One rollout's status document (see the module docstring).
+
+    `decisions`: how many of the newest records of ``state.history`` to list (None: all).
+    """
     window = hold_window(state)
     hold = None
     if window is not None:
@@ -143,14 +152,21 @@ def status_document(
                     for m in r.metrics
                 ],
             }
-            for r in (state.history[-10:] if state else ())
+            for r in _newest(state, decisions)
         ],
         "writer": state.writer if state else None,
         "configGeneration": generation,
         "pendingConfig": pending_config,
         "problem": problem,
         **({"lag": dict(lag)} if lag is not None else {}),
+        **({"history": dict(history_source)} if history_source is not None else {}),
     }
+
+
+def _newest(state: RolloutState | None, count: int | None) -> tuple[DecisionRecord, ...]:
+    if state is None:
+        return ()
+    return state.history if count is None else state.history[len(state.history) - count :]
 
 
 def _analysis_from_history(state: RolloutState) -> dict[str, Any] | None:
@@ -257,8 +273,15 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
 
 
 def decisions_table(doc: Mapping[str, Any], limit: int = 5) -> Table:
-    """The rollout's latest decisions."""
-    table = Table(title=f"{doc['name']}: last decisions", title_justify="left")
+    """The rollout's latest decisions (and why the full history is missing, when it is)."""
+    history = doc.get("history")
+    problem = history.get("problem") if isinstance(history, Mapping) else None
+    table = Table(
+        title=f"{doc['name']}: last decisions",
+        title_justify="left",
+        caption=str(problem) if problem else None,
+        caption_justify="left",
+    )
     for col in ("at", "step", "decision", "by", "reason"):
         table.add_column(col, overflow="fold")
     for d in (doc.get("decisions") or [])[-limit:]:

@@ -1,16 +1,29 @@
-"""Where `ptc status` reads from: the controller's HTTP API, or the cluster itself."""
+"""Where `ptc status` reads from: the controller's HTTP API, or the cluster itself.
+
+From the cluster, the decisions are the history ConfigMap's (every record, with its metric
+readings; see `controller.history`) merged with the state annotation's last few, each record
+once. When the ConfigMap cannot help (missing, forbidden, unreadable, another rollout's, written
+by a newer ptc, or not answering within `HISTORY_TIMEOUT`) the annotation's records are shown
+alone and the document's ``history.problem`` says why.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from controller.kube import DeploymentInfo, Informer, Kube, ServiceInfo
-from controller.state import Phase, RolloutState, StateError, read_state
+from controller import history
+from controller.kube import DeploymentInfo, Informer, Kube, KubeError, ServiceInfo
+from controller.state import DecisionRecord, Phase, RolloutState, StateError, read_state
 from controller.status import status_document
+
+HISTORY_TIMEOUT = 5.0  # seconds for one history ConfigMap read; past it, the annotation's
+HISTORY_READS = 8  # history ConfigMaps read at once
+HISTORY_LAG_RETRY = 2.0  # seconds before re-reading a ConfigMap that lacked the newest decision
 
 
 class StatusError(Exception):
@@ -34,14 +47,38 @@ async def from_controller(url: str, timeout: float = 10.0) -> list[dict[str, Any
     return rollouts
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    """One history ConfigMap read: for which Service version, its records, or why none."""
+
+    service_version: str
+    records: tuple[DecisionRecord, ...]
+    problem: str | None
+    read_at: float  # the event loop's clock
+
+    def lacks(self, record: DecisionRecord) -> bool:
+        """Whether this read is older than `record` (the ConfigMap is written after the state)."""
+        key = history.record_key(record)
+        return self.problem is None and all(history.record_key(r) != key for r in self.records)
+
+
 class ClusterStatus:
-    """Status from the Services' state annotations and the Deployments (watched, not polled)."""
+    """Status from the Services' state annotations, the history ConfigMaps and the Deployments.
+
+    Services and Deployments are watched, not polled. A history ConfigMap is read again only
+    when its Service changed since the last read, or when the read lacked the annotation's
+    newest decision (the ConfigMap is written after the state, so it may lag it briefly).
+    """
 
     def __init__(self, kube: Kube, namespace: str) -> None:
         self.namespace = namespace
+        self.kube = kube
         self.services: Informer[ServiceInfo] = kube.informer("services", namespace)
         self.deployments: Informer[DeploymentInfo] = kube.informer("deployments", namespace)
         self.changed = asyncio.Event()
+        self._recorded: dict[str, _Recorded] = {}
+        self.history_reads = 0  # ConfigMap reads made (for tests)
+        self.lag_retry = HISTORY_LAG_RETRY
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start watching and wait for the first lists."""
@@ -51,21 +88,69 @@ class ClusterStatus:
         for informer in (self.services, self.deployments):
             await informer.wait_synced(timeout)
 
-    def documents(self, now: datetime | None = None) -> list[dict[str, Any]]:
+    async def documents(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """A status document per Service that carries a rollout state."""
         now = now or datetime.now(UTC)
-        docs = []
+        states: list[tuple[ServiceInfo, RolloutState | str]] = []
         for svc in self.services.items():
             try:
                 state = read_state(svc.annotations)
             except StateError as exc:
-                docs.append(_broken(svc, str(exc), now))
+                states.append((svc, str(exc)))
                 continue
             if state is not None:
-                docs.append(self._document(svc, state, now))
+                states.append((svc, state))
+        slots = asyncio.Semaphore(HISTORY_READS)
+
+        async def recorded(svc: ServiceInfo, state: RolloutState) -> _Recorded:
+            async with slots:
+                return await self._history(svc, state)
+
+        async with asyncio.TaskGroup() as group:
+            reads = {
+                svc.name: group.create_task(recorded(svc, found))
+                for svc, found in states
+                if isinstance(found, RolloutState)
+            }
+        docs = []
+        for svc, found in states:
+            if isinstance(found, str):
+                docs.append(_broken(svc, found, now))
+                continue
+            read = reads[svc.name].result()
+            full = replace(found, history=history.merge(read.records, found.history))
+            docs.append(self._document(svc, full, now, read))
+        self._recorded = {name: task.result() for name, task in reads.items()}
         return docs
 
-    def _document(self, svc: ServiceInfo, state: RolloutState, now: datetime) -> dict[str, Any]:
+    async def _history(self, svc: ServiceInfo, state: RolloutState) -> _Recorded:
+        """The ConfigMap's records for `state`, re-read only when they may have changed."""
+        last = self._recorded.get(svc.name)
+        now = asyncio.get_running_loop().time()
+        if (
+            last is not None
+            and last.service_version == svc.resource_version
+            and not (
+                state.history
+                and last.lacks(state.history[-1])
+                and now - last.read_at >= self.lag_retry
+            )
+        ):
+            return last
+        self.history_reads += 1
+        try:
+            async with asyncio.timeout(HISTORY_TIMEOUT):
+                records = await history.read(self.kube, svc.namespace, svc.name, state.target)
+        except (KubeError, StateError) as exc:
+            return _Recorded(svc.resource_version, (), _history_problem(svc, str(exc)), now)
+        except TimeoutError:
+            problem = _history_problem(svc, f"no answer within {HISTORY_TIMEOUT:g}s")
+            return _Recorded(svc.resource_version, (), problem, now)
+        return _Recorded(svc.resource_version, records, None, now)
+
+    def _document(
+        self, svc: ServiceInfo, state: RolloutState, now: datetime, recorded: _Recorded
+    ) -> dict[str, Any]:
         stable = self.deployments.get(state.stable) if state.stable else None
         canary = self.deployments.get(state.canary) if state.canary else None
         replicas = {
@@ -97,7 +182,17 @@ class ClusterStatus:
             waiting=None,
             problem=None,
             now=now,
+            decisions=None,
+            history_source={
+                "source": "configmap" if recorded.records else "annotation",
+                "problem": recorded.problem,
+            },
         )
+
+
+def _history_problem(svc: ServiceInfo, error: str) -> str:
+    name = history.configmap_name(svc.name)
+    return f"history ConfigMap {svc.namespace}/{name} not used ({error}); showing the annotation's"
 
 
 def _broken(svc: ServiceInfo, error: str, now: datetime) -> dict[str, Any]:

@@ -132,7 +132,7 @@ async def _deliver(
         return
     action = chosen.action.value
     if delivered is Delivery.WRITE:
-        bound.warning(f"alert: {action}", **_alert_fields(chosen.alert))
+        bound.warning("alert command delivered", command=action, **_alert_fields(chosen.alert))
         what, why = action, f"{command.kind.value} delivered; applied at the next reconcile"
     elif delivered is Delivery.DUPLICATE:
         bound.info("alert already delivered", **_alert_fields(chosen.alert))
@@ -158,7 +158,8 @@ async def _record(
     outcome = "resolved" if match.alert.status == "resolved" else "recorded"
     metrics.alert_outcomes.labels(spec.namespace, spec.name, outcome).inc()
     log.info(
-        f"alert {match.alert.status}: recorded",
+        "alert recorded",
+        status=match.alert.status,
         rollout=spec.name,
         namespace=spec.namespace,
         why=why,

@@ -68,9 +68,10 @@ class AnalysisReport:
     """One evaluation: the verdicts plus what the reconciler needs to act on them.
 
     `step` says what was judged: the reconciler ignores a report for another step than the
-    state's. `spec_hash` names the config it was judged under (a reload's thresholds apply from
-    the next evaluation on). `capacity` and `demand` are None when the step's analysis has no
-    capacity gate.
+    state's. `spec_hash` names the config it was judged under: the reconciler ignores a report
+    judged under another spec than the one in force (a reload's thresholds apply from the next
+    evaluation on, which the reconciler asks for at once). `capacity` and `demand` are None
+    when the step's analysis has no capacity gate.
     """
 
     rollout: str

@@ -109,7 +109,7 @@ async def _status(args: argparse.Namespace) -> int:
 
         async def fetch() -> list[dict[str, Any]]:
             if cluster is not None:
-                return select(cluster.documents(), args.rollout)
+                return select(await cluster.documents(), args.rollout)
             async with asyncio.timeout(args.timeout):
                 documents = await from_controller(args.controller)
             return select(documents, args.rollout)

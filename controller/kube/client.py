@@ -1,9 +1,13 @@
 """The Kubernetes API adapter: every read and write the controller makes goes through :class:`Kube`.
 
-Each call has a timeout; Unavailable (5xx, 429, connection errors, timeouts) is retried here and
-nowhere else, with tenacity exponential backoff, jitter, a cap and a maximum number of attempts
-(:class:`~controller.kube.policy.KubePolicy`). NotFound, Conflict, Forbidden and Invalid are
-raised at once. Only the permissions in :data:`~controller.kube.permissions.PERMISSIONS` are used.
+Each call has a timeout; a request that fails with Unavailable (5xx, 429, connection errors,
+timeouts) is retried here, with tenacity exponential backoff, jitter, a cap and a maximum number
+of attempts (:class:`~controller.kube.policy.KubePolicy`), and no caller re-sends it: once the
+attempts are spent, the reconciler requeues and decides afresh from its caches
+(:mod:`controller.kube.retrying`) and the leader elector tries again at its next renewal.
+Watches and their lists are the informers' (:mod:`controller.kube.informer`), which reconnect
+with their own backoff. NotFound, Conflict, Forbidden and Invalid are raised at once. Only the
+permissions in :data:`~controller.kube.permissions.PERMISSIONS` are used.
 
 Writes are fenced to leadership: with a ``fence`` (the leader elector's time left), every write
 attempt — the first and each retry — is sent only while leadership lasts and is bounded by the
@@ -301,7 +305,7 @@ class Kube:
             self._events.recorded(key, event["metadata"]["name"], 1, now)
         except KubeError as e:
             log.warning(
-                "kube.event.failed",
+                "event not recorded",
                 namespace=namespace,
                 involved=f"{involved.kind}/{involved.name}",
                 reason=reason,

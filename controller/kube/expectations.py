@@ -109,7 +109,7 @@ class Expectations(Generic[V]):
         if why == "expired":
             # Not expected to happen: every way an echo can be missed has a rule above.
             self._log.warning(
-                "kube.expectation.expired",
+                "expectation expired",
                 kind=self._what,
                 object=name,
                 resource_version=pending.resource_version,

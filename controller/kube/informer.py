@@ -255,9 +255,9 @@ class Informer(Generic[T]):
         self._set_error(error)
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         if error is None or isinstance(error, KubeError):
-            self._log.info("kube.watch.reconnect", error=str(error), delay=round(delay, 3))
+            self._log.info("watch reconnecting", error=str(error), delay=round(delay, 3))
         else:  # a bug, not the network: keep the traceback
-            self._log.error("kube.watch.crashed", delay=round(delay, 3), exc_info=error)
+            self._log.error("watch crashed", delay=round(delay, 3), exc_info=error)
 
     async def _session(self, transport: Transport) -> None:
         """List if needed, then watch once; return when reconnecting should not back off."""
@@ -294,7 +294,7 @@ class Informer(Generic[T]):
         # a blip after a good stream: reconnect now, with the backoff reset
         self._count(reconnects=1)
         self._set_error(error)
-        self._log.info("kube.watch.reconnect", error=str(error), delay=0)
+        self._log.info("watch reconnecting", error=str(error), delay=0)
 
     async def _list(self, transport: Transport) -> None:
         self._lists_started += 1
@@ -327,7 +327,7 @@ class Informer(Generic[T]):
         self._count(lists=1, relists=0 if first else 1)
         self._synced.set()
         self._set_error(None)
-        self._log.debug("kube.list", items=len(items), version=version, relist=not first)
+        self._log.debug("informer listed", items=len(items), version=version, relist=not first)
         for name, obj in old.items():
             if name not in items:
                 self._notify(DELETED, obj)
@@ -353,7 +353,7 @@ class Informer(Generic[T]):
         version, name = meta.get("resourceVersion"), meta.get("name")
         if kind == "BOOKMARK" or kind not in (ADDED, MODIFIED, DELETED) or not name:
             if kind != "BOOKMARK":
-                self._log.warning("kube.watch.unexpected_event", event_type=kind)
+                self._log.warning("watch sent an unexpected event", event_type=kind)
             if version:
                 self._version = str(version)
             return
@@ -377,7 +377,7 @@ class Informer(Generic[T]):
             try:
                 callback(event_type, obj)
             except Exception:
-                self._log.exception("kube.informer.callback_failed", event_type=event_type)
+                self._log.exception("informer callback failed", event_type=event_type)
 
     def _count(self, **deltas: int) -> None:
         s = self._stats

@@ -103,7 +103,7 @@ async def call_with_retries(
         if on_retry is not None:
             on_retry()
         log.info(
-            "kube.retry",
+            "api request retry",
             request=what,
             attempt=state.attempt_number,
             error=str(error),

@@ -7,11 +7,13 @@ from controller.rollout.context import (
     target_hash,
 )
 from controller.rollout.machine import decide
+from controller.rollout.reload import SpecChange, spec_change, waits_for_rollout_in_flight
 from controller.rollout.types import (
     Action,
     Command,
     CommandKind,
     Decision,
+    DecisionKind,
     DeleteDeployment,
     DeploymentView,
     Endpoints,
@@ -32,6 +34,7 @@ __all__ = [
     "Command",
     "CommandKind",
     "Decision",
+    "DecisionKind",
     "DeleteDeployment",
     "DeploymentView",
     "Endpoints",
@@ -43,9 +46,12 @@ __all__ = [
     "PreflightResult",
     "RunPreflight",
     "Scale",
+    "SpecChange",
     "Wait",
     "decide",
     "pinned_selector",
     "shared_selector",
+    "spec_change",
     "target_hash",
+    "waits_for_rollout_in_flight",
 ]

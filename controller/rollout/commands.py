@@ -7,7 +7,7 @@ from dataclasses import replace
 from controller.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx
 from controller.rollout.lifecycle import start
 from controller.rollout.rollback import begin_rollback
-from controller.rollout.types import Command, CommandKind, Decision
+from controller.rollout.types import Command, CommandKind, Decision, DecisionKind
 from controller.state import Phase
 
 
@@ -17,11 +17,9 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
     def refuse(why: str) -> Decision:
         return ctx.transition(
             st.phase,
-            f"{cmd.kind.value}-refused",
+            DecisionKind.refused(cmd.kind),
             why,
-            warning=True,
             by=cmd.by,
-            event_reason="CommandRefused",
             last_command=cmd.id,
         )
 
@@ -35,10 +33,9 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
             return refuse(f"pause ignored: rollout is {st.phase.value}")
         return ctx.transition(
             Phase.PAUSED,
-            "paused",
+            DecisionKind.PAUSED,
             f"paused by {cmd.by}{_about(cmd)}",
             by=cmd.by,
-            event_reason="RolloutPaused",
             paused_from=st.phase,
             last_command=cmd.id,
         )
@@ -48,10 +45,9 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
         back = st.paused_from or Phase.PROGRESSING
         return ctx.transition(
             back,
-            "resumed",
+            DecisionKind.RESUMED,
             f"resumed by {cmd.by}",
             by=cmd.by,
-            event_reason="RolloutResumed",
             paused_from=None,
             holding_since=None,
             last_command=cmd.id,
@@ -62,10 +58,9 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
         if st.phase is Phase.SCALING_DOWN:
             return ctx.transition(
                 Phase.SCALING_DOWN,
-                "promoted",
+                DecisionKind.PROMOTED,
                 f"retention skipped by {cmd.by}",
                 by=cmd.by,
-                event_reason="RolloutPromoted",
                 scaled_down_at=st.scaled_down_at - ctx.spec.retention.scale_down_delay
                 if st.scaled_down_at
                 else None,
@@ -76,10 +71,9 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
             back = Phase.PROGRESSING
         return ctx.transition(
             back,
-            "promoted",
+            DecisionKind.PROMOTED,
             f"step {st.step + 1}: hold and gates skipped by {cmd.by}",
             by=cmd.by,
-            event_reason="RolloutPromoted",
             promoted_step=st.step,
             paused_from=None,
             holding_since=None,

@@ -16,8 +16,8 @@ from controller.plan import Limits, Move, Role
 from controller.rollout.types import (
     Action,
     Decision,
+    DecisionKind,
     Event,
-    EventType,
     Observed,
     Persist,
     Scale,
@@ -108,11 +108,9 @@ class Ctx:
     def transition(
         self,
         phase: Phase,
-        decision: str,
+        kind: DecisionKind,
         reason: str,
         *,
-        warning: bool = False,
-        event_reason: str | None = None,
         action: Action | None = None,
         by: str = "ptc",
         **changes: object,
@@ -120,18 +118,13 @@ class Ctx:
         """Move to `phase` (or stay, with `changes`), recorded, evented and persisted first."""
         since = self.now if phase is not self.state.phase else self.state.phase_since
         new = self.state.with_record(
-            self.record(decision, reason, by),
+            self.record(kind.decision, reason, by),
             phase=phase,
             phase_since=since,
             message=reason,
             **changes,
         )
-        event = Event(
-            EventType.WARNING if warning else EventType.NORMAL,
-            event_reason or camel(decision),
-            reason,
-        )
-        return Decision(action or Persist(), new, reason, event)
+        return Decision(action or Persist(), new, reason, Event(kind, reason))
 
     def scale(self, move: Move, why: str) -> Decision:
         name = (
@@ -160,10 +153,6 @@ class Ctx:
 def _finite(x: float | None) -> float | None:
     # Prometheus answers NaN for 0/0; JSON has no NaN, and the record is JSON.
     return x if x is not None and math.isfinite(x) else None
-
-
-def camel(text: str) -> str:
-    return "".join(w.capitalize() for w in text.replace("_", "-").split("-"))
 
 
 def dur(delta: timedelta) -> str:

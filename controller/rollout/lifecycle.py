@@ -7,7 +7,13 @@ from datetime import datetime, timedelta
 
 from controller.config.model import Rollout
 from controller.rollout.context import Ctx, dur, shared_selector
-from controller.rollout.types import Decision, Observed, PreflightResult, RunPreflight
+from controller.rollout.types import (
+    Decision,
+    DecisionKind,
+    Observed,
+    PreflightResult,
+    RunPreflight,
+)
 from controller.state import Phase, RolloutState
 
 
@@ -37,11 +43,10 @@ def start(
     ctx = Ctx(spec, base, observed, None, now)
     return ctx.transition(
         Phase.PREFLIGHT,
-        "started",
+        DecisionKind.STARTED,
         f"rollout of {spec.canary.deployment} ({spec.canary.version}) over "
         f"{spec.stable.deployment} started, attempt {attempt}"
         + (f" (retry by {by})" if by != "ptc" else ""),
-        event_reason="RolloutStarted",
         by=by,
         attempt=attempt,
         started_at=now,
@@ -86,7 +91,7 @@ def preflight(ctx: Ctx) -> Decision:
         )
     return ctx.transition(
         Phase.PROGRESSING,
-        "preflight-passed",
+        DecisionKind.PREFLIGHT_PASSED,
         f"preflight passed; shifting {total} replica(s) in {len(ctx.spec.steps)} step(s)"
         + "".join(f"; warning: {w}" for w in result.warnings)
         + (" (full text: PreflightWarning Events)" if result.warnings else ""),
@@ -101,9 +106,8 @@ def preflight_failed(ctx: Ctx, reason: str) -> Decision:
     """Failed before any traffic moved: recorded as such, so `retry` is free."""
     return ctx.transition(
         Phase.FAILED,
-        "preflight-failed",
+        DecisionKind.PREFLIGHT_FAILED,
         reason + NO_TRAFFIC_MOVED,
-        warning=True,
         finished_at=ctx.now,
         failed_in=Phase.PREFLIGHT,
     )
@@ -122,7 +126,7 @@ def _preflight_waiting(ctx: Ctx, result: PreflightResult, since: datetime) -> De
     if ctx.state.message != reason:
         # Recorded once per distinct reason: the state (and `ptc status` read from the
         # cluster) says what preflight waits on, without a write every retry.
-        return ctx.transition(Phase.PREFLIGHT, "preflight-waiting", reason)
+        return ctx.transition(Phase.PREFLIGHT, DecisionKind.PREFLIGHT_WAITING, reason)
     # The last run is at the deadline, so a pod Ready just in time still passes.
     retry_at = min(result.at + PREFLIGHT_RETRY, deadline)
     if ctx.now >= retry_at:

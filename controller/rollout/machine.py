@@ -24,9 +24,10 @@ from controller.config.model import Rollout
 from controller.rollout.commands import apply_command
 from controller.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx, target_hash
 from controller.rollout.lifecycle import idle, pending, preflight, rolled_back, start
+from controller.rollout.reload import WAITS_REASON, waits_for_rollout_in_flight
 from controller.rollout.rollback import begin_rollback, rolling_back
 from controller.rollout.steps import baking, flipping, paused, progressing, scaling_down
-from controller.rollout.types import Command, Decision, Observed
+from controller.rollout.types import Command, Decision, DecisionKind, Observed
 from controller.state import Phase, RolloutState
 
 
@@ -43,13 +44,9 @@ def decide(
     if state is None:
         return start(spec, None, observed, target, now, attempt=1)
     if state.target != target:
-        if state.phase.terminal:
-            return start(spec, state, observed, target, now, attempt=1)
-        ctx = Ctx(spec, state, observed, verdicts, now)
-        return ctx.wait(
-            "the config names a different stable/canary than the rollout in flight; it "
-            "finishes (or is aborted) on the spec it started with"
-        )
+        if waits_for_rollout_in_flight(state, target):
+            return Ctx(spec, state, observed, verdicts, now).wait(WAITS_REASON)
+        return start(spec, state, observed, target, now, attempt=1)
     ctx = Ctx(spec, state, observed, verdicts, now)
     if command is not None and command.id != state.last_command:
         return apply_command(ctx, command)
@@ -57,9 +54,8 @@ def decide(
         if not observed.stable.exists and state.phase is not Phase.SCALING_DOWN:
             return ctx.transition(
                 Phase.FAILED,
-                "failed",
+                DecisionKind.FAILED,
                 f"stable Deployment {spec.stable.deployment} not found: nothing to roll back to",
-                warning=True,
                 finished_at=now,
                 failed_in=state.phase,
             )

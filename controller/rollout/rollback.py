@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from controller.plan import Move, Role, rollback_split
 from controller.rollout.context import Ctx, dur, pinned_selector, shared_selector
-from controller.rollout.types import Decision, PatchService
+from controller.rollout.types import Decision, DecisionKind, PatchService
 from controller.state import Phase
 
 
 def begin_rollback(ctx: Ctx, reason: str, by: str = "ptc") -> Decision:
     return ctx.transition(
         Phase.ROLLING_BACK,
-        "rollback",
+        DecisionKind.ROLLBACK,
         reason,
-        warning=True,
-        event_reason="RollbackStarted",
         by=by,
         holding_since=None,
         paused_from=None,
@@ -48,7 +46,7 @@ def rolling_back(ctx: Ctx) -> Decision:
             return ctx.wait("rollback: waiting for a Ready stable pod before moving the selector")
         return ctx.transition(
             Phase.ROLLING_BACK,
-            "select-stable",
+            DecisionKind.SELECT_STABLE,
             f"Service selector set back to {wanted}",
             action=PatchService(wanted),
         )
@@ -66,9 +64,7 @@ def rolling_back(ctx: Ctx) -> Decision:
     )
     return ctx.transition(
         Phase.ROLLED_BACK,
-        "rolled-back",
+        DecisionKind.ROLLED_BACK,
         f"rolled back: {target.stable} stable pod(s) Ready, canary at {target.canary}{nxt}",
-        warning=True,
-        event_reason="RolledBack",
         finished_at=ctx.now,
     )

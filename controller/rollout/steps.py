@@ -25,7 +25,13 @@ from controller.plan import (
 )
 from controller.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx, dur, pinned_selector
 from controller.rollout.rollback import begin_rollback
-from controller.rollout.types import Decision, DeleteDeployment, Event, EventType, PatchService
+from controller.rollout.types import (
+    Decision,
+    DecisionKind,
+    DeleteDeployment,
+    Event,
+    PatchService,
+)
 from controller.state import Phase
 
 
@@ -92,7 +98,7 @@ def _hold(ctx: Ctx, reason: str, verdict: Verdict, kind: str = "analysis") -> De
     if ctx.state.holding_since is None or ctx.state.hold_kind != kind:
         return ctx.transition(
             Phase.HOLDING if ctx.state.phase is Phase.PROGRESSING else ctx.state.phase,
-            "hold",
+            DecisionKind.HOLD,
             reason,
             holding_since=ctx.state.holding_since or ctx.now,
             hold_kind=kind,
@@ -105,10 +111,8 @@ def _hold(ctx: Ctx, reason: str, verdict: Verdict, kind: str = "analysis") -> De
             return begin_rollback(ctx, why)
         return ctx.transition(
             Phase.PAUSED,
-            "paused",
+            DecisionKind.PAUSED_AT_MAX_HOLD,
             why + " — resume or promote to go on, abort to roll back",
-            warning=True,
-            event_reason="RolloutPaused",
             paused_from=ctx.state.phase,
         )
     until = ctx.state.holding_since + analysis.max_hold if policy is not Policy.HOLD else None
@@ -120,7 +124,10 @@ def _release(ctx: Ctx, what: str) -> Decision:
     held = (ctx.now - ctx.state.holding_since).total_seconds() if ctx.state.holding_since else 0
     phase = Phase.PROGRESSING if ctx.state.phase is Phase.HOLDING else ctx.state.phase
     return ctx.transition(
-        phase, "hold-released", f"{what}: hold released after {held:.0f}s", holding_since=None
+        phase,
+        DecisionKind.HOLD_RELEASED,
+        f"{what}: hold released after {held:.0f}s",
+        holding_since=None,
     )
 
 
@@ -201,7 +208,7 @@ def progressing(ctx: Ctx) -> Decision:
     ):
         return ctx.transition(
             st.phase,
-            "select-shared",
+            DecisionKind.SELECT_SHARED,
             f"Service selector set to the shared selector {dict(st.shared_selector)}",
             action=PatchService(dict(st.shared_selector)),
         )
@@ -209,15 +216,14 @@ def progressing(ctx: Ctx) -> Decision:
     shortfall = surge_shortfall(ctx.spec, ctx.limits)
     if shortfall is not None and st.step == 0 and st.step_reached_at is None:
         # Found before any traffic moved: a rollout that could never flip does not start.
-        return ctx.transition(Phase.FAILED, "failed", shortfall, warning=True, finished_at=ctx.now)
+        return ctx.transition(Phase.FAILED, DecisionKind.FAILED, shortfall, finished_at=ctx.now)
     target = _step_target(ctx, st.step)
     if target is None:
         return ctx.transition(
             Phase.FAILED,
-            "failed",
+            DecisionKind.FAILED,
             f"step {st.step + 1}: no split of {ctx.limits.total} replicas reaches "
             f"{step.weight:g}%; raise maxSurge",
-            warning=True,
             finished_at=ctx.now,
         )
     if st.step_reached_at is None:
@@ -226,10 +232,9 @@ def progressing(ctx: Ctx) -> Decision:
             return shifted
         return ctx.transition(
             Phase.PROGRESSING,
-            "step-reached",
+            DecisionKind.STEP_REACHED,
             f"step {st.step + 1}/{len(ctx.spec.steps)}: {target.canary} canary / "
             f"{target.stable} stable ({target.weight:.1f}%), holding {dur(step.hold)}",
-            event_reason="StepReached",
             step_reached_at=ctx.now,
             holding_since=None,
             weight=round(target.weight, 2),
@@ -255,9 +260,8 @@ def progressing(ctx: Ctx) -> Decision:
         if step.manual_gate:
             return ctx.transition(
                 Phase.PAUSED,
-                "manual-gate",
+                DecisionKind.MANUAL_GATE,
                 f"step {st.step + 1} passed; waiting at its manual gate: promote to go on",
-                event_reason="ManualGate",
                 paused_from=Phase.PROGRESSING,
             )
     return _advance(ctx)
@@ -269,9 +273,8 @@ def _advance(ctx: Ctx) -> Decision:
     if nxt < len(ctx.spec.steps):
         return ctx.transition(
             Phase.PROGRESSING,
-            "advance",
+            DecisionKind.ADVANCE,
             f"step {st.step + 1} done; next: step {nxt + 1} at {ctx.spec.steps[nxt].weight:g}%",
-            event_reason="StepAdvanced",
             step=nxt,
             step_reached_at=None,
             holding_since=None,
@@ -279,9 +282,8 @@ def _advance(ctx: Ctx) -> Decision:
         )
     return ctx.transition(
         Phase.FLIPPING,
-        "flip",
+        DecisionKind.FLIP,
         f"all {len(ctx.spec.steps)} steps done; scaling canary to full size for the flip",
-        event_reason="FlipStarted",
         step=len(ctx.spec.steps),
         step_reached_at=None,
         holding_since=None,
@@ -306,10 +308,9 @@ def flipping(ctx: Ctx) -> Decision:
     pinned = pinned_selector(ctx.state.shared_selector, ctx.spec, ctx.spec.canary.version)
     return ctx.transition(
         Phase.BAKING,
-        "flipped",
+        DecisionKind.FLIPPED,
         f"Service selector pinned to {pinned}; baking {dur(ctx.spec.flip.bake)} with "
         f"{target.stable} stable pod(s) warm",
-        event_reason="SelectorFlipped",
         action=PatchService(pinned),
         flipped_at=ctx.now,
         bake_started_at=None,
@@ -328,7 +329,7 @@ def baking(ctx: Ctx) -> Decision:
     if ctx.observed.selector is not None and dict(ctx.observed.selector) != pinned:
         return ctx.transition(
             st.phase,
-            "flipped",
+            DecisionKind.REPINNED,
             f"Service selector re-pinned to {pinned}",
             action=PatchService(pinned),
         )
@@ -337,10 +338,9 @@ def baking(ctx: Ctx) -> Decision:
             return ctx.wait("waiting until the Service's endpoints list only canary pods")
         return ctx.transition(
             Phase.BAKING,
-            "bake-started",
+            DecisionKind.BAKE_STARTED,
             f"endpoints list only canary pods; baking until "
             f"{(ctx.now + ctx.spec.flip.bake).isoformat()}",
-            event_reason="BakeStarted",
             bake_started_at=ctx.now,
             weight=100.0,
             hold_until=ctx.now + ctx.spec.flip.bake,
@@ -355,10 +355,9 @@ def baking(ctx: Ctx) -> Decision:
             return judged
     return ctx.transition(
         Phase.SCALING_DOWN,
-        "bake-passed",
+        DecisionKind.BAKE_PASSED,
         f"bake passed; scaling stable {ctx.spec.stable.deployment} to 0 and keeping it "
         f"{dur(ctx.spec.retention.scale_down_delay)}",
-        event_reason="BakePassed",
         holding_since=None,
         hold_until=None,
     )
@@ -372,32 +371,55 @@ def scaling_down(ctx: Ctx) -> Decision:
             return ctx.scale(Move(Role.STABLE, 0), "bake passed, retention starts")
         return ctx.transition(
             Phase.SCALING_DOWN,
-            "retention-started",
+            DecisionKind.RETENTION_STARTED,
             f"stable at 0; kept until "
             f"{(ctx.now + ctx.spec.retention.scale_down_delay).isoformat()} for instant rollback",
-            event_reason="RetentionStarted",
             scaled_down_at=ctx.now,
             hold_until=ctx.now + ctx.spec.retention.scale_down_delay,
+            stable_uid=(stable.uid or None) if stable.exists else None,
         )
     end = st.scaled_down_at + ctx.spec.retention.scale_down_delay
     if ctx.now < end:
         return ctx.wait(f"retention: stable kept at 0 until {end.isoformat()}", end)
     if ctx.spec.retention.delete_stable and stable.exists:
-        reason = f"retention over: deleting stable Deployment {ctx.spec.stable.deployment}"
-        new = st.with_record(ctx.record("delete-stable", reason))
-        return Decision(
-            DeleteDeployment(Role.STABLE, ctx.spec.stable.deployment),
-            new,
-            reason,
-            Event(EventType.NORMAL, "StableDeleted", reason),
-        )
+        return _delete_stable(ctx)
     return ctx.transition(
         Phase.COMPLETED,
-        "completed",
+        DecisionKind.COMPLETED,
         f"rollout complete: {ctx.spec.canary.deployment} ({ctx.spec.canary.version}) serves all "
         "traffic",
-        event_reason="RolloutCompleted",
         finished_at=ctx.now,
+    )
+
+
+def _delete_stable(ctx: Ctx) -> Decision:
+    """Delete the stable Deployment retention kept: the one it kept, never a replacement.
+
+    The uid recorded when retention started decides (a state from a ptc that recorded none
+    falls back to the uid seen now). A person who replaced the Deployment since (delete and
+    re-create under the same name) made it theirs: it stays, and the Event says so.
+    """
+    st, name = ctx.state, ctx.spec.stable.deployment
+    seen = ctx.observed.stable.uid
+    kept = st.stable_uid or seen
+    if st.stable_uid and seen and seen != st.stable_uid:
+        return ctx.transition(
+            Phase.COMPLETED,
+            DecisionKind.COMPLETED_STABLE_KEPT,
+            f"rollout complete; stable Deployment {name} NOT deleted: it was replaced since "
+            f"retention started (uid {st.stable_uid} then, {seen} now), so it is not the one "
+            "ptc kept; delete it by hand if it is not wanted",
+            finished_at=ctx.now,
+        )
+    reason = f"retention over: deleting stable Deployment {name}" + (
+        f" (uid {kept})" if kept else ""
+    )
+    new = st.with_record(ctx.record(DecisionKind.STABLE_DELETED.decision, reason))
+    return Decision(
+        DeleteDeployment(Role.STABLE, name, uid=kept),
+        new,
+        reason,
+        Event(DecisionKind.STABLE_DELETED, reason),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from controller.analysis.evaluate import Sample
 from controller.analysis.share import ShareReading
@@ -45,6 +45,7 @@ class DeploymentView:
     exists: bool = True
     spec_replicas: int = 0
     ready_replicas: int = 0
+    uid: str = ""  # this incarnation of the name ("" when unknown)
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,15 @@ class Persist:
 
 @dataclass(frozen=True)
 class DeleteDeployment:
-    """Delete a Deployment (stable, after retention, when configured)."""
+    """Delete a Deployment (stable, after retention, when configured).
+
+    Only the incarnation `uid` (the API server refuses the delete if the name now belongs to
+    another one); "" when unknown.
+    """
 
     role: Role
     deployment: str
+    uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,13 +157,75 @@ class EventType(StrEnum):
     WARNING = "Warning"
 
 
+_N, _W = EventType.NORMAL, EventType.WARNING
+
+
+class DecisionKind(Enum):
+    """A decision people hear about: its record's name, its Event's reason and type.
+
+    The shell keys on the kind (the rollbacks metric, say), never on an Event's wording, so a
+    reworded reason cannot silently change what is counted.
+    """
+
+    STARTED = ("started", "RolloutStarted", _N)
+    PREFLIGHT_WAITING = ("preflight-waiting", "PreflightWaiting", _N)
+    PREFLIGHT_PASSED = ("preflight-passed", "PreflightPassed", _N)
+    PREFLIGHT_FAILED = ("preflight-failed", "PreflightFailed", _W)
+    SELECT_SHARED = ("select-shared", "SelectShared", _N)
+    STEP_REACHED = ("step-reached", "StepReached", _N)
+    HOLD = ("hold", "Hold", _N)
+    HOLD_RELEASED = ("hold-released", "HoldReleased", _N)
+    PAUSED_AT_MAX_HOLD = ("paused", "RolloutPaused", _W)
+    MANUAL_GATE = ("manual-gate", "ManualGate", _N)
+    ADVANCE = ("advance", "StepAdvanced", _N)
+    FLIP = ("flip", "FlipStarted", _N)
+    FLIPPED = ("flipped", "SelectorFlipped", _N)
+    REPINNED = ("flipped", "Flipped", _N)  # the pinned selector restored during the bake
+    BAKE_STARTED = ("bake-started", "BakeStarted", _N)
+    BAKE_PASSED = ("bake-passed", "BakePassed", _N)
+    RETENTION_STARTED = ("retention-started", "RetentionStarted", _N)
+    STABLE_DELETED = ("delete-stable", "StableDeleted", _N)
+    COMPLETED = ("completed", "RolloutCompleted", _N)
+    # retention over, but the stable Deployment was replaced since it started: not deleted
+    COMPLETED_STABLE_KEPT = ("completed", "StableNotDeleted", _W)
+    ROLLBACK = ("rollback", "RollbackStarted", _W)
+    SELECT_STABLE = ("select-stable", "SelectStable", _N)
+    ROLLED_BACK = ("rolled-back", "RolledBack", _W)
+    FAILED = ("failed", "Failed", _W)
+    PAUSED = ("paused", "RolloutPaused", _N)  # by a person (or an alert)
+    RESUMED = ("resumed", "RolloutResumed", _N)
+    PROMOTED = ("promoted", "RolloutPromoted", _N)
+    PROMOTE_REFUSED = ("promote-refused", "CommandRefused", _W)
+    ABORT_REFUSED = ("abort-refused", "CommandRefused", _W)
+    PAUSE_REFUSED = ("pause-refused", "CommandRefused", _W)
+    RESUME_REFUSED = ("resume-refused", "CommandRefused", _W)
+    RETRY_REFUSED = ("retry-refused", "CommandRefused", _W)
+
+    def __init__(self, decision: str, event_reason: str, event_type: EventType) -> None:
+        self.decision = decision  # the decision record's name
+        self.event_reason = event_reason
+        self.event_type = event_type
+
+    @classmethod
+    def refused(cls, command: CommandKind) -> DecisionKind:
+        """The refusal of `command`."""
+        return cls[f"{command.name}_REFUSED"]
+
+
 @dataclass(frozen=True)
 class Event:
-    """A Kubernetes Event to emit on the Service."""
+    """A Kubernetes Event to emit on the Service: a decision's kind and its message."""
 
-    type: EventType
-    reason: str
+    kind: DecisionKind
     message: str
+
+    @property
+    def type(self) -> EventType:
+        return self.kind.event_type
+
+    @property
+    def reason(self) -> str:
+        return self.kind.event_reason
 
 
 @dataclass(frozen=True)

@@ -394,7 +394,7 @@ async def test_emit_event_failure_is_logged_not_raised(api_server: ApiServer, ku
         recorded = await kube.emit_event(NS, ref, "Warning", "RolledBack", "x" * 5000)
     assert recorded is False
     assert api_server.count(verb="create", resource="events") == 1  # best effort: no retries
-    (entry,) = [e for e in logs if e["event"] == "kube.event.failed"]
+    (entry,) = [e for e in logs if e["event"] == "event not recorded"]
     assert entry["log_level"] == "warning"
     assert entry["reason"] == "RolledBack"
     api_server.clear_faults()
@@ -490,7 +490,7 @@ async def test_unavailable_is_retried_until_it_succeeds(api_server: ApiServer, k
     seen: list[object] = []
 
     def clear_after_two(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
-        if event_dict.get("event") == "kube.retry":
+        if event_dict.get("event") == "api request retry":
             seen.append(event_dict["attempt"])
             if len(seen) == 2:
                 api_server.clear_faults()

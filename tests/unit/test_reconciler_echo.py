@@ -285,9 +285,7 @@ async def test_a_lost_echo_is_trusted_until_the_ttl_then_the_cache_wins() -> Non
         with capture_logs() as logs:
             svc = w.reconciler.service()
         assert svc is not None and svc.resource_version != written  # the cache's, older
-        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
-            "kube.expectation.expired"
-        ]
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["expectation expired"]
 
 
 async def test_unmet_expectations_bound_the_reconcilers_sleep() -> None:

@@ -105,3 +105,12 @@ def test_status_from_the_controller_shows_its_lag_under_the_table() -> None:
     assert "controller lag" not in render_text([document(now)], now, width=200)
     garbled = {**document(now), "lag": {"reconcileSeconds": "soon", "evaluationSeconds": True}}
     assert "reconcile - (-)" in render_text([garbled], now, width=200)
+
+
+def test_a_history_configmap_not_used_is_said_under_the_decisions() -> None:
+    now = T0 + timedelta(minutes=2, seconds=35)
+    doc = document(now)
+    doc["history"] = {"source": "annotation", "problem": "history ConfigMap x not used (forbidden)"}
+    assert "history ConfigMap x not used (forbidden)" in render_text([doc], now, width=200)
+    doc["history"] = {"source": "configmap", "problem": None}
+    assert "not used" not in render_text([doc], now, width=200)
