@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 import structlog
 
-from controller.daemon import Controller
-from controller.state import STATE_ANNOTATION
+from controller.core.state import STATE_ANNOTATION
+from controller.shell.daemon import Controller
 from tests.e2e.alerting import AlertmanagerServer, alertmanager_config, prometheus_with_rules
 from tests.e2e.harness import (
     CANARY,

@@ -33,7 +33,7 @@ async def ptc(world: World, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "controller.cli",
+        "controller.ops.cli",
         *args,
         "--namespace",
         NS,

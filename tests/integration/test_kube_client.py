@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.kube import (
+from controller.sandbox.apiaccess import rule
+from controller.sandbox.apiserver import ApiServer
+from controller.sandbox.workload import Workload
+from controller.shell.kube import (
     Conflict,
     DeploymentInfo,
     Forbidden,
@@ -23,9 +26,6 @@ from controller.kube import (
     Unauthorized,
     Unavailable,
 )
-from controller.sandbox.apiaccess import rule
-from controller.sandbox.apiserver import ApiServer
-from controller.sandbox.workload import Workload
 from tests.integration.conftest import FAST, ready_pods
 from tests.sandbox.conftest import deployment, service, wait_until
 
@@ -111,7 +111,7 @@ async def test_list_pods_by_selector_with_deployment_and_readiness(
 async def test_list_pods_follows_pagination(world: ApiServer, kube: Kube) -> None:
     world.patch("Deployment", "web", {"spec": {"replicas": 7}}, subresource="scale")
     await wait_until(world.store, lambda: len(world.list("Pod", label_selector="app=web")) == 8)
-    import controller.kube.client as client_module
+    import controller.shell.kube.client as client_module
 
     world.reset_counts()
     old = client_module._LIST_PAGE

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.kube import (
+from controller.sandbox.apiaccess import rule
+from controller.sandbox.apiserver import ApiServer
+from controller.shell.kube import (
     ADDED,
     DELETED,
     MODIFIED,
@@ -22,8 +24,6 @@ from controller.kube import (
     ServiceInfo,
     Unavailable,
 )
-from controller.sandbox.apiaccess import rule
-from controller.sandbox.apiserver import ApiServer
 from tests.integration.conftest import FAST, eventually
 from tests.sandbox.conftest import deployment, service
 

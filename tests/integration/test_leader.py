@@ -18,9 +18,9 @@ from typing import Any, Literal
 import pytest
 from structlog.testing import capture_logs
 
-from controller.kube import Kube, LeaseInfo, Unavailable
-from controller.leader import ElectorStopped, LeaderElector, LeaderSettings
 from controller.sandbox.apiserver import ApiServer
+from controller.shell.kube import Kube, LeaseInfo, Unavailable
+from controller.shell.leader import ElectorStopped, LeaderElector, LeaderSettings
 from tests.integration.conftest import FAST, eventually
 
 NS = "default"

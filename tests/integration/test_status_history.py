@@ -14,11 +14,7 @@ from typing import Any
 
 import pytest
 
-from controller import history
-from controller.kube import PERMISSIONS, Kube
-from controller.sandbox.apiaccess import Rule
-from controller.sandbox.apiserver import ApiServer
-from controller.state import (
+from controller.core.state import (
     HISTORY_LIMIT,
     STATE_ANNOTATION,
     DecisionRecord,
@@ -27,7 +23,11 @@ from controller.state import (
     RolloutState,
     encode_state,
 )
-from controller.status_source import ClusterStatus
+from controller.ops.status_source import ClusterStatus
+from controller.sandbox.apiaccess import Rule
+from controller.sandbox.apiserver import ApiServer
+from controller.shell import history
+from controller.shell.kube import PERMISSIONS, Kube
 from tests.integration.conftest import FAST, eventually
 from tests.sandbox.conftest import service
 

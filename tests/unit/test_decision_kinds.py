@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.rollout import CommandKind, DecisionKind, EventType
-from controller.state import Phase
+from controller.core.rollout import CommandKind, DecisionKind, EventType
+from controller.core.state import Phase
 from tests.unit.rollout_model import Driver, make_spec
 from tests.unit.test_reconciler_echo import SPEC, state, world
 

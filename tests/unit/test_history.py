@@ -8,9 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller import history
-from controller.kube import Conflict, NotFound, Unavailable
-from controller.state import DecisionRecord, MetricRecord, Phase, RolloutState, StateError, compact
+from controller.core.state import (
+    DecisionRecord,
+    MetricRecord,
+    Phase,
+    RolloutState,
+    StateError,
+    compact,
+)
+from controller.shell import history
+from controller.shell.kube import Conflict, NotFound, Unavailable
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NAME = history.configmap_name("zai-proxy")

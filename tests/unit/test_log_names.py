@@ -1,4 +1,4 @@
-"""Log event names follow one convention (see `controller.log`): checked over the source."""
+"""Log event names follow one convention (see `controller.shell.log`): checked over the source."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_every_log_event_name_in_the_controller_follows_the_convention() -> None
         checked += len(structlog_calls(source))
         found += violations(source, str(path.relative_to(ROOT.parent)))
     assert checked > 60  # the scan sees the controller's log calls (not vacuous)
-    assert not found, "log event names breaking the convention (controller/log.py):\n" + (
+    assert not found, "log event names breaking the convention (controller/shell/log.py):\n" + (
         "\n".join(found)
     )
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.metrics import Metrics
-from controller.reconciler import RolloutReconciler, StaleView
-from controller.rollout import target_hash
-from controller.state import STATE_ANNOTATION, Phase, RolloutState, encode_state, read_state
+from controller.core.rollout import target_hash
+from controller.core.state import STATE_ANNOTATION, Phase, RolloutState, encode_state, read_state
+from controller.shell.metrics import Metrics
+from controller.shell.reconciler import RolloutReconciler, StaleView
 from tests.unit.fake_cluster import FakeCluster, FakeKube, SteppedClock, caches_for, populate
 from tests.unit.rollout_model import T0, make_spec
 

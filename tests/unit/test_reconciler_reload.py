@@ -1,9 +1,9 @@
-"""The reconciler applies what `controller.rollout.reload` decides about a reloaded spec."""
+"""The reconciler applies what `controller.core.rollout.reload` decides about a reloaded spec."""
 
 from __future__ import annotations
 
-from controller.rollout import SpecChange, target_hash
-from controller.state import STATE_ANNOTATION, Phase, encode_state
+from controller.core.rollout import SpecChange, target_hash
+from controller.core.state import STATE_ANNOTATION, Phase, encode_state
 from tests.unit.fake_cluster import service
 from tests.unit.rollout_model import make_spec
 from tests.unit.test_reconciler_echo import SPEC, state, world

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.analysis.evaluate import AnalysisSummary, MetricResult, Verdict
-from controller.analysis.runner import AnalysisReport
-from controller.state import Phase
+from controller.core.analysis.evaluate import AnalysisSummary, MetricResult, Verdict
+from controller.core.state import Phase
+from controller.shell.analysis_runner import AnalysisReport
 from tests.unit.rollout_model import make_spec
 from tests.unit.test_reconciler_echo import SPEC, state, world
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from controller.reconciler import StaleView
-from controller.rollout import (
+from controller.core.rollout import (
     DecisionKind,
     DeleteDeployment,
     DeploymentView,
@@ -25,7 +24,8 @@ from controller.rollout import (
     decide,
     target_hash,
 )
-from controller.state import Phase, RolloutState, decode_state, encode_state
+from controller.core.state import Phase, RolloutState, decode_state, encode_state
+from controller.shell.reconciler import StaleView
 from tests.unit.rollout_model import T0, make_spec
 from tests.unit.test_reconciler_echo import state, world
 

@@ -1,6 +1,6 @@
 """A reloaded spec: applied at once, or deferred while a rollout of another target runs.
 
-One rule (`controller.rollout.reload`), used by `decide()` and by the reconciler alike.
+One rule (`controller.core.rollout.reload`), used by `decide()` and by the reconciler alike.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.rollout import (
+from controller.core.rollout import (
     SpecChange,
     Wait,
     decide,
@@ -19,7 +19,7 @@ from controller.rollout import (
     target_hash,
     waits_for_rollout_in_flight,
 )
-from controller.state import Phase, RolloutState
+from controller.core.state import Phase, RolloutState
 from tests.unit.rollout_model import T0, Cluster, make_spec
 
 SPEC = make_spec()

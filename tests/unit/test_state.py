@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.state import (
+from controller.core.state import (
     HISTORY_LIMIT,
     STATE_VERSION,
     BreachClocks,

@@ -6,9 +6,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.lag import RolloutLag
-from controller.state import DecisionRecord, MetricRecord, Phase, RolloutState
-from controller.status import hold_window, render_text, status_document
+from controller.core.state import DecisionRecord, MetricRecord, Phase, RolloutState
+from controller.core.status import hold_window, status_document
+from controller.ops.status_view import render_text
+from controller.shell.lag import RolloutLag
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "status_table.txt"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
