@@ -1,0 +1,82 @@
+"""The sandbox API server's write audit and write gate, over raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from controller.sandbox.apiserver import ApiServer
+from tests.sandbox.conftest import service
+
+SERVICES = "/api/v1/namespaces/default/services"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _call(
+    session: aiohttp.ClientSession, method: str, path: str, body: Any, headers: dict[str, str]
+) -> int:
+    async with session.request(method, path, data=json.dumps(body), headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_every_decided_write_is_audited_with_its_sender_code_and_order(
+    api_server: ApiServer,
+) -> None:
+    api_server.add_token("ta", "ctl-a")
+    api_server.add_token("tb", "ctl-b")
+    async with aiohttp.ClientSession(base_url=api_server.url) as s:
+        assert await _call(s, "POST", SERVICES, service("web"), _auth("ta")) == 201
+        rv = api_server.get("services", "web")["metadata"]["resourceVersion"]
+        stale = {"metadata": {"resourceVersion": rv, "annotations": {"x": "b"}}}
+        assert await _call(s, "PATCH", f"{SERVICES}/web", stale, {**MERGE, **_auth("tb")}) == 200
+        # the same precondition again: the object moved on, so 409, audited as not applied
+        stale["metadata"]["annotations"] = {"x": "a"}
+        assert await _call(s, "PATCH", f"{SERVICES}/web", stale, {**MERGE, **_auth("ta")}) == 409
+        async with s.get(f"{SERVICES}/web", headers=_auth("ta")) as resp:
+            assert resp.status == 200  # reads are not audited
+    entries = api_server.audit.entries
+    assert [(e.seq, e.user, e.verb, e.resource, e.name, e.code) for e in entries] == [
+        (1, "ctl-a", "create", "services", None, 201),
+        (2, "ctl-b", "patch", "services", "web", 200),
+        (3, "ctl-a", "patch", "services", "web", 409),
+    ]
+    assert [e.applied for e in entries] == [True, True, False]
+    assert entries[0].resource_version is not None and entries[1].resource_version is not None
+    assert entries[0].resource_version < entries[1].resource_version
+    assert entries[2].resource_version is None
+    assert [e.seq for e in api_server.audit.writes(user="ctl-a")] == [1, 3]
+
+
+async def test_a_held_write_is_applied_on_release_although_its_client_gave_up(
+    api_server: ApiServer,
+) -> None:
+    api_server.add_token("ta", "ctl-a")
+    api_server.create(service("web"))
+    held = api_server.gate.arm(lambda w: w.user == "ctl-a" and w.verb == "patch")
+    patch = {"metadata": {"annotations": {"late": "yes"}}}
+    async with aiohttp.ClientSession(base_url=api_server.url) as s:
+        sending = asyncio.create_task(
+            _call(s, "PATCH", f"{SERVICES}/web", patch, {**MERGE, **_auth("ta")})
+        )
+        arrival = await held.wait_arrived(10)
+        assert (arrival.user, arrival.resource, arrival.name) == ("ctl-a", "services", "web")
+        annotations = api_server.get("services", "web")["metadata"].get("annotations")
+        assert "late" not in (annotations or {})
+        sending.cancel()  # the client gives up and closes its connection
+        await asyncio.gather(sending, return_exceptions=True)
+    assert api_server.audit.entries == []  # not decided while held
+    watch = api_server.store.watch(None, "default", cuttable=False)
+    held.release()
+    assert await watch.next(10) is not None  # the server finishes what it received
+    watch.close()
+    (entry,) = api_server.audit.entries
+    assert entry.applied and entry.held
+    assert api_server.get("services", "web")["metadata"]["annotations"]["late"] == "yes"
