@@ -114,7 +114,8 @@ async def freeze_round(
     kind: str,
     release_before_resume: bool,
 ) -> Round:
-    """Hold a write of `leader`'s, SIGSTOP it, let the standby take over and act, SIGCONT.
+    """Hold a write of `leader`'s, SIGSTOP it, let the standby take over and act, SIGCONT,
+    then let the held write be applied.
 
     `kind` "scale": the leader's next scale of the canary; "state": its next Service patch
     after that (the state write that records the scale).
@@ -139,14 +140,16 @@ async def freeze_round(
         await poll(world, lambda: acquired(audit, standby, frozen_at), 30, "the standby's Lease")
         took = acquired(audit, standby, frozen_at)
         assert took is not None
+        # A scale waits for the standby's own write of that Deployment (its precondition is
+        # the fence); a state write for the standby's first write of anything (the claim).
         await poll(
             world,
             lambda: any(
-                e.applied and e.seq > took.seq
+                e.applied and e.seq > took.seq and (kind == "state" or obj(e) == obj(arrival))
                 for e in audit.writes(user=standby, resources=ROLLOUT_OBJECTS)
             ),
             60,
-            "the standby's first write",
+            "the standby to act",
         )
         if release_before_resume:
             held.release()
@@ -201,6 +204,7 @@ async def test_a_frozen_leader_lands_no_write_after_the_standby_took_over(
     held = [(r.held.verb, r.held.resource, r.entry.code) for r in done]
     late = late_writes(audit, USERS)
     assert not late, f"deposed leaders' writes applied: {late}; held writes: {held}"
+    assert all(not r.entry.applied for r in done), held  # each refused by its precondition
     assert any(r.held.resource == "services" for r in done), held  # the seed covers both kinds
     assert any(r.held.resource == "deployments/scale" for r in done), held
     history = state["history"]
