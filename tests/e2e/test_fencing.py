@@ -220,3 +220,56 @@ async def test_negative_control_an_unfenced_leader_is_caught_writing_late(tmp_pa
         await freeze_round(world, procs, leader, "state", False)
         audit = world.sandbox.api.audit
         await poll(world, lambda: late_writes(audit, USERS), 60, "a deposed leader's late write")
+
+
+async def freeze_at(
+    world: World, procs: dict[str, asyncio.subprocess.Process], leader: str, delay: float
+) -> str:
+    """Freeze `leader` `delay` s after its next write, until the standby took the Lease; SIGCONT.
+
+    Returns once the resumed process has read the Lease again (so it knows); the new leader.
+    """
+    api = world.sandbox.api
+    audit = api.audit
+    standby = next(u for u in USERS if u != leader)
+    start = len(audit.entries)
+    await poll(
+        world,
+        lambda: any(
+            e.user == leader and e.resource in ROLLOUT_OBJECTS for e in audit.entries[start:]
+        ),
+        90,
+        "a write of the leader's",
+    )
+    await asyncio.sleep(delay)  # a moment among the writes that follow
+    procs[leader].send_signal(signal.SIGSTOP)
+    frozen_at = len(audit.entries)
+    try:
+        await poll(world, lambda: acquired(audit, standby, frozen_at), 30, "the standby's Lease")
+    finally:
+        procs[leader].send_signal(signal.SIGCONT)
+    reads = api.count(verb="get", resource="leases", user=leader)
+    await poll(
+        world,
+        lambda: api.count(verb="get", resource="leases", user=leader) >= reads + 2,
+        30,
+        "the old leader to read the Lease",
+    )
+    return standby
+
+
+async def test_a_leader_frozen_at_random_moments_writes_nothing_once_deposed(
+    tmp_path: Path,
+) -> None:
+    """No gate: the leader is frozen at seeded moments among its own writes, so what stops it
+    after SIGCONT is its own fence (its time left), not a precondition."""
+    rng = random.Random(1202)
+    async with two_controllers(tmp_path) as (world, procs, leader):
+        for _ in range(3):
+            leader = await freeze_at(world, procs, leader, rng.uniform(0.0, 0.2))
+        state = await world.wait_phase("completed", timeout=120)
+    late = late_writes(world.sandbox.api.audit, USERS)
+    assert not late, f"deposed leaders' writes applied: {late}"
+    order = [h["step"] for h in state["history"] if h["decision"] == "step-reached"]
+    assert order == [0, 1, 2], order
+    assert not world.monitor.violations, world.monitor.violations
