@@ -276,27 +276,34 @@ class ApiServer:
         rt = info.rt
         resource = f"{rt.plural}/{info.subresource}" if info.subresource else rt.plural
         self._counts[RequestKey(info.verb, rt.group, resource, grant.user)] += 1
+        handler = self._handlers()[info.verb]
+        if info.verb not in WRITE_VERBS:
+            await self._admit(grant, info, resource)
+            return await handler(request, info)
+        arrival = Arrival(grant.user, info.verb, resource, info.namespace, info.name)
+        held = False
+        try:
+            await self._admit(grant, info, resource)
+            await request.read()  # fully received (aiohttp keeps the body for the handler)
+            held = await self.gate.pass_through(arrival)
+            request[_AUDIT] = (arrival, held)
+            return await handler(request, info)
+        except errors.ApiError as e:
+            self.audit.record(arrival, e.code, None, held=held)
+            raise
+
+    async def _admit(self, grant: Grant, info: RequestInfo, resource: str) -> None:
+        """Injected faults, then authorization: the refusals before a request is handled."""
         if self.faults.applies(info.verb, resource):
             if self.faults.latency > 0:
                 await asyncio.sleep(self.faults.latency)
             fault = self.faults.error()
             if fault is not None:
                 raise fault
+        rt = info.rt
         self.authorizer.authorize(
             grant, info.verb, rt.group, rt.plural, info.subresource, info.namespace, info.name
         )
-        handler = self._handlers()[info.verb]
-        if info.verb not in WRITE_VERBS:
-            return await handler(request, info)
-        arrival = Arrival(grant.user, info.verb, resource, info.namespace, info.name)
-        await request.read()  # fully received (aiohttp keeps the body for the handler)
-        held = await self.gate.pass_through(arrival)
-        request[_AUDIT] = (arrival, held)
-        try:
-            return await handler(request, info)
-        except errors.ApiError as e:
-            self.audit.record(arrival, e.code, None, held=held)
-            raise
 
     def _discovery(self, path: str) -> Obj | None:
         if path == "/version":

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from controller.sandbox.apiaccess import rule
 from controller.sandbox.apiserver import ApiServer
 from tests.sandbox.conftest import service
 
@@ -80,3 +81,17 @@ async def test_a_held_write_is_applied_on_release_although_its_client_gave_up(
     (entry,) = api_server.audit.entries
     assert entry.applied and entry.held
     assert api_server.get("services", "web")["metadata"]["annotations"]["late"] == "yes"
+
+
+async def test_writes_refused_before_handling_are_audited_too(api_server: ApiServer) -> None:
+    api_server.add_token("tr", "reader", [rule("", "services", ["get"])])
+    api_server.create(service("web"))
+    patch = {"metadata": {"annotations": {"x": "y"}}}
+    async with aiohttp.ClientSession(base_url=api_server.url) as s:
+        assert await _call(s, "PATCH", f"{SERVICES}/web", patch, {**MERGE, **_auth("tr")}) == 403
+        api_server.set_faults(error_rate=1.0, error_code=429, verbs=["patch"])
+        assert await _call(s, "PATCH", f"{SERVICES}/web", patch, {**MERGE, **_auth("tr")}) == 429
+    assert [(e.user, e.code, e.applied) for e in api_server.audit.entries] == [
+        ("reader", 403, False),
+        ("reader", 429, False),
+    ]
