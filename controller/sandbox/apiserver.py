@@ -478,6 +478,8 @@ class ApiServer:
                     (json.dumps({"type": event[0], "object": event[1]}) + "\n").encode()
                 )
                 self.echo.sent(watch, version)
+        except ConnectionResetError:
+            pass  # the watcher went away (a killed client): nobody is left to tell
         finally:
             watch.close()
             self._watch_requests.pop(watch, None)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import aiohttp
+import pytest
 
 from controller.sandbox.apiaccess import rule
 from controller.sandbox.apiserver import ApiServer
@@ -95,3 +97,25 @@ async def test_writes_refused_before_handling_are_audited_too(api_server: ApiSer
         ("reader", 403, False),
         ("reader", 429, False),
     ]
+
+
+async def test_a_watcher_that_went_away_ends_its_watch_without_an_error(
+    api_server: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed (or frozen, then given-up) controller drops its watch: no traceback logged."""
+    api_server.create(service("web"))
+    reader, writer = await asyncio.open_connection(api_server.host, api_server.port)
+    writer.write(f"GET {SERVICES}?watch=true HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    assert b"200" in await reader.readline()
+    writer.transport.abort()  # the connection is reset, as by a killed process
+    caplog.set_level(logging.ERROR)
+    for i in range(20):  # events to write to the dead stream
+        api_server.patch("services", "web", {"metadata": {"annotations": {"n": str(i)}}})
+        await asyncio.sleep(0.01)
+    for _ in range(1000):  # the server ends the watch at its first failed write
+        if not api_server._watch_requests:
+            break
+        await asyncio.sleep(0.01)
+    assert not api_server._watch_requests
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
