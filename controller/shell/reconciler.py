@@ -394,11 +394,31 @@ class RolloutReconciler:
         self._last_problem = None
         if not self.may_write() and not isinstance(decision.action, Wait | RunPreflight):
             return Wait(None)  # a follower watches but never writes
+        if state is not None and self._must_claim(state, decision) and self.may_write():
+            await self._claim(svc, state)
+            return None  # decide again on the Service as claimed
         structlog.contextvars.bind_contextvars(
             phase=decision.state.phase.value, step=decision.state.step
         )
         await self._execute(decision, svc, state, observed)
         return decision.action if isinstance(decision.action, Wait) else None
+
+    def _must_claim(self, state: RolloutState, decision: Decision) -> bool:
+        """Whether the state was last written by another controller and we are about to act."""
+        if state.writer in (None, self.identity):
+            return False
+        return not state.phase.terminal or not isinstance(decision.action, Wait)
+
+    async def _claim(self, svc: ServiceInfo, state: RolloutState) -> None:
+        """A new leader's first write: the state as it is, with our name as its writer.
+
+        It moves the Service's resourceVersion, so a Service patch a deposed leader still has
+        on its way (sent in its term, applied late: a frozen process, a queue in the API server)
+        fails its precondition instead of landing over what we decide. A Conflict here means
+        such a write landed first: the reconciler requeues and we decide on it.
+        """
+        self._log.info("claiming the rollout", last_writer=state.writer)
+        await self._persist(svc, replace(state, writer=self.identity))
 
     async def after_api_error(self, exc: KubeError, failures: int) -> AfterError:
         """Say what a person must know about an API error; the requeue (see kube.retrying)."""

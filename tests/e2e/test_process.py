@@ -37,16 +37,22 @@ FAST_LEASE = ("--lease-duration", "3s", "--renew-deadline", "2s", "--retry-perio
 
 @asynccontextmanager
 async def controller_process(
-    world: World, config: Path, log: Path, identity: str, kubeconfig: Path | None = None
+    world: World,
+    config: Path,
+    log: Path,
+    identity: str,
+    kubeconfig: Path | None = None,
+    *,
+    module: str = "controller.ops.cli",
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m controller.ops.cli run` against the world; killed if still running at the end."""
+    """`python -m controller.ops.cli run` (or `module`) against the world; killed at the end."""
     assert world.sandbox.kubeconfig is not None
     kubeconfig = kubeconfig or world.sandbox.kubeconfig
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "controller.ops.cli",
+            module,
             "run",
             "--config",
             str(config),
