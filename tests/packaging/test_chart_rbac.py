@@ -219,7 +219,7 @@ async def test_controller_completes_a_rollout_with_only_the_rendered_rbac(
     # Every request is one the rules allow: none of them can have been answered 403.
     denied = {u for u in used if not any(rule.allows(*u) for rule in rules)}
     assert not denied, f"requests the rendered RBAC forbids: {denied}"
-    assert "Forbidden" not in controller.shell.metrics.render().decode()
+    assert "Forbidden" not in controller.metrics.render().decode()
     # And the rules were needed: the controller used every resource they name, the Lease of
     # its leader election included.
     assert {(g, res) for _, g, res in used} == {(g, res) for g, res, _ in WORKLOAD | LEADER}

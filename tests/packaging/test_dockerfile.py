@@ -272,7 +272,7 @@ def test_wheel_built_like_the_builder_contains_the_package_and_entry_point(
         assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()
         assert re.search(
-            r"^\[console_scripts\]\s*\nptc = controller\.cli:main$", entry_points, re.M
+            r"^\[console_scripts\]\s*\nptc = controller\.ops\.cli:main$", entry_points, re.M
         )
         metadata = whl.read(f"{dist_info}/METADATA").decode()
         assert f"\nVersion: {__version__}\n" in metadata
