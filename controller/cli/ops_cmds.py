@@ -176,11 +176,9 @@ def _no_answer(seconds: float) -> str:
 
 
 def _print_yaml(data: Any) -> None:
-    from ruamel.yaml import YAML
+    from controller.config.yamlwrite import dump_yaml
 
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.dump(data, sys.stdout)
+    sys.stdout.write(dump_yaml(data))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
