@@ -11,7 +11,6 @@ and the newest ones in the annotation). `ptc status` and `ptc report` read it wh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -20,6 +19,7 @@ import structlog
 
 from controller.kube import Conflict, KubeError, NotFound
 from controller.state import DecisionRecord, StateError, decode_record, record_json
+from controller.tasks import cancel_and_wait
 
 log = structlog.get_logger("ptc.history")
 
@@ -142,10 +142,7 @@ class HistoryWriter:
     async def close(self) -> None:
         """Stop writing; what is still queued is dropped (it is in the Events)."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _drain(self) -> None:
         while self._pending:
