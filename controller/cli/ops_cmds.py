@@ -18,6 +18,7 @@ from controller.cli.common import (
     UsageError,
     _load,
     _print_problems,
+    require_extra,
 )
 from controller.config import ConfigError
 
@@ -185,6 +186,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write a rollout's timeline (decisions, weight, metrics) as HTML, PNG or SVG."""
     import asyncio
 
+    require_extra("matplotlib", "report", "ptc report")
     from controller.report.command import make_report
     from controller.report.errors import BadReportRequest, ReportError
     from controller.report.fetch import ReportRequest
