@@ -43,6 +43,7 @@ from bench.common import (
     wait_fleet_ready,
     write_config,
 )
+from controller.sandbox.rollouts import bad_gateway_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import zai_proxy_scenario
 
 NS, SERVICE = "devpod", "zai-proxy"
@@ -50,43 +51,18 @@ Counts = dict[tuple[str, str, str, str], int]
 
 
 def rollout_spec() -> dict[str, Any]:
-    return {
-        "name": "zai-proxy",
-        "namespace": NS,
-        "service": SERVICE,
-        "sharedSelector": {"app": "zai-proxy"},
-        "stable": {"deployment": "zai-proxy"},
-        "canary": {"deployment": "zai-proxy-v2", "version": "v2"},
-        "replicas": 4,
-        "maxSurge": 1,
-        "maxUnavailable": 0,
-        "steps": [{"weight": w, "hold": "3s"} for w in (25, 50, 75, 100)],
-        "flip": {"bake": "3s"},
-        "retention": {"scaleDownDelay": "2s"},
-        "analysis": {
+    return zai_proxy_rollout(
+        steps=[{"weight": w, "hold": "3s"} for w in (25, 50, 75, 100)],
+        flip={"bake": "3s"},
+        retention={"scaleDownDelay": "2s"},
+        analysis={
             "interval": "1s",
             "window": "5s",
             "minRequests": 5,
             "maxHold": "60s",
-            "metrics": [
-                {
-                    "name": "bad-gateway-ratio",
-                    "counterRatio": {
-                        "metric": "zai_proxy_requests_total",
-                        "numerator": {"status_code": "502"},
-                    },
-                    "max": 0.05,
-                    "for": "2s",
-                }
-            ],
+            "metrics": [bad_gateway_ratio()],
         },
-        "preflight": {
-            "metrics": {
-                "atStart": ["zai_proxy_build_info"],
-                "lazy": ["zai_proxy_requests_total"],
-            }
-        },
-    }
+    )
 
 
 async def wait_phase(sandbox: Any, ns: str, svc: str, phases: set[str], timeout: float) -> None:
