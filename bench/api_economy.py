@@ -43,26 +43,18 @@ from bench.common import (
     wait_fleet_ready,
     write_config,
 )
-from controller.sandbox.rollouts import bad_gateway_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import zai_proxy_scenario
+from tests.e2e.harness import rollout_spec as harness_rollout
 
 NS, SERVICE = "devpod", "zai-proxy"
 Counts = dict[tuple[str, str, str, str], int]
 
 
 def rollout_spec() -> dict[str, Any]:
-    return zai_proxy_rollout(
-        steps=[{"weight": w, "hold": "3s"} for w in (25, 50, 75, 100)],
-        flip={"bake": "3s"},
-        retention={"scaleDownDelay": "2s"},
-        analysis={
-            "interval": "1s",
-            "window": "5s",
-            "minRequests": 5,
-            "maxHold": "60s",
-            "metrics": [bad_gateway_ratio()],
-        },
-    )
+    """The tests' rollout (tests/e2e/harness.py) with a fourth step, to 100 %."""
+    spec = harness_rollout(steps=[{"weight": w, "hold": "3s"} for w in (25, 50, 75, 100)])
+    del spec["rollback"]  # the default cooldown, as this bench has always measured
+    return spec
 
 
 async def wait_phase(sandbox: Any, ns: str, svc: str, phases: set[str], timeout: float) -> None:

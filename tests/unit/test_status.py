@@ -50,7 +50,7 @@ def state() -> RolloutState:
     )
 
 
-def document(now: datetime) -> dict:  # type: ignore[type-arg]
+def document(now: datetime, with_state: RolloutState | None = None) -> dict:  # type: ignore[type-arg]
     return status_document(
         name="zai-proxy",
         namespace="devpod",
@@ -58,7 +58,7 @@ def document(now: datetime) -> dict:  # type: ignore[type-arg]
         stable="zai-proxy",
         canary="zai-proxy-v2",
         steps=3,
-        state=state(),
+        state=with_state or state(),
         replicas={"stable": {"spec": 2, "ready": 2}, "canary": {"spec": 2, "ready": 2}},
         endpoints={"canary": 2, "stable": 2},
         selector={"app": "zai-proxy"},
@@ -125,22 +125,7 @@ def test_a_metric_reads_the_same_live_recorded_and_in_the_decisions() -> None:
     }
     recorded = replace(state().history[1], metrics=(result.to_record(),))
     history = (state().history[0], recorded, state().history[2])
-    doc = status_document(
-        name="zai-proxy",
-        namespace="devpod",
-        service="zai-proxy",
-        stable="zai-proxy",
-        canary="zai-proxy-v2",
-        steps=3,
-        state=replace(state(), history=history),
-        replicas=None,
-        endpoints=None,
-        selector=None,
-        analysis=None,
-        waiting=None,
-        problem=None,
-        now=T0 + timedelta(minutes=1),
-    )
+    doc = document(T0 + timedelta(minutes=1), replace(state(), history=history))
     assert doc["analysis"]["metrics"] == [live]  # from the history, without a live analysis
     assert doc["decisions"][1]["metrics"] == [live]
     json.dumps(doc, allow_nan=False)
