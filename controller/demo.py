@@ -357,6 +357,9 @@ async def _reports(
                     render_report, state, None, path, rollout=rollout, namespace=NAMESPACE
                 )
             )
+        except ImportError as exc:  # matplotlib: an extra (ptc[report], part of ptc[sandbox])
+            print(f"no reports: {exc}; pip install 'ptc[sandbox]' draws them", file=out)
+            break
         except Exception as exc:  # the report is a bonus; the demo's result stands without it
             print(f"report for rollout {i} failed: {exc}", file=out)
     return report_dir if written else None

@@ -176,3 +176,44 @@ def test_the_sandbox_extra_covers_what_only_the_sandbox_and_demo_import() -> Non
     assert graph["sandbox"] - core <= sandbox
     # The demo writes its rollouts' reports: what the report extra brings, the sandbox's has.
     assert _declared(PYPROJECT["optional-dependencies"]["report"]) <= sandbox
+
+
+NO_MATPLOTLIB = """
+import asyncio, io, sys
+from importlib.abc import MetaPathFinder
+from pathlib import Path
+
+class Absent(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "matplotlib":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+from controller.demo import _reports, demo_rollout
+from datetime import UTC, datetime
+from controller.state import DecisionRecord, Phase, RolloutState
+
+spec = demo_rollout(name="zai-proxy", stable={"deployment": "zai-proxy"},
+                    canary={"deployment": "zai-proxy-v2", "version": "v2"}, speed=1.0)
+at = datetime(2026, 12, 2, tzinfo=UTC)
+state = RolloutState(phase=Phase.COMPLETED, target="t", rollout="zai-proxy", started_at=at,
+                     history=(DecisionRecord(at, "pending", 0, "started", "started"),))
+out = io.StringIO()
+written = asyncio.run(_reports([(spec, state), (spec, state)], Path(sys.argv[1]), out))
+print(repr((written, out.getvalue())))
+"""
+
+
+def test_the_demo_without_matplotlib_says_why_it_wrote_no_reports(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_MATPLOTLIB, str(tmp_path / "reports")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written, said = eval(proc.stdout.splitlines()[-1])  # a (None, str) repr
+    assert written is None
+    assert said.count("pip install 'ptc[sandbox]'") == 1, said  # said once, not per rollout
