@@ -24,13 +24,13 @@ from typing import Any
 import aiohttp
 from kr8s._api import Api as _KrApi
 
-from controller.config.model import Config
-from controller.daemon import Controller, DaemonOptions
+from controller.core.config.model import Config
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
+from controller.shell.daemon import Controller, DaemonOptions
 
 NS, SERVICE, STABLE, CANARY = "devpod", "zai-proxy", "zai-proxy", "zai-proxy-v2"
 FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)
@@ -271,7 +271,7 @@ def free_port() -> int:
 
 @dataclass
 class ControllerProcess:
-    """`python -m controller.cli run` as a subprocess; `url` serves /readyz and /metrics."""
+    """`python -m controller.ops.cli run` as a subprocess; `url` serves /readyz and /metrics."""
 
     proc: asyncio.subprocess.Process
     url: str  # "" when it listens on a port chosen by the OS
@@ -326,7 +326,7 @@ async def controller_process(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "controller.cli",
+            "controller.ops.cli",
             "run",
             "--config",
             str(config),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config.yamlread import read_yaml
+from controller.core.config.yamlread import read_yaml
 from tests.e2e.harness import (
     BAD_GATEWAY,
     CANARY,
@@ -34,7 +34,7 @@ async def ptc(world: World, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "controller.cli",
+        "controller.ops.cli",
         *args,
         "--namespace",
         NS,
@@ -147,6 +147,9 @@ async def test_status_json_mid_rollout_from_the_cluster_and_the_controller(
         as_yaml = read_yaml(out).data
         assert list(as_yaml) == list(doc)
         assert (as_yaml["replicas"], as_yaml["selector"]) == (doc["replicas"], doc["selector"])
+        # From the cluster, the decisions come from the history ConfigMap too (all of them).
+        assert doc["decisions"][0]["decision"] == "started"
+        assert doc["history"] == {"source": "configmap", "problem": None}
         # The same from the controller's API (which knows what it waits on).
         url = ctl.server.url
         code, out, err = await ptc(world, "status", "zai-proxy", "-o", "json", "--controller", url)

@@ -181,14 +181,14 @@ def test_metadata(final: df.Stage) -> None:
         ".benchmarks/x.json",
         ".import_linter_cache/x",
         "ptc.egg-info/PKG-INFO",
-        "build/lib/controller/cli/__init__.py",
+        "build/lib/controller/ops/cli/__init__.py",
         "dist/ptc-0.1.0.whl",
         ".venv/bin/python",
         "controller/__pycache__/cli.cpython-311.pyc",
         "controller/sandbox/__pycache__/world.cpython-311.pyc",
         "controller/sandbox/world.py",
         "controller/sandbox/__init__.py",
-        "controller/demo.py",
+        "controller/ops/demo.py",
         "helm/ptc/values.yaml",
         "bench/bench_plan.py",
         "Dockerfile",
@@ -273,14 +273,14 @@ def test_wheel_built_like_the_builder_contains_the_package_and_entry_point(
         names = set(whl.namelist())
         dist_info = f"ptc-{__version__}.dist-info"
         assert "controller/__init__.py" in names
-        assert "controller/cli/__init__.py" in names and "controller/py.typed" in names
+        assert "controller/ops/cli/__init__.py" in names and "controller/py.typed" in names
         # The controller image has no sandbox and no demo (.dockerignore leaves them out).
         assert not any(n.startswith("controller/sandbox/") for n in names)
-        assert "controller/demo.py" not in names
+        assert "controller/ops/demo.py" not in names
         assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()
         assert re.search(
-            r"^\[console_scripts\]\s*\nptc = controller\.cli:main$", entry_points, re.M
+            r"^\[console_scripts\]\s*\nptc = controller\.ops\.cli:main$", entry_points, re.M
         )
         metadata = whl.read(f"{dist_info}/METADATA").decode()
         assert f"\nVersion: {__version__}\n" in metadata

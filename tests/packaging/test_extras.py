@@ -30,7 +30,7 @@ SLIM = """
 import contextlib, io, json, sys
 from importlib.abc import MetaPathFinder
 
-BLOCKED = ("matplotlib", "controller.sandbox", "controller.demo")
+BLOCKED = ("matplotlib", "controller.sandbox", "controller.ops.demo")
 attempts = []
 
 class Absent(MetaPathFinder):
@@ -41,8 +41,8 @@ class Absent(MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Absent())
-import controller.daemon, controller.server, controller.cli
-from controller.cli import main
+import controller.shell.daemon, controller.shell.server, controller.ops.cli
+from controller.ops.cli import main
 
 def run(*argv):
     out, err = io.StringIO(), io.StringIO()
@@ -61,7 +61,7 @@ results["report"] = run("report", "zai-proxy", "-o", sys.argv[2])
 results["demo"] = run("demo")
 results["sandbox"] = run("sandbox")
 results["loaded"] = sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"
-                           or m.startswith(("controller.sandbox", "controller.demo")))
+                           or m.startswith(("controller.sandbox", "controller.ops.demo")))
 print(json.dumps(results))
 """
 
@@ -149,9 +149,9 @@ def _graph() -> dict[str, set[str]]:
         rel = path.relative_to(ROOT / "controller").as_posix()
         part = (
             "sandbox"
-            if rel.startswith("sandbox/") or rel == "demo.py"
+            if rel.startswith("sandbox/") or rel == "ops/demo.py"
             else "report"
-            if rel == "report/chart.py"
+            if rel == "ops/report/chart.py"
             else "core"
         )
         parts[part] |= _distributions(_imports(path), providers)
@@ -190,9 +190,9 @@ class Absent(MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Absent())
-from controller.demo import _reports, demo_rollout
+from controller.ops.demo import _reports, demo_rollout
 from datetime import UTC, datetime
-from controller.state import DecisionRecord, Phase, RolloutState
+from controller.core.state import DecisionRecord, Phase, RolloutState
 
 spec = demo_rollout(name="zai-proxy", stable={"deployment": "zai-proxy"},
                     canary={"deployment": "zai-proxy-v2", "version": "v2"}, speed=1.0)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.config.model import Config
-from controller.demo import demo_rollout
+from controller.core.config.model import Config
+from controller.ops.demo import demo_rollout
 from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, zai_proxy_rollout
 from tests.e2e.harness import no_analysis, rollout_spec
 

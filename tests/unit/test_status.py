@@ -9,10 +9,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.analysis.evaluate import MetricResult, Verdict
-from controller.lag import RolloutLag
-from controller.state import DecisionRecord, MetricRecord, Phase, RolloutState
-from controller.status import hold_window, render_text, status_document
+from controller.core.analysis.evaluate import MetricResult, Verdict
+from controller.core.state import DecisionRecord, MetricRecord, Phase, RolloutState
+from controller.core.status import hold_window, status_document
+from controller.ops.status_view import render_text
+from controller.shell.lag import RolloutLag
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "status_table.txt"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -129,3 +130,12 @@ def test_a_metric_reads_the_same_live_recorded_and_in_the_decisions() -> None:
     assert doc["analysis"]["metrics"] == [live]  # from the history, without a live analysis
     assert doc["decisions"][1]["metrics"] == [live]
     json.dumps(doc, allow_nan=False)
+
+
+def test_a_history_configmap_not_used_is_said_under_the_decisions() -> None:
+    now = T0 + timedelta(minutes=2, seconds=35)
+    doc = document(now)
+    doc["history"] = {"source": "annotation", "problem": "history ConfigMap x not used (forbidden)"}
+    assert "history ConfigMap x not used (forbidden)" in render_text([doc], now, width=200)
+    doc["history"] = {"source": "configmap", "problem": None}
+    assert "not used" not in render_text([doc], now, width=200)

@@ -13,8 +13,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.config.yamlread import read_yaml
-from controller.config.yamlwrite import dump_yaml
+from controller.core.config.yamlread import read_yaml
+from controller.core.config.yamlwrite import dump_yaml
 
 # Strings that look like something else in one YAML version or the other.
 TRICKY = st.sampled_from(
