@@ -4,6 +4,8 @@
 #            dependencies; anything that needs compiling is compiled here.
 #   final:   installs those wheels offline into a slim Python; no compiler, no build tools,
 #            non-root UID 65532, runs with a read-only root filesystem (writes only to /tmp).
+# The image is the controller and its CLI: no extras (no matplotlib: `ptc report` runs where
+# `pip install 'ptc[report]'` was done), and .dockerignore leaves the sandbox and demo out.
 # Build: docker build -t ptc:0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
 
 FROM python:3.11.14-slim-bookworm AS builder

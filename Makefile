@@ -4,11 +4,13 @@ PIP := $(PYTHON) -m pip --disable-pip-version-check -q
 
 .PHONY: install install-test prometheus alertmanager chromium demo test lint schema
 
+# The controller, the report's charts and the sandbox (the demo): what a checkout is used for.
+# `pip install ptc` alone is the controller and its CLI (the image installs only that).
 install:
-	$(PIP) install -e .
+	$(PIP) install -e '.[report,sandbox]'
 
 install-test: prometheus alertmanager chromium
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[report,sandbox,test]'
 	# helm-sdkpy (the real Helm v4 library, chart tests) declares Python >= 3.12 but works
 	# on 3.11: its own pip call.
 	$(PIP) install --ignore-requires-python helm-sdkpy==0.1.32

@@ -44,49 +44,17 @@ from bench.common import (
     write_config,
 )
 from controller.sandbox.scenarios import zai_proxy_scenario
+from tests.e2e.harness import rollout_spec as harness_rollout
 
 NS, SERVICE = "devpod", "zai-proxy"
 Counts = dict[tuple[str, str, str, str], int]
 
 
 def rollout_spec() -> dict[str, Any]:
-    return {
-        "name": "zai-proxy",
-        "namespace": NS,
-        "service": SERVICE,
-        "sharedSelector": {"app": "zai-proxy"},
-        "stable": {"deployment": "zai-proxy"},
-        "canary": {"deployment": "zai-proxy-v2", "version": "v2"},
-        "replicas": 4,
-        "maxSurge": 1,
-        "maxUnavailable": 0,
-        "steps": [{"weight": w, "hold": "3s"} for w in (25, 50, 75, 100)],
-        "flip": {"bake": "3s"},
-        "retention": {"scaleDownDelay": "2s"},
-        "analysis": {
-            "interval": "1s",
-            "window": "5s",
-            "minRequests": 5,
-            "maxHold": "60s",
-            "metrics": [
-                {
-                    "name": "bad-gateway-ratio",
-                    "counterRatio": {
-                        "metric": "zai_proxy_requests_total",
-                        "numerator": {"status_code": "502"},
-                    },
-                    "max": 0.05,
-                    "for": "2s",
-                }
-            ],
-        },
-        "preflight": {
-            "metrics": {
-                "atStart": ["zai_proxy_build_info"],
-                "lazy": ["zai_proxy_requests_total"],
-            }
-        },
-    }
+    """The tests' rollout (tests/e2e/harness.py) with a fourth step, to 100 %."""
+    spec = harness_rollout(steps=[{"weight": w, "hold": "3s"} for w in (25, 50, 75, 100)])
+    del spec["rollback"]  # the default cooldown, as this bench has always measured
+    return spec
 
 
 async def wait_phase(sandbox: Any, ns: str, svc: str, phases: set[str], timeout: float) -> None:

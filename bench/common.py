@@ -16,8 +16,6 @@ import logging
 import math
 import os
 import shutil
-import signal
-import socket
 import statistics
 import sys
 import time
@@ -31,14 +29,15 @@ from typing import Any
 import aiohttp
 from kr8s._api import Api as _KrApi
 
+from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import deployment
-from controller.sandbox.world import Sandbox, SandboxOptions
-from controller.sandbox.zaiproxy import ProxyTuning
+from controller.sandbox.world import Sandbox
+from tests.e2e import harness
+from tests.e2e.harness import ControllerProcess, fast_options
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "bench" / "profiles"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)
 STATE_ANNOTATION = "ptc.dev/state"
 COMMAND_ANNOTATION = "ptc.dev/command"
 CONTROLLER_USER = "ptc-bench-controller"
@@ -222,15 +221,13 @@ async def bench_sandbox(
     _KrApi._instances.clear()
     # The sandbox logs a traceback for each watch stream cut by a stopping controller.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    options = SandboxOptions(
-        workdir=workdir,
+    options = fast_options(
+        workdir,
         ready_delay=ready_delay,
-        termination_grace=0.3,
         traffic_rate=traffic_rate,
         prometheus=prometheus,
         scrape_interval=scrape_interval,
         seed=seed,
-        tuning=FAST,
         control_port=None,
     )
     async with Sandbox(options) as sandbox:
@@ -330,25 +327,8 @@ async def wait_fleet_ready(
 # Three metrics per rollout: a ratio, a ratio compared against stable, a gauge.
 def fleet_metrics(window_for: str = "30s") -> list[dict[str, Any]]:
     return [
-        {
-            "name": "bad-gateway-ratio",
-            "counterRatio": {
-                "metric": "zai_proxy_requests_total",
-                "numerator": {"status_code": "502"},
-            },
-            "max": 0.05,
-            "for": window_for,
-        },
-        {
-            "name": "rate-limited-ratio",
-            "counterRatio": {
-                "metric": "zai_proxy_requests_total",
-                "numerator": {"status_code": "429"},
-            },
-            "max": 0.10,
-            "for": window_for,
-            "compare": {"factor": 1.5, "slack": 0.02},
-        },
+        bad_gateway_ratio(for_=window_for),
+        rate_limited_ratio(for_=window_for),
         {
             "name": "rate-limit",
             "gauge": {"metric": "zai_proxy_rate_limit_requests_per_second", "aggregate": "sum"},
@@ -359,18 +339,16 @@ def fleet_metrics(window_for: str = "30s") -> list[dict[str, Any]]:
 
 def fleet_spec(m: FleetMember, *, interval: str = "10s", hold: str = "2h") -> dict[str, Any]:
     """A rollout that reaches its first step and then stays there (a long hold)."""
-    return {
-        "name": m.service,
-        "namespace": m.namespace,
-        "service": m.service,
-        "sharedSelector": {"app": m.stable},
-        "stable": {"deployment": m.stable},
-        "canary": {"deployment": m.canary, "version": "v2"},
-        "replicas": 1,
-        "maxSurge": 1,
-        "maxUnavailable": 0,
-        "steps": [{"weight": 50, "hold": hold}, {"weight": 100, "hold": hold}],
-        "analysis": {
+    spec = zai_proxy_rollout(
+        name=m.service,
+        namespace=m.namespace,
+        service=m.service,
+        sharedSelector={"app": m.stable},
+        stable={"deployment": m.stable},
+        canary={"deployment": m.canary, "version": "v2"},
+        replicas=1,
+        steps=[{"weight": 50, "hold": hold}, {"weight": 100, "hold": hold}],
+        analysis={
             "interval": interval,
             "window": "1m",
             "minRequests": 5,
@@ -379,11 +357,9 @@ def fleet_spec(m: FleetMember, *, interval: str = "10s", hold: str = "2h") -> di
             "onError": "hold",
             "metrics": fleet_metrics(),
         },
-        "preflight": {
-            "probe": True,
-            "metrics": {"atStart": ["zai_proxy_build_info"], "lazy": ["zai_proxy_requests_total"]},
-        },
-    }
+    )
+    spec["preflight"]["probe"] = True
+    return spec
 
 
 def state_of(sandbox: Sandbox, namespace: str, service: str) -> dict[str, Any] | None:
@@ -400,49 +376,10 @@ def parse_time(value: str) -> float:
 # -- the controller process ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_config(path: Path, prometheus_url: str | None, specs: Sequence[dict[str, Any]]) -> Path:
     prometheus = {"url": prometheus_url or "http://127.0.0.1:9", "timeout": "5s"}
     path.write_text(json.dumps({"prometheus": prometheus, "rollouts": list(specs)}))
     return path
-
-
-@dataclass
-class ControllerProcess:
-    """`python -m controller.ops.cli run` as a subprocess; `url` serves /readyz and /metrics."""
-
-    proc: asyncio.subprocess.Process
-    url: str
-    started: float  # time.monotonic() just before the spawn
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    async def wait_ready(self, timeout: float, poll: float = 0.01) -> float:
-        """Seconds from spawn to the first /readyz 200."""
-        deadline = self.started + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
-            while time.monotonic() < deadline:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"controller exited {self.proc.returncode}: {self.tail()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"{self.url}/readyz") as response:
-                        if response.status == 200:
-                            return time.monotonic() - self.started
-                await asyncio.sleep(poll)
-        raise TimeoutError(f"/readyz not 200 after {timeout}s: {self.tail()}")
-
-    def tail(self, limit: int = 1500) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-limit:]
-        return ""
 
 
 @asynccontextmanager
@@ -454,53 +391,11 @@ async def controller_process(
     identity: str = "ptc-bench",
     log_level: str = "info",
 ) -> AsyncIterator[ControllerProcess]:
-    """Start `ptc run`; SIGTERM (then SIGKILL after 20 s) when the block ends."""
-    port = free_port()
-    with log.open("ab") as out:
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "controller.ops.cli",
-            "run",
-            "--config",
-            str(config),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--identity",
-            identity,
-            "--log-format",
-            "json",
-            "--log-level",
-            log_level,
-            stdout=out,
-            stderr=out,
-            cwd=str(REPO),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        yield ControllerProcess(proc, f"http://127.0.0.1:{port}", started, log)
-    finally:
-        await stop_process(proc)
-
-
-async def stop_process(proc: asyncio.subprocess.Process, grace: float = 20.0) -> None:
-    """SIGTERM, wait, then SIGKILL: only this process, by its id."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=grace)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-
-
-# -- Prometheus -----------------------------------------------------------------------------
+    """Start `ptc run` (the tests' launcher); SIGTERM (then SIGKILL after 20 s) at the end."""
+    async with harness.controller_process(
+        config, kubeconfig, log, identity=identity, args=("--log-level", log_level)
+    ) as started:
+        yield started
 
 
 async def prometheus_query_total(session: aiohttp.ClientSession, url: str) -> float:

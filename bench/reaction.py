@@ -55,6 +55,7 @@ from bench.common import (
 )
 from controller.core.analysis.templates import QueryContext
 from controller.core.config.model import Config, Side
+from controller.sandbox.rollouts import bad_gateway_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox
 
@@ -66,43 +67,18 @@ POLL_ENDPOINTS = 0.01
 
 
 def rollout_spec(interval: float, for_: float, window: float) -> dict[str, Any]:
-    return {
-        "name": "zai-proxy",
-        "namespace": NS,
-        "service": SERVICE,
-        "sharedSelector": {"app": "zai-proxy"},
-        "stable": {"deployment": STABLE},
-        "canary": {"deployment": CANARY, "version": "v2"},
-        "replicas": 4,
-        "maxSurge": 1,
-        "maxUnavailable": 0,
-        "steps": [{"weight": 50, "hold": "1h"}],
-        "analysis": {
+    return zai_proxy_rollout(
+        steps=[{"weight": 50, "hold": "1h"}],
+        analysis={
             "interval": f"{interval:g}s",
             "window": f"{window:g}s",
             "minRequests": 5,
             "maxHold": "1h",
             "onInconclusive": "hold",
-            "metrics": [
-                {
-                    "name": "bad-gateway-ratio",
-                    "counterRatio": {
-                        "metric": "zai_proxy_requests_total",
-                        "numerator": {"status_code": "502"},
-                    },
-                    "max": THRESHOLD,
-                    "for": f"{for_:g}s",
-                }
-            ],
+            "metrics": [bad_gateway_ratio(THRESHOLD, f"{for_:g}s")],
         },
-        "rollback": {"cooldown": "1s", "maxAttempts": 1000},
-        "preflight": {
-            "metrics": {
-                "atStart": ["zai_proxy_build_info"],
-                "lazy": ["zai_proxy_requests_total"],
-            }
-        },
-    }
+        rollback={"cooldown": "1s", "maxAttempts": 1000},
+    )
 
 
 def canary_query(document: dict[str, Any]) -> str:

@@ -69,6 +69,17 @@ class MetricRecord:
     threshold: str = ""
     detail: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        """A metric's reading as logs, `ptc status` and the API show it (one shape everywhere)."""
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "value": self.value,
+            "stable": self.stable,
+            "threshold": self.threshold,
+            "reason": self.detail,
+        }
+
 
 @dataclass(frozen=True)
 class DecisionRecord:

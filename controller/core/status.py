@@ -125,15 +125,7 @@ def status_document(
                 "reason": r.reason,
                 "by": r.by,
                 **({"weightObserved": r.weight_observed} if r.weight_observed is not None else {}),
-                "metrics": [
-                    {
-                        "name": m.name,
-                        "verdict": m.verdict,
-                        "value": m.value,
-                        "threshold": m.threshold,
-                    }
-                    for m in r.metrics
-                ],
+                "metrics": [m.to_json() for m in r.metrics],
             }
             for r in _newest(state, decisions)
         ],
@@ -159,17 +151,7 @@ def _analysis_from_history(state: RolloutState) -> dict[str, Any] | None:
             return {
                 "at": iso(record.at),
                 "verdict": None,
-                "metrics": [
-                    {
-                        "name": m.name,
-                        "verdict": m.verdict,
-                        "value": m.value,
-                        "stable": m.stable,
-                        "threshold": m.threshold,
-                        "reason": m.detail,
-                    }
-                    for m in record.metrics
-                ],
+                "metrics": [m.to_json() for m in record.metrics],
             }
     return None
 

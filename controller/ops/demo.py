@@ -29,6 +29,7 @@ from controller.core.config.model import Config, Rollout
 from controller.core.state import RolloutState, read_state
 from controller.ops.status_view import decisions_table, status_table
 from controller.sandbox.invariants import InvariantMonitor
+from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import NAMESPACE, deployment, wait_ready, zai_proxy_scenario
 from controller.sandbox.traffic import TrafficStats
 from controller.sandbox.world import Sandbox, SandboxOptions
@@ -63,47 +64,21 @@ def demo_rollout(
     *, name: str, stable: dict[str, str], canary: dict[str, str], speed: float
 ) -> dict[str, Any]:
     """The demo's rollout spec: the seed's, with durations shortened by `speed`."""
-    return {
-        "name": name,
-        "namespace": NAMESPACE,
-        "service": SERVICE,
-        "sharedSelector": {"app": "zai-proxy"},
-        "stable": stable,
-        "canary": canary,
-        "replicas": 4,
-        "maxSurge": 1,
-        "steps": [
-            {"weight": 25, "hold": _seconds(8, speed)},
-            {"weight": 50, "hold": _seconds(8, speed)},
-            {"weight": 75, "hold": _seconds(8, speed)},
-        ],
-        "flip": {"bake": _seconds(8, speed)},
-        "retention": {"scaleDownDelay": _seconds(5, speed)},
-        "analysis": {
+    return zai_proxy_rollout(
+        name=name,
+        stable=stable,
+        canary=canary,
+        steps=[{"weight": w, "hold": _seconds(8, speed)} for w in (25, 50, 75)],
+        flip={"bake": _seconds(8, speed)},
+        retention={"scaleDownDelay": _seconds(5, speed)},
+        analysis={
             "interval": "1s",
             "window": "10s",
             "minRequests": 10,
             "maxHold": "120s",
             "metrics": [
-                {
-                    "name": "bad-gateway-ratio",
-                    "counterRatio": {
-                        "metric": "zai_proxy_requests_total",
-                        "numerator": {"status_code": "502"},
-                    },
-                    "max": 0.05,
-                    "for": _seconds(3, speed),
-                },
-                {
-                    "name": "rate-limited-ratio",
-                    "counterRatio": {
-                        "metric": "zai_proxy_requests_total",
-                        "numerator": {"status_code": "429"},
-                    },
-                    "max": 0.10,
-                    "for": _seconds(3, speed),
-                    "compare": {"factor": 1.5, "slack": 0.02},
-                },
+                bad_gateway_ratio(for_=_seconds(3, speed)),
+                rate_limited_ratio(for_=_seconds(3, speed)),
             ],
             "capacityGate": {
                 "capacity": {"gauge": {"metric": "zai_proxy_rate_limit_requests_per_second"}},
@@ -111,14 +86,8 @@ def demo_rollout(
                 "headroom": 1.2,
             },
         },
-        "rollback": {"cooldown": "5s"},
-        "preflight": {
-            "metrics": {
-                "atStart": ["zai_proxy_build_info"],
-                "lazy": ["zai_proxy_requests_total"],
-            }
-        },
-    }
+        rollback={"cooldown": "5s"},
+    )
 
 
 class _View:
@@ -388,6 +357,9 @@ async def _reports(
                     render_report, state, None, path, rollout=rollout, namespace=NAMESPACE
                 )
             )
+        except ImportError as exc:  # matplotlib: an extra (ptc[report], part of ptc[sandbox])
+            print(f"no reports: {exc}; pip install 'ptc[sandbox]' draws them", file=out)
+            break
         except Exception as exc:  # the report is a bonus; the demo's result stands without it
             print(f"report for rollout {i} failed: {exc}", file=out)
     return report_dir if written else None

@@ -1,10 +1,19 @@
 """Minimal Prometheus metric families rendered in the text exposition format (version 0.0.4).
 
-The simulated pods need only counters, gauges and histograms with fixed label sets, so this
-small module replaces a `prometheus_client` dependency (whose global default registry would
-also mix every simulated pod's series into one). The text comes out as Go's client_golang
-writes it: families sorted by name, each series' labels sorted by name (a histogram's `le`
-last), series sorted by label values.
+The simulated pods need only counters, gauges and histograms with fixed label sets. The text
+comes out byte for byte as Go's client_golang writes it, which is what the real zai-proxy (a
+Go binary) serves: families sorted by name, each series' labels sorted by name (a histogram's
+`le` last), series sorted by label values, float values as Go's ``strconv`` shortest ``%g``
+(``1e+06``, ``1.234567e+06``), bucket and sample counts as integers.
+
+Why not `prometheus_client` (a dependency, with per-instance `CollectorRegistry` and
+`generate_latest`): its text is not what the real binary exposes. Checked with 0.26:
+counters gain a ``_created`` family (off only process-wide, `disable_created_metrics()`,
+which would change ptc's own /metrics too), values are Python floats (``5.0``, ``le="100.0"``
+where Go writes ``5``, ``le="100"``), ``_count`` comes before ``_sum``, a histogram's ``le``
+is sorted among the other labels, and families and series keep registration order. Queries
+written against the sandbox must match the real binary's series, so the sandbox keeps this
+writer (tested against hand-written Go output in tests/sandbox/test_exposition.py).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -19,14 +29,32 @@ LabelValues = tuple[str, ...]
 
 
 def format_value(value: float) -> str:
-    """Render a sample value the way the Go client does for the common cases."""
+    """A float as client_golang's text writer does: Go's ``strconv.FormatFloat(v, 'g', -1, 64)``.
+
+    The shortest digits that read back as the same float; an exponent (at least two digits)
+    when the decimal exponent is below -4 or at least 6 (``1e+06``, ``1.5e-05``).
+    """
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+    if value == 0:
+        return "0"  # -0 too: client_golang's writeFloat special-cases zero
+    sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    assert isinstance(exponent, int)  # finite
+    text = "".join(map(str, digits)).rstrip("0")
+    exponent += len(digits) - len(text)  # the stripped zeros move into the exponent
+    point = len(text) + exponent  # where the decimal point goes, counted from the first digit
+    minus = "-" if sign else ""
+    if point - 1 < -4 or point - 1 >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        power = point - 1
+        return f"{minus}{mantissa}e{'+' if power >= 0 else '-'}{abs(power):02d}"
+    if point <= 0:
+        return f"{minus}0.{'0' * -point}{text}"
+    if point >= len(text):
+        return f"{minus}{text}{'0' * (point - len(text))}"
+    return f"{minus}{text[:point]}.{text[point:]}"
 
 
 def _escape_label_value(value: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.sandbox.world import Sandbox
+from controller.tasks import cancel_and_wait
 
 SHIFTING = ("progressing", "holding", "flipping")
 TRAFFIC_PHASES = (*SHIFTING, "baking", "paused", "scaling-down", "rolling-back")
@@ -84,10 +85,8 @@ class InvariantMonitor:
 
     async def stop(self) -> None:
         """Stop watching."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task, raise_failure=False)
 
     async def _run(self) -> None:
         watch = self.sandbox.api.store.watch(None, self.namespace, cuttable=False)

@@ -27,6 +27,7 @@ from controller.sandbox import apierrors as errors
 from controller.sandbox.hooks import pre_stop_delay
 from controller.sandbox.kinds import PODS
 from controller.sandbox.registry import Registry, rfc3339
+from controller.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from controller.sandbox.workload import PodRuntime
@@ -70,12 +71,7 @@ class Kubelet:
 
     async def stop(self) -> None:
         """Cancel pod lifecycles and stop every pod started in the runtime."""
-        tasks = list(self._pod_tasks.values())
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*self._pod_tasks.values())
         self._pod_tasks.clear()
         for ns, name in list(self._started):
             await self.runtime.stop_pod(ns, name)

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from controller.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 EndpointSource = Callable[[], Sequence[str]]
@@ -328,16 +330,7 @@ class TrafficGenerator:
     async def stop(self) -> None:
         """Stop the background task and wait until it has ended."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            # Swallow only the generator's own cancellation, never our caller's.
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        await cancel_and_wait(task)
 
     async def __aenter__(self) -> TrafficGenerator:
         self.start()

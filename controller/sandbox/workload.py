@@ -57,6 +57,7 @@ from controller.sandbox.kinds import DEPLOYMENTS, PODS, SERVICES
 from controller.sandbox.kubelet import Kubelet, owner_replica_set
 from controller.sandbox.registry import NAME_ALPHABET, Registry, rfc3339
 from controller.sandbox.store import Watch
+from controller.tasks import cancel_and_wait
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -146,10 +147,7 @@ class Workload:
         """Stop reconciling, cancel pod lifecycles, and stop every pod started in the runtime."""
         if self._watch is not None:
             self._watch.close()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await cancel_and_wait(self._loop_task)
         await self.kubelet.stop()
 
     @property

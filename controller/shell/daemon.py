@@ -33,6 +33,7 @@ from controller.shell.providers.provider import Provider
 from controller.shell.providers.routing import RoutingProvider
 from controller.shell.reconciler import RolloutReconciler
 from controller.shell.server import Server
+from controller.tasks import cancel_and_wait
 
 log = structlog.get_logger("ptc.daemon")
 
@@ -524,9 +525,7 @@ class Controller:
             self.elector.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=STOP_GRACE)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(*pending, raise_failure=False)
         if self.provider is not None:
             await self.provider.close()
         if self.kube is not None:

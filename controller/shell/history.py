@@ -13,7 +13,6 @@ and the newest ones in the annotation). `ptc status` and `ptc report` read it wh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ import structlog
 
 from controller.core.state import DecisionRecord, StateError, cut_text, decode_record, record_json
 from controller.shell.kube import Conflict, KubeError, NotFound
+from controller.tasks import cancel_and_wait
 
 log = structlog.get_logger("ptc.history")
 
@@ -167,10 +167,7 @@ class HistoryWriter:
     async def close(self) -> None:
         """Stop writing; what is still queued is dropped (it is in the Events)."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _drain(self) -> None:
         while self._pending:

@@ -1,9 +1,19 @@
-"""A scenario harness: the sandbox with real Prometheus, the controller, an invariant monitor."""
+"""A scenario harness: the sandbox with real Prometheus, the controller, an invariant monitor.
+
+Also what the benchmarks share with the tests (bench/common.py imports it): the sandbox's fast
+options, and `ptc run` as a real process.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import socket
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,10 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kr8s._api import Api as _KrApi
 
 from controller.core.config.model import Config
 from controller.sandbox.invariants import InvariantMonitor
+from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
@@ -22,56 +34,27 @@ from controller.shell.daemon import Controller, DaemonOptions
 
 NS, SERVICE, STABLE, CANARY = "devpod", "zai-proxy", "zai-proxy", "zai-proxy-v2"
 FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)
+REPO = Path(__file__).resolve().parents[2]
 
-BAD_GATEWAY = {
-    "name": "bad-gateway-ratio",
-    "counterRatio": {"metric": "zai_proxy_requests_total", "numerator": {"status_code": "502"}},
-    "max": 0.05,
-    "for": "2s",
-}
-RATE_LIMITED = {
-    "name": "rate-limited-ratio",
-    "counterRatio": {"metric": "zai_proxy_requests_total", "numerator": {"status_code": "429"}},
-    "max": 0.10,
-    "for": "2s",
-    "compare": {"factor": 1.5, "slack": 0.02},
-}
+BAD_GATEWAY = bad_gateway_ratio()
+RATE_LIMITED = rate_limited_ratio()
 
 
 def rollout_spec(**overrides: Any) -> dict[str, Any]:
     """The seed's rollout with durations shortened for tests."""
-    spec: dict[str, Any] = {
-        "name": "zai-proxy",
-        "namespace": NS,
-        "service": SERVICE,
-        "sharedSelector": {"app": "zai-proxy"},
-        "stable": {"deployment": STABLE},
-        "canary": {"deployment": CANARY, "version": "v2"},
-        "replicas": 4,
-        "maxSurge": 1,
-        "maxUnavailable": 0,
-        "steps": [
-            {"weight": 25, "hold": "3s"},
-            {"weight": 50, "hold": "3s"},
-            {"weight": 75, "hold": "3s"},
-        ],
-        "flip": {"bake": "3s"},
-        "retention": {"scaleDownDelay": "2s"},
-        "analysis": {
+    spec = zai_proxy_rollout(
+        steps=[{"weight": w, "hold": "3s"} for w in (25, 50, 75)],
+        flip={"bake": "3s"},
+        retention={"scaleDownDelay": "2s"},
+        analysis={
             "interval": "1s",
             "window": "5s",
             "minRequests": 5,
             "maxHold": "60s",
             "metrics": [BAD_GATEWAY],
         },
-        "rollback": {"cooldown": "1s"},
-        "preflight": {
-            "metrics": {
-                "atStart": ["zai_proxy_build_info"],
-                "lazy": ["zai_proxy_requests_total"],
-            }
-        },
-    }
+        rollback={"cooldown": "1s"},
+    )
     spec.update(overrides)
     return spec
 
@@ -81,6 +64,17 @@ def no_analysis(**overrides: Any) -> dict[str, Any]:
     spec = rollout_spec(**overrides)
     spec["analysis"] = {"interval": "1s", "metrics": []}
     return spec
+
+
+def fast_options(workdir: Path, **overrides: Any) -> SandboxOptions:
+    """Sandbox options for tests and benchmarks: pods Ready in 0.3 s, scrapes every second."""
+    base: dict[str, Any] = {
+        "ready_delay": 0.3,
+        "termination_grace": 0.3,
+        "scrape_interval": 1.0,
+        "tuning": FAST,
+    }
+    return SandboxOptions(workdir=workdir, **{**base, **overrides})
 
 
 @dataclass
@@ -193,16 +187,12 @@ async def sandbox_world(
 ) -> AsyncIterator[World]:
     """The zai-proxy scenario with Prometheus and the invariant monitor running."""
     _KrApi._instances.clear()
-    options = SandboxOptions(
-        workdir=tmp_path / "sandbox",
-        ready_delay=0.3,
-        termination_grace=0.3,
+    options = fast_options(
+        tmp_path / "sandbox",
         traffic_rate=traffic_rate,
         traffic_connections=traffic_connections,
         prometheus=prometheus,
-        scrape_interval=1.0,
         seed=seed,
-        tuning=FAST,
     )
     async with Sandbox(options) as sandbox:
         await zai_proxy_scenario(
@@ -267,3 +257,112 @@ async def running_controller(
     finally:
         controller.stop()
         await asyncio.wait_for(task, timeout=30)
+
+
+# -- `ptc run` as a real process -----------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ControllerProcess:
+    """`python -m controller.ops.cli run` as a subprocess; `url` serves /readyz and /metrics."""
+
+    proc: asyncio.subprocess.Process
+    url: str  # "" when it listens on a port chosen by the OS
+    started: float  # time.monotonic() just before the spawn
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def wait_ready(self, timeout: float, poll: float = 0.01) -> float:
+        """Seconds from spawn to the first /readyz 200."""
+        assert self.url, "started with port=0: no URL to ask"
+        deadline = self.started + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+            while time.monotonic() < deadline:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"controller exited {self.proc.returncode}: {self.tail()}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"{self.url}/readyz") as response:
+                        if response.status == 200:
+                            return time.monotonic() - self.started
+                await asyncio.sleep(poll)
+        raise TimeoutError(f"/readyz not 200 after {timeout}s: {self.tail()}")
+
+    def tail(self, limit: int = 1500) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-limit:]
+        return ""
+
+
+@asynccontextmanager
+async def controller_process(
+    config: Path,
+    kubeconfig: Path,
+    log: Path,
+    *,
+    identity: str,
+    args: tuple[str, ...] = (),
+    port: int | None = None,
+    stop_grace: float | None = 20.0,
+    module: str = "controller.ops.cli",
+) -> AsyncIterator[ControllerProcess]:
+    """Start `ptc run` (JSON logs appended to `log`); stopped when the block ends.
+
+    `port` None picks a free one (the URL is known); 0 lets the OS choose (no URL, no race
+    between processes started together). At the end a process still running gets SIGTERM and
+    `stop_grace` seconds, then SIGKILL; `stop_grace` None: SIGKILL at once. `module` is the
+    CLI module run with ``python -m`` (the fencing tests' negative control passes its own).
+    """
+    port = free_port() if port is None else port
+    with log.open("ab") as out:
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            "run",
+            "--config",
+            str(config),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--identity",
+            identity,
+            "--log-format",
+            "json",
+            *args,
+            stdout=out,
+            stderr=out,
+            cwd=str(REPO),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    url = f"http://127.0.0.1:{port}" if port else ""
+    try:
+        yield ControllerProcess(proc, url, started, log)
+    finally:
+        await stop_process(proc, stop_grace)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace: float | None = 20.0) -> None:
+    """SIGTERM, wait `grace` seconds, then SIGKILL (None: SIGKILL at once); this process only."""
+    if proc.returncode is not None:
+        return
+    if grace is not None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=grace)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

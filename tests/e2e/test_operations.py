@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.core.config.yamlread import read_yaml
 from tests.e2e.harness import (
     BAD_GATEWAY,
     CANARY,
@@ -140,6 +141,12 @@ async def test_status_json_mid_rollout_from_the_cluster_and_the_controller(
         assert doc["replicas"]["canary"] == {"spec": 2, "ready": 2}
         assert 0.0 <= doc["hold"]["progress"] < 0.1
         assert doc["decisions"][-1]["decision"] == "step-reached"
+        # -o yaml: the same document, read back by the config's own YAML reader.
+        code, out, err = await ptc(world, "status", "zai-proxy", "-o", "yaml")
+        assert code == 0, err
+        as_yaml = read_yaml(out).data
+        assert list(as_yaml) == list(doc)
+        assert (as_yaml["replicas"], as_yaml["selector"]) == (doc["replicas"], doc["selector"])
         # From the cluster, the decisions come from the history ConfigMap too (all of them).
         assert doc["decisions"][0]["decision"] == "started"
         assert doc["history"] == {"source": "configmap", "problem": None}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import harness
 from tests.e2e.harness import CANARY, STABLE, World, rollout_spec, sandbox_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]
@@ -47,34 +46,17 @@ async def controller_process(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m controller.ops.cli run` (or `module`) against the world; killed at the end."""
     assert world.sandbox.kubeconfig is not None
-    kubeconfig = kubeconfig or world.sandbox.kubeconfig
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            module,
-            "run",
-            "--config",
-            str(config),
-            "--kubeconfig",
-            str(kubeconfig),
-            *FAST_LEASE,
-            "--listen",
-            "127.0.0.1:0",
-            "--identity",
-            identity,
-            "--log-format",
-            "json",
-            stdout=out,
-            stderr=out,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with harness.controller_process(
+        config,
+        kubeconfig or world.sandbox.kubeconfig,
+        log,
+        identity=identity,
+        args=FAST_LEASE,
+        port=0,
+        stop_grace=None,
+        module=module,
+    ) as started:
+        yield started.proc
 
 
 async def test_sigkill_in_every_phase_then_restart_completes(tmp_path: Path) -> None:

@@ -129,6 +129,9 @@ def test_builder_builds_the_wheel_the_final_stage_installs(stages: list[df.Stage
     assert installs, "final stage installs nothing"
     words = df.shell_words(installs[0].args)
     assert "--no-index" in words and "ptc" in words
+    # No extras: the controller image has no matplotlib (ptc[report]) and no ptc[sandbox].
+    assert not any(w.startswith("ptc[") for w in words) and "matplotlib" not in words
+    assert not any("matplotlib" in i.args or "ptc[" in i.args for i in builder.all("RUN"))
     assert not final.all("ADD")
     for copy in final.all("COPY"):
         assert "from" in copy.flags, f"line {copy.line}: the final stage copies from the context"
@@ -183,6 +186,9 @@ def test_metadata(final: df.Stage) -> None:
         ".venv/bin/python",
         "controller/__pycache__/cli.cpython-311.pyc",
         "controller/sandbox/__pycache__/world.cpython-311.pyc",
+        "controller/sandbox/world.py",
+        "controller/sandbox/__init__.py",
+        "controller/ops/demo.py",
         "helm/ptc/values.yaml",
         "bench/bench_plan.py",
         "Dockerfile",
@@ -268,7 +274,9 @@ def test_wheel_built_like_the_builder_contains_the_package_and_entry_point(
         dist_info = f"ptc-{__version__}.dist-info"
         assert "controller/__init__.py" in names
         assert "controller/ops/cli/__init__.py" in names and "controller/py.typed" in names
-        assert any(n.startswith("controller/sandbox/") for n in names)
+        # The controller image has no sandbox and no demo (.dockerignore leaves them out).
+        assert not any(n.startswith("controller/sandbox/") for n in names)
+        assert "controller/ops/demo.py" not in names
         assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()
         assert re.search(

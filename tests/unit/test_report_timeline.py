@@ -366,3 +366,17 @@ def test_a_step_reached_without_weight_leaves_a_nan_free_label() -> None:
     assert "step 1 reached" in labels
     assert not any("nan" in label for label in labels)
     assert not any(math.isnan(p.value) for p in build_timeline(state).desired_weight)
+
+
+def test_a_config_other_than_the_one_the_rollout_started_under_is_noted() -> None:
+    spec = web_rollout()
+    started_under = replace(rolled_back_state(), spec_hash=spec.spec_hash())
+    assert not any("config" in n for n in build_timeline(started_under, rollout=spec).notes)
+    edited = load_config_text(CONFIG.replace("max: 0.05", "max: 0.08"), "web.yaml").config
+    notes = build_timeline(started_under, rollout=edited.rollout("web")).notes
+    assert any("differs from the one this rollout started under" in n for n in notes)
+    # States from before the hash was recorded say nothing either way.
+    unknown = replace(started_under, spec_hash="")
+    assert not any(
+        "config" in n for n in build_timeline(unknown, rollout=edited.rollout("web")).notes
+    )

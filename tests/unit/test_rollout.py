@@ -649,3 +649,10 @@ def test_surge_mode_without_room_for_the_flip_fails_before_moving_traffic() -> N
     decisions = driver.run(Phase.FAILED)
     assert scales(decisions) == []
     assert "shifting: surge needs maxSurge >= 4" in decisions[-1].state.message
+
+
+def test_target_hash_bytes_are_those_persisted_states_carry() -> None:
+    # Every persisted state's `target` is this hash: a new encoding would make each running
+    # rollout look like a new one after an upgrade. (The value main computed before the hash
+    # moved to `canonical_hash`.)
+    assert target_hash(make_spec()) == "9533ebc14efa6d18"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.core.analysis.evaluate import MetricResult, Verdict
 from controller.core.state import DecisionRecord, MetricRecord, Phase, RolloutState
 from controller.core.status import hold_window, status_document
 from controller.ops.status_view import render_text
@@ -47,7 +51,7 @@ def state() -> RolloutState:
     )
 
 
-def document(now: datetime) -> dict:  # type: ignore[type-arg]
+def document(now: datetime, with_state: RolloutState | None = None) -> dict:  # type: ignore[type-arg]
     return status_document(
         name="zai-proxy",
         namespace="devpod",
@@ -55,7 +59,7 @@ def document(now: datetime) -> dict:  # type: ignore[type-arg]
         stable="zai-proxy",
         canary="zai-proxy-v2",
         steps=3,
-        state=state(),
+        state=with_state or state(),
         replicas={"stable": {"spec": 2, "ready": 2}, "canary": {"spec": 2, "ready": 2}},
         endpoints={"canary": 2, "stable": 2},
         selector={"app": "zai-proxy"},
@@ -106,6 +110,26 @@ def test_status_from_the_controller_shows_its_lag_under_the_table() -> None:
     assert "controller lag" not in render_text([document(now)], now, width=200)
     garbled = {**document(now), "lag": {"reconcileSeconds": "soon", "evaluationSeconds": True}}
     assert "reconcile - (-)" in render_text([garbled], now, width=200)
+
+
+def test_a_metric_reads_the_same_live_recorded_and_in_the_decisions() -> None:
+    # Prometheus' 0/0 is NaN, which JSON lacks: no value, in every place alike.
+    result = MetricResult("bad-gateway-ratio", Verdict.PASS, 0.01, math.nan, "<= 0.05", "ok")
+    live = result.to_json()
+    assert live == {
+        "name": "bad-gateway-ratio",
+        "verdict": "pass",
+        "value": 0.01,
+        "stable": None,
+        "threshold": "<= 0.05",
+        "reason": "ok",
+    }
+    recorded = replace(state().history[1], metrics=(result.to_record(),))
+    history = (state().history[0], recorded, state().history[2])
+    doc = document(T0 + timedelta(minutes=1), replace(state(), history=history))
+    assert doc["analysis"]["metrics"] == [live]  # from the history, without a live analysis
+    assert doc["decisions"][1]["metrics"] == [live]
+    json.dumps(doc, allow_nan=False)
 
 
 def test_a_history_configmap_not_used_is_said_under_the_decisions() -> None:

@@ -44,6 +44,7 @@ canary-only breach or an ``unknown``, for at least ``for:``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -58,6 +59,7 @@ from controller.core.analysis.significance import (
     worse_than_stable,
 )
 from controller.core.config.model import CapacityGate, Metric
+from controller.core.state import MetricRecord
 
 
 class Verdict(StrEnum):
@@ -130,16 +132,25 @@ class MetricResult:
     reason: str
     breach_since: datetime | None = None
 
+    def to_record(self) -> MetricRecord:
+        """The result as a decision records it (NaN, which JSON lacks, becomes no value)."""
+        return MetricRecord(
+            name=self.name,
+            verdict=self.verdict.value,
+            value=_finite(self.value),
+            stable=_finite(self.stable),
+            threshold=self.threshold,
+            detail=self.reason,
+        )
+
     def to_json(self) -> dict[str, Any]:
-        """The result as logs, the status API and backtests show it (one shape everywhere)."""
-        return {
-            "name": self.name,
-            "verdict": self.verdict.value,
-            "value": self.value,
-            "stable": self.stable,
-            "threshold": self.threshold,
-            "reason": self.reason,
-        }
+        """The result as logs, the status API and backtests show it: `MetricRecord.to_json`."""
+        return self.to_record().to_json()
+
+
+def _finite(x: float | None) -> float | None:
+    # Prometheus answers NaN for 0/0; JSON has no NaN, and records and logs are JSON.
+    return x if x is not None and math.isfinite(x) else None
 
 
 @dataclass(frozen=True)

@@ -527,6 +527,15 @@ class CanaryRef(DeploymentRef):
     version: LabelValue
 
 
+def canonical_hash(data: object) -> str:
+    """16 hex digits of SHA-256 over `data` (JSON-able) as sorted-key JSON: equal data, equal hash.
+
+    The one hash of config data: `Rollout.spec_hash` and the rollout target's hash
+    (`controller.core.rollout.target_hash`, persisted in every state, so its bytes must not change).
+    """
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class Rollout(Model):
     """One service switching from stable to canary."""
 
@@ -570,11 +579,8 @@ class Rollout(Model):
     )
 
     def spec_hash(self) -> str:
-        """A short stable hash of everything that defines this rollout."""
-        canonical = json.dumps(
-            self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """A short stable hash of everything that defines this rollout (recorded at its start)."""
+        return canonical_hash(self.model_dump(mode="json", by_alias=True))
 
     def step_analysis(self, index: int) -> Analysis:
         """The analysis in force at step `index` (the step's override over the rollout's)."""

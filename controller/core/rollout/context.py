@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.core.analysis.evaluate import AnalysisSummary, Verdict
-from controller.core.config.model import Rollout
+from controller.core.config.model import Rollout, canonical_hash
 from controller.core.durations import format_duration
 from controller.core.plan import Limits, Move, Role
 from controller.core.rollout.types import (
@@ -35,7 +32,7 @@ def target_hash(spec: Rollout) -> str:
         "canary": spec.canary.model_dump(mode="json"),
         "versionLabel": spec.version_label,
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return canonical_hash(key)
 
 
 def shared_selector(spec: Rollout, observed_selector: Mapping[str, str] | None) -> dict[str, str]:
@@ -77,17 +74,7 @@ class Ctx:
     def record(self, decision: str, reason: str, by: str = "ptc") -> DecisionRecord:
         metrics: tuple[MetricRecord, ...] = ()
         if self.verdicts is not None:
-            metrics = tuple(
-                MetricRecord(
-                    name=m.name,
-                    verdict=m.verdict.value,
-                    value=_finite(m.value),
-                    stable=_finite(m.stable),
-                    threshold=m.threshold,
-                    detail=m.reason,
-                )
-                for m in self.verdicts.metrics
-            )
+            metrics = tuple(m.to_record() for m in self.verdicts.metrics)
         return DecisionRecord(
             at=self.now,
             phase=self.state.phase.value,
@@ -148,11 +135,6 @@ class Ctx:
         if self.verdicts is None or since is None or self.verdicts.at < since:
             return None
         return self.verdicts.verdict
-
-
-def _finite(x: float | None) -> float | None:
-    # Prometheus answers NaN for 0/0; JSON has no NaN, and the record is JSON.
-    return x if x is not None and math.isfinite(x) else None
 
 
 def dur(delta: timedelta) -> str:

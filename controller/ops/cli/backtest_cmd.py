@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 
 from controller.core.config import ConfigError
 from controller.core.config.model import DNS_LABEL, DNS_SUBDOMAIN, Config, Rollout
-from controller.ops.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, UsageError, _load
+from controller.ops.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    UsageError,
+    _load,
+    require_extra,
+)
 from controller.ops.cli.common import _print_problems as print_problems
 
 if TYPE_CHECKING:
@@ -128,6 +135,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if args.output == "html":
+        require_extra("matplotlib", "report", "ptc backtest -o html")
     if not 400 <= args.width <= 10000:
         raise UsageError("--width must be 400..10000 pixels")
     try:

@@ -19,6 +19,7 @@ from controller.ops.cli.common import (
     UsageError,
     _load,
     _print_problems,
+    require_extra,
 )
 
 T = TypeVar("T")
@@ -176,17 +177,16 @@ def _no_answer(seconds: float) -> str:
 
 
 def _print_yaml(data: Any) -> None:
-    from ruamel.yaml import YAML
+    from controller.core.config.yamlwrite import dump_yaml
 
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.dump(data, sys.stdout)
+    sys.stdout.write(dump_yaml(data))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a rollout's timeline (decisions, weight, metrics) as HTML, PNG or SVG."""
     import asyncio
 
+    require_extra("matplotlib", "report", "ptc report")
     from controller.ops.report.command import make_report
     from controller.ops.report.errors import BadReportRequest, ReportError
     from controller.ops.report.fetch import ReportRequest

@@ -15,6 +15,7 @@ from controller.ops.cli.common import (
     UsageError,
     _load,
     _print_problems,
+    require_extra,
 )
 
 
@@ -81,6 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: a complete rollout, then a rolled-back one, on the sandbox."""
     import asyncio
 
+    require_extra("controller.sandbox", "sandbox", "ptc demo")
     from controller.ops.demo import run_demo
     from controller.shell.log import configure_logging
 
@@ -104,6 +106,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the sandbox until interrupted."""
     import asyncio
 
+    require_extra("controller.sandbox", "sandbox", "ptc sandbox")
     from controller.sandbox.serve import options_from_args, serve
 
     if args.rate < 0 or args.ready_delay < 0:
@@ -256,11 +259,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _echo_order_argument(p: argparse.ArgumentParser) -> None:
-    from controller.sandbox.echo import MODES
+    modes: tuple[str, ...] = ("random",)
+    try:
+        from controller.sandbox.echo import MODES
+
+        modes = MODES
+    except ImportError:  # an installation without the sandbox: `ptc demo` says what to install
+        pass
 
     p.add_argument(
         "--echo-order",
-        choices=MODES,
+        choices=modes,
         default="random",
         help="when a write's watch event reaches watchers: before, with or after the write's "
         "response, or random per write as on a real API server (default)",

@@ -452,6 +452,11 @@ def build_timeline(
         )
     if not history:
         notes.append("no decisions recorded yet")
+    if rollout is not None and state.spec_hash and rollout.spec_hash() != state.spec_hash:
+        notes.append(
+            "the config given differs from the one this rollout started under: its steps and "
+            "thresholds may not be those the rollout was judged by"
+        )
     weights = step_weights(rollout, state.replicas) if rollout is not None else None
     desired, at_record = _desired_weights(history, weights, truncated)
 

@@ -44,6 +44,7 @@ from controller.shell.kube.indexes import Indexes, IndexKeys
 from controller.shell.kube.policy import KubePolicy
 from controller.shell.kube.resources import Resource
 from controller.shell.kube.transport import Obj, Transport
+from controller.tasks import cancel_and_wait
 
 T = TypeVar("T")
 Callback = Callable[[str, T], None]
@@ -134,14 +135,7 @@ class Informer(Generic[T]):
     async def stop(self) -> None:
         """Stop the task and close its connection; the cache is kept but no longer synced."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # we are being cancelled ourselves: let it through
+        await cancel_and_wait(task)
         self._synced.clear()
         self._version = None
 

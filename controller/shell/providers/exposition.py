@@ -20,6 +20,17 @@ sees what Prometheus would store:
 A syntax error anywhere raises `ExpositionError` naming the line: Prometheus rejects the whole
 scrape then, and so does the direct provider. Empty label values are kept as written here; the
 sample buffer drops them (``a=""`` is the same series as no ``a`` at all).
+
+Why not `prometheus_client.parser.text_string_to_metric_families` (a dependency): checked
+with 0.26 against this module's tests, it is less strict than Prometheus, so the direct
+provider would judge data Prometheus refuses to store. It accepts ``m 1 2 3`` (text after the
+timestamp), ``m 1 2.5`` (a float timestamp, read as seconds/1000) and a second ``TYPE`` line
+for a name; it names no line in its errors (``could not convert string to float: 'world'``);
+it does not know ``# TYPE foo counter`` covers ``foo_total`` (the family comes back typed
+``unknown``) and renames a 0.0.4 ``foo_total`` counter family to ``foo``; and it took twice
+as long on a 6 MB body (4.1 s against 2.2 s for 200k samples). Where it does reject, it agrees
+(unquoted or duplicate labels, ``1_000``, ``0x10``, bad names). A wrapper adding the missing
+checks would re-tokenise every line, i.e. be this parser again.
 """
 
 from __future__ import annotations
