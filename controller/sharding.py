@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+MAX_SHARDS = 256
+# A replica's identity is its key in the members ConfigMap: what a ConfigMap key may be.
+MEMBER_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 
 
 def shard_of(namespace: str, name: str, shards: int) -> int:
