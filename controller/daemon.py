@@ -140,6 +140,12 @@ class Controller:
         """Status of every rollout (for /api/v1/rollouts)."""
         return [r.status() for r in self.reconcilers]
 
+    def shards_status(self) -> dict[str, Any] | None:
+        """Sharded: each shard's Lease and holder as this replica sees them (None otherwise)."""
+        if self.sharding is None or self.sharding.manager is None:
+            return None
+        return self.sharding.document(self.options.identity)
+
     def is_leader(self) -> bool:
         """Whether this instance may write now (always, without leader election).
 

@@ -87,6 +87,29 @@ class ShardOwnership:
     def is_running(self, reconciler: RolloutReconciler) -> bool:
         return any(r is reconciler for r, _ in self._running.get(self.shard(reconciler), []))
 
+    def document(self, identity: str) -> dict[str, Any]:
+        """Shards, their Leases and holders, for /api/v1/rollouts and `ptc status --controller`."""
+        manager = self.manager
+        assert manager is not None
+        counts = [0] * self.shards
+        for r in self._reconcilers():
+            counts[self.shard(r)] += 1
+        return {
+            "identity": identity,
+            "members": sorted(manager.members),
+            "fairShare": manager.plan.fair_share if manager.plan is not None else None,
+            "shards": [
+                {
+                    "shard": i,
+                    "lease": manager.settings.lease(i).name,
+                    "holder": holder,
+                    "leading": manager.is_leader(i),
+                    "rollouts": counts[i],
+                }
+                for i, holder in enumerate(manager.holders())
+            ],
+        }
+
     # --- leadership changes ------------------------------------------------------------------
 
     def on_change(self, shard: int, leading: bool, holder: str | None) -> None:

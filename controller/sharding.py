@@ -11,8 +11,9 @@ for them. Two rules live here, free of I/O so they can be tested exhaustively:
   holder), which free shards it may take now and which of its own it should hand off. Each
   replica takes at most its fair share, ``ceil(S / live replicas)``, and only while it is among
   the least loaded, so shards spread over replicas; a replica above its fair share, or two or
-  more above the least loaded one, hands one off. A shard left free for longer than a lease
-  duration may be taken by anyone: an unled shard is worse than an uneven spread.
+  more above the least loaded one, hands one off, but only while no shard is free (a free
+  shard is a hand-off in flight, or a Lease not read yet). A shard left free for longer than a
+  lease duration may be taken by anyone: an unled shard is worse than an uneven spread.
 
 The Leases themselves guarantee that a shard has at most one leader; this plan only decides
 who *tries*.
@@ -105,4 +106,8 @@ def plan_shards(view: ShardView) -> ShardPlan:
     excess = mine - target
     if excess <= 0 and mine - low >= 2:
         excess = 1
+    if takeable:
+        # The picture is in flux (a shard handed off and not yet taken, or one we have not
+        # read since): counting it as nobody's would make us hand off one too many.
+        excess = 0
     return ShardPlan(frozenset(acquire), frozenset(own[: max(excess, 0)]), target)

@@ -184,11 +184,35 @@ class ShardManager:
             elector.stop()
 
     async def release_all(self) -> None:
-        """Stop, and release every Lease we hold so the standbys take them at once."""
+        """Stop, release every Lease we hold and leave the heartbeat: the others take over now.
+
+        Leaving matters as much as releasing: until they stop counting us, the others would
+        keep to a fair share that still includes us.
+        """
         self._stopping = True
         self._acquire = frozenset()
         self._stop_event.set()
         await asyncio.gather(*(e.release() for e in self.electors), return_exceptions=True)
+        await self._leave()
+
+    async def _leave(self) -> None:
+        s = self.settings
+        try:
+            async with asyncio.timeout(s.renew_deadline.total_seconds()):
+                for _ in range(3):  # another replica's beat may come between read and write
+                    try:
+                        data, version = await self._api.get_configmap(s.namespace, s.members_name)
+                        if s.identity not in data:
+                            return
+                        del data[s.identity]
+                        await self._api.write_configmap(
+                            s.namespace, s.members_name, data, resource_version=version
+                        )
+                        return
+                    except Conflict:
+                        continue
+        except (KubeError, TimeoutError) as e:
+            self._log.warning("shards.leave.failed", error=str(e) or type(e).__name__)
 
     # --- the loop ----------------------------------------------------------------------------
 

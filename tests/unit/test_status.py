@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,3 +106,27 @@ def test_status_from_the_controller_shows_its_lag_under_the_table() -> None:
     assert "controller lag" not in render_text([document(now)], now, width=200)
     garbled = {**document(now), "lag": {"reconcileSeconds": "soon", "evaluationSeconds": True}}
     assert "reconcile - (-)" in render_text([garbled], now, width=200)
+
+
+def test_shards_table_lists_each_shard_its_lease_and_holder() -> None:
+    from rich.console import Console
+
+    from controller.status import shards_table
+
+    controller = {
+        "identity": "ptc-a",
+        "members": ["ptc-a", "ptc-b"],
+        "shards": [
+            {"shard": 0, "lease": "ptc-leader-shard-0", "holder": "ptc-a", "rollouts": 3},
+            {"shard": 1, "lease": "ptc-leader-shard-1", "holder": None, "rollouts": 1},
+        ],
+    }
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console.print(shards_table(controller))
+    text = console.export_text()
+    rows = [line.split("│")[1:-1] for line in text.splitlines() if "│" in line]
+    assert [[c.strip() for c in row] for row in rows] == [
+        ["0", "ptc-leader-shard-0", "ptc-a", "3"],
+        ["1", "ptc-leader-shard-1", "-", "1"],
+    ]
+    assert "ptc-a sees them (2 live replicas)" in text
