@@ -232,12 +232,20 @@ async def test_a_killed_replicas_shards_go_on_under_the_others(tmp_path: Path) -
             return all(s is not None and s["phase"] == "completed" for s in sample())
 
         await poll(all_completed, 180, "every rollout completed", alive())
+        elected = [
+            (e["involvedObject"]["name"], e["message"])
+            for e in sandbox.api.list("events", LEASE_NS)
+            if e.get("reason") == "LeaderElected"
+        ]
         after = holders(sandbox)
         finals = {ns: state(sandbox, ns) for ns in namespaces}
         for m in monitors:
             await m.stop()
     _KrApi._instances.clear()
     assert victim not in after and all(h in REPLICAS for h in after), after
+    for i in range(SHARDS):  # one Event per leadership change, on the shard's Lease
+        lease = f"ptc-leader-shard-{i}"
+        assert (lease, f"{after[i]} leads shard {i} (1 rollouts) now") in elected, elected
     for ns in namespaces:
         final = finals[ns]
         assert final is not None
