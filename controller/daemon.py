@@ -177,6 +177,14 @@ class Controller:
         Not one per rollout: a reload or a leadership change at 500 rollouts would be 500
         Events. Without leader election there is no Lease: each rollout's Service gets it.
         """
+        if self.sharding is not None and self.sharding.manager is not None and self.kube:
+            # sharded: each replica on the first shard's Lease (every replica reloads on its own)
+            lease = self.sharding.manager.settings.lease(0)
+            ref = ObjectRef(
+                "Lease", lease.namespace, lease.name, api_version="coordination.k8s.io/v1"
+            )
+            await self.kube.emit_event(lease.namespace, ref, type_, reason, message)
+            return
         if self.elector is None or self.kube is None:
             for reconciler in list(self.reconcilers):
                 with contextlib.suppress(Exception):

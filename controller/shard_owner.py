@@ -46,6 +46,7 @@ class ShardOwnership:
     ) -> None:
         self._on_task_done = on_task_done
         self._kube = kube
+        self._metrics = metrics
         self.shards = shards
         self._identity = identity
         self._reconcilers = reconcilers
@@ -119,7 +120,9 @@ class ShardOwnership:
         self._leading[shard] = leading
         manager = self.manager
         if manager is not None:
-            self.led.set(len(manager.led()))
+            led = len(manager.led())
+            self.led.set(led)
+            self._metrics.leader.set(1 if led else 0)  # ptc_leader: leads at least one shard
         self.shard_leader.labels(str(shard)).set(1 if leading else 0)
         log.info(
             "shard.leadership.changed",
