@@ -256,8 +256,8 @@ async def test_a_killed_replicas_shards_go_on_under_the_others(tmp_path: Path) -
         assert reached == {0: 1, 1: 1}, (ns, reached)  # none repeated, none skipped
     for i, ns in enumerate(namespaces):
         new = writers[ns] - {at_kill[ns]}  # who wrote the state after the kill
-        if ns in victims:  # taken over by one survivor
-            assert len(new) == 1 and victim not in new, (ns, writers[ns])
+        if ns in victims:  # taken over by a survivor (maybe the one that drove it before)
+            assert victim not in new and finals[ns]["writer"] != victim, (ns, writers[ns])
         else:  # the survivors kept their own shards
             assert new <= {led[i]}, (ns, writers[ns], led)
     # lease 3 s, then the survivor's next attempt (0.3 s) and a moment to act; loaded machine
