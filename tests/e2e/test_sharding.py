@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,39 @@ async def test_a_killed_replicas_shards_go_on_under_the_others(tmp_path: Path) -
             assert new <= {led[i]}, (ns, writers[ns], led)
     # lease 3 s, then the survivor's next attempt (0.3 s) and a moment to act; loaded machine
     assert took_over < 3 + 3, took_over
+
+
+async def test_one_sharded_replica_leads_every_shard_and_reports_them(tmp_path: Path) -> None:
+    """In-process: the daemon's wiring (start on gain, fenced views, API, metrics, reload)."""
+    import aiohttp
+
+    from tests.e2e.harness import running_controller, sandbox_world
+
+    spec = no_analysis(steps=[{"weight": 50, "hold": "1s"}], flip={"bake": "1s"})
+    async with (
+        sandbox_world(tmp_path, prometheus=False) as world,
+        running_controller(
+            world,
+            spec,
+            config_file=tmp_path / "config.yaml",
+            identity="solo",
+            shards=3,
+            leader_namespace=LEASE_NS,
+            lease_duration=timedelta(seconds=3),
+            renew_deadline=timedelta(seconds=2),
+            retry_period=timedelta(seconds=0.3),
+        ) as ctl,
+    ):
+        state = await world.wait_phase("completed", timeout=90)
+        assert state["writer"] == "solo"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{ctl.server.url}/api/v1/rollouts") as r:
+                body = await r.json()
+            async with http.get(f"{ctl.server.url}/metrics") as r:
+                metrics = await r.text()
+        shard = shard_of("devpod", "zai-proxy", 3)
+        assert [(s["shard"], s["holder"], s["rollouts"]) for s in body["controller"]["shards"]] == [
+            (i, "solo", 1 if i == shard else 0) for i in range(3)
+        ]
+        assert "ptc_shards_led 3.0" in metrics and "ptc_leader 1.0" in metrics
+        assert body["rollouts"][0]["writer"] == "solo"
