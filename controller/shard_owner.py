@@ -56,6 +56,7 @@ class ShardOwnership:
         self._running: dict[int, list[tuple[RolloutReconciler, asyncio.Task[None]]]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._leading: dict[int, bool] = {}
+        self._closing = False  # shutting down: a shard gained now starts nothing
         self._background: set[asyncio.Task[None]] = set()
         self.led = Gauge(
             "ptc_shards_led", "Shards this replica leads now", registry=metrics.registry
@@ -139,7 +140,7 @@ class ShardOwnership:
         """Run the shard's reconcilers if we lead it, else stop them (one change at a time)."""
         async with self._lock(shard):
             manager = self.manager
-            if manager is not None and manager.is_leader(shard):
+            if manager is not None and manager.is_leader(shard) and not self._closing:
                 if shard not in self._running:
                     self._start(shard)
             else:
@@ -153,14 +154,18 @@ class ShardOwnership:
     def start_added(self, reconciler: RolloutReconciler) -> None:
         """A rollout added by a reload: run it now if we lead its shard."""
         shard = self.shard(reconciler)
-        if shard in self._running:
+        if shard in self._running and not self._closing:
             self._running[shard].append((reconciler, self._task(reconciler)))
 
     async def stop_all(self) -> None:
-        """Stop every running reconciler (shutdown)."""
-        for shard in list(self._running):
+        """Stop every running reconciler and start none again (shutdown)."""
+        self._closing = True
+
+        async def stop(shard: int) -> None:
             async with self._lock(shard):
                 await self._stop(shard)
+
+        await asyncio.gather(*(stop(shard) for shard in list(self._running)))
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
