@@ -231,7 +231,8 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
     )
     columns = ("rollout", "phase", "driver", "step", "weight d/a", "hold", "analysis", "waiting on")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        # the rollout's names stay whole: people search the output for them
+        table.add_column(col, overflow="fold", no_wrap=col == "rollout")
     for doc in docs:
         phase = doc.get("phase") or "-"
         step = doc.get("step")
