@@ -265,11 +265,7 @@ class Controller:
         if self.sharding is not None:
             await self._start_sharded(rollouts)
         elif self.options.leader_elect:
-            namespace = (
-                self.options.leader_namespace
-                or os.environ.get("POD_NAMESPACE")
-                or (rollouts[0].namespace if rollouts else "default")
-            )
+            namespace = self._lease_namespace(rollouts)
             # Its own connection: a Lease renewal must never queue behind a burst of rollout writes.
             self._lease_kube = await Kube.connect(
                 self.options.kubeconfig, instance=self.options.identity
