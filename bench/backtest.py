@@ -29,13 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine
-from controller.analysis.prometheus import PrometheusProvider
-from controller.analysis.runner import AnalysisReport, AnalysisRunner
-from controller.backtest.model import make_spec
-from controller.backtest.run import run_backtest
-from controller.config.load import load_config
-from controller.config.model import PrometheusSettings
-from controller.log import configure_logging
+from controller.core.config.load import load_config
+from controller.core.config.model import PrometheusSettings
+from controller.ops.backtest.model import make_spec
+from controller.ops.backtest.run import run_backtest
+from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner
+from controller.shell.log import configure_logging
+from controller.shell.providers.prometheus import PrometheusProvider
 from tests.integration.backtest_data import END, openmetrics
 from tests.integration.promdata import backfilled_prometheus
 

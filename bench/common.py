@@ -1,7 +1,7 @@
 """Shared helpers for the benchmark scripts: sandbox fleets, the controller process, statistics.
 
 The benchmarks run the sandbox in the bench process and `ptc run` as a subprocess
-(`python -m controller.cli run`) with its own bearer token, so its API requests can be told
+(`python -m controller.ops.cli run`) with its own bearer token, so its API requests can be told
 apart from the bench's (the bench reads the sandbox in-process, which is not counted at all).
 Figures are printed, never asserted: timings on a shared 2-core machine are evidence, not tests.
 """
@@ -414,7 +414,7 @@ def write_config(path: Path, prometheus_url: str | None, specs: Sequence[dict[st
 
 @dataclass
 class ControllerProcess:
-    """`python -m controller.cli run` as a subprocess; `url` serves /readyz and /metrics."""
+    """`python -m controller.ops.cli run` as a subprocess; `url` serves /readyz and /metrics."""
 
     proc: asyncio.subprocess.Process
     url: str
@@ -461,7 +461,7 @@ async def controller_process(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "controller.cli",
+            "controller.ops.cli",
             "run",
             "--config",
             str(config),

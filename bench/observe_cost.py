@@ -25,9 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, table
-from controller import observe as observe_module
-from controller.observe import Caches, observe
-from controller.preflight import check_world
+from controller.shell import observe as observe_module
+from controller.shell.observe import Caches, observe
+from controller.shell.preflight import check_world
 from tests.unit.fake_cluster import (
     FakeCluster,
     caches_for,

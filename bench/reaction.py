@@ -53,8 +53,8 @@ from bench.common import (
     table,
     write_config,
 )
-from controller.analysis.templates import QueryContext
-from controller.config.model import Config, Side
+from controller.core.analysis.templates import QueryContext
+from controller.core.config.model import Config, Side
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox
 
@@ -261,7 +261,7 @@ async def run(args: argparse.Namespace) -> int:
             config = write_config(work / "config.yaml", sandbox.prometheus.url, [spec])
             query = canary_query(json.loads(config.read_text()))
             print(f"query: {query}")
-            log = work / "controller.log"
+            log = work / "controller.shell.log"
             kubeconfig = controller_kubeconfig(sandbox)
             async with contextlib.AsyncExitStack() as stack:
                 session = await stack.enter_async_context(

@@ -3,10 +3,10 @@
 The sandbox (no Prometheus, no traffic: readiness does not depend on them) holds a fleet of
 Services, each with a stable Deployment of one pod and a canary Deployment at 0
 (bench/common.py `create_fleet`). For each size the controller is started --repeats times as
-`python -m controller.cli run`; the time from just before the spawn to the first 200 from
+`python -m controller.ops.cli run`; the time from just before the spawn to the first 200 from
 /readyz (polled every 10 ms) is recorded, and the process is stopped right away. Import time is
-measured two ways, --repeats times each: `python -X importtime -c 'import controller.cli'`
-(cumulative µs of controller.cli) and the wall time of `python -c 'import controller.cli'`
+measured two ways, --repeats times each: `python -X importtime -c 'import controller.ops.cli'`
+(cumulative µs of controller.ops.cli) and the wall time of `python -c 'import controller.ops.cli'`
 minus that of `python -c pass`.
 
 Usage: python bench/startup.py [--quick] [--sizes 1,500] [--repeats N]
@@ -93,7 +93,9 @@ async def run(args: argparse.Namespace) -> int:
     print(f"machine: {machine()}")
     loads = LoadSampler(every=2.0)
     loads.start()
-    imports = {m: import_times(m, args.repeats) for m in ("controller.cli", "controller.daemon")}
+    imports = {
+        m: import_times(m, args.repeats) for m in ("controller.ops.cli", "controller.shell.daemon")
+    }
     results: dict[int, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="ptc-bench-startup-") as tmp:
         work = Path(args.workdir or tmp)
@@ -139,8 +141,8 @@ async def run(args: argparse.Namespace) -> int:
         rows.append((f"spawn -> /readyz 200, {n} rollouts", spread(values), target, met))
     print(table(("figure (s)", "median [min..max]", "target", "met"), rows))
     print()
-    biggest = biggest_imports("controller.daemon")
-    print("largest imports under controller.daemon (cumulative s):")
+    biggest = biggest_imports("controller.shell.daemon")
+    print("largest imports under controller.shell.daemon (cumulative s):")
     print("  " + ", ".join(f"{k} {v:.3f}" for k, v in biggest))
     print(load_line)
     return 0

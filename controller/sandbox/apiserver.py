@@ -24,6 +24,9 @@ seed=None, version=KUBERNETES_VERSION, echo_order="random")``
   ``compact()`` (force 410 Gone for older resourceVersions)
 - ``request_counts() -> Counter[RequestKey]``, ``count(verb=, group=, resource=, user=)``,
   ``reset_counts()``
+- ``audit`` (:class:`~controller.sandbox.audit.Audit`: every decided write, who sent it, its
+  code and commit order) and ``gate`` (:class:`~controller.sandbox.audit.WriteGate`: hold a
+  chosen write after it was received, apply it when released, whatever its sender did meanwhile)
 
 Served: see :mod:`controller.sandbox.kinds`. Not served: Namespaces (implicit), ReplicaSets,
 server-side apply, deletecollection, finalizers, admission webhooks.
@@ -43,6 +46,7 @@ from aiohttp import web
 from controller.sandbox import apierrors as errors
 from controller.sandbox import discovery
 from controller.sandbox.apiaccess import Authorizer, Faults, Grant, RequestKey, Rule
+from controller.sandbox.audit import WRITE_VERBS, Arrival, Audit, WriteGate
 from controller.sandbox.echo import EchoOrdering
 from controller.sandbox.kinds import RESOURCE_TYPES, ResourceType
 from controller.sandbox.kubeconfig import write_kubeconfig
@@ -56,6 +60,7 @@ from controller.sandbox.requestinfo import (
 from controller.sandbox.store import Store, Watch
 
 Obj = dict[str, Any]
+_AUDIT = web.RequestKey("audit", tuple)
 _PATCH_TYPES = {"merge": MERGE_PATCH, "json": JSON_PATCH, "strategic": STRATEGIC_PATCH}
 
 
@@ -88,6 +93,8 @@ class ApiServer:
         self.echo = EchoOrdering(echo_order, seed=seed)
         self.version = version
         self._counts: Counter[RequestKey] = Counter()
+        self.audit = Audit()
+        self.gate = WriteGate()
         self._runner: web.AppRunner | None = None
         self._watch_requests: dict[Watch, web.Request] = {}
 
@@ -111,7 +118,8 @@ class ApiServer:
             self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """End open watches, then stop listening and close connections."""
+        """End open watches and held writes, then stop listening and close connections."""
+        self.gate.release_all()
         self.store.close_watches()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -268,17 +276,34 @@ class ApiServer:
         rt = info.rt
         resource = f"{rt.plural}/{info.subresource}" if info.subresource else rt.plural
         self._counts[RequestKey(info.verb, rt.group, resource, grant.user)] += 1
+        handler = self._handlers()[info.verb]
+        if info.verb not in WRITE_VERBS:
+            await self._admit(grant, info, resource)
+            return await handler(request, info)
+        arrival = Arrival(grant.user, info.verb, resource, info.namespace, info.name)
+        held = False
+        try:
+            await self._admit(grant, info, resource)
+            await request.read()  # fully received (aiohttp keeps the body for the handler)
+            held = await self.gate.pass_through(arrival)
+            request[_AUDIT] = (arrival, held)
+            return await handler(request, info)
+        except errors.ApiError as e:
+            self.audit.record(arrival, e.code, None, held=held)
+            raise
+
+    async def _admit(self, grant: Grant, info: RequestInfo, resource: str) -> None:
+        """Injected faults, then authorization: the refusals before a request is handled."""
         if self.faults.applies(info.verb, resource):
             if self.faults.latency > 0:
                 await asyncio.sleep(self.faults.latency)
             fault = self.faults.error()
             if fault is not None:
                 raise fault
+        rt = info.rt
         self.authorizer.authorize(
             grant, info.verb, rt.group, rt.plural, info.subresource, info.namespace, info.name
         )
-        handler = self._handlers()[info.verb]
-        return await handler(request, info)
 
     def _discovery(self, path: str) -> Obj | None:
         if path == "/version":
@@ -387,6 +412,9 @@ class ApiServer:
     ) -> web.StreamResponse:
         """Send a write's response in the echo order chosen for it (a no-op write has none)."""
         committed = range(first, self.store.resource_version + 1)
+        arrival, held = request[_AUDIT]
+        # recorded at commit, before the echo ordering may delay the answer
+        self.audit.record(arrival, response.status, committed[-1] if committed else None, held=held)
         if not committed:
             return response
         return await self.echo.respond(request, response, committed, self._watch_requests)
@@ -450,6 +478,8 @@ class ApiServer:
                     (json.dumps({"type": event[0], "object": event[1]}) + "\n").encode()
                 )
                 self.echo.sent(watch, version)
+        except ConnectionResetError:
+            pass  # the watcher went away (a killed client): nobody is left to tell
         finally:
             watch.close()
             self._watch_requests.pop(watch, None)

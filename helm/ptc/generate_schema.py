@@ -2,7 +2,7 @@
 """Write helm/ptc/values.schema.json: the chart's own values plus ptc's config schema.
 
 The `prometheus`, `defaults` and `rollouts` values become the config file, so their schema is
-ptc's config schema (``controller.config.schema.config_schema()``, committed as
+ptc's config schema (``controller.core.config.schema.config_schema()``, committed as
 config/schema.json), embedded under ``$defs``. The rest describes the chart's knobs.
 
     python helm/ptc/generate_schema.py          # rewrite values.schema.json
@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller.config.schema import config_schema
-from controller.sharding import MAX_SHARDS
+from controller.core.config.schema import config_schema
+from controller.core.sharding import MAX_SHARDS
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "values.schema.json"
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from kr8s._api import Api as _KrApi
 
-from controller.config.model import Config
-from controller.daemon import Controller, DaemonOptions
+from controller.core.config.model import Config
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
+from controller.shell.daemon import Controller, DaemonOptions
 
 NS, SERVICE, STABLE, CANARY = "devpod", "zai-proxy", "zai-proxy", "zai-proxy-v2"
 FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)

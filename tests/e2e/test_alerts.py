@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 import structlog
 
-from controller.daemon import Controller
-from controller.state import STATE_ANNOTATION
+from controller.core.state import STATE_ANNOTATION
+from controller.shell.daemon import Controller
 from tests.e2e.alerting import AlertmanagerServer, alertmanager_config, prometheus_with_rules
 from tests.e2e.harness import (
     CANARY,
@@ -172,8 +172,12 @@ async def test_a_real_alert_rolls_the_canary_back_within_one_reconcile(tmp_path:
                 # Within one reconcile: the first action after the notification is the rollback.
                 # Anchored at the notification's arrival (logged before the command is written):
                 # the write's watch echo may wake the reconciler before the write's own answer,
-                # so the rollback can be logged before "alert: rollback".
-                written = next(i for i, (_, e) in enumerate(log) if e["event"] == "alert: rollback")
+                # so the rollback can be logged before "alert command delivered".
+                written = next(
+                    i
+                    for i, (_, e) in enumerate(log)
+                    if e["event"] == "alert command delivered" and e["command"] == "rollback"
+                )
                 arrived = max(
                     (t, i)
                     for i, (t, e) in enumerate(log[:written])
@@ -181,7 +185,8 @@ async def test_a_real_alert_rolls_the_canary_back_within_one_reconcile(tmp_path:
                 )
                 after = [(t, e) for t, e in log[arrived[1] + 1 :] if "action" in e]
                 decided_at, first = after[0]
-                assert first["event"] == "rollback" and first["rollout"] == "zai-proxy", first
+                assert first["event"] == "action taken" and first["decision"] == "rollback", first
+                assert first["rollout"] == "zai-proxy", first
                 reaction = decided_at - arrived[0]
                 assert reaction < 1.0, reaction
                 print(

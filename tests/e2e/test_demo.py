@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.mark.prometheus
 def test_demo_completes_then_rolls_back() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "demo", "--speed", "4", "--no-color"],
+        [sys.executable, "-m", "controller.ops.cli", "demo", "--speed", "4", "--no-color"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections import Counter
@@ -99,7 +98,15 @@ async def test_a_stalled_leader_writes_nothing_after_it_resumes(tmp_path: Path) 
                 before = workload_writes(world)[leader]
             finally:
                 paused.send_signal(signal.SIGCONT)
-            await asyncio.sleep(5)  # the resumed process must notice it lost the lease
+            # Once the resumed process has read the Lease twice it has seen it lost it; any
+            # write it still had in it would have been sent by then (no fixed wait).
+            api = world.sandbox.api
+            reads = api.count(verb="get", resource="leases", user=leader)
+            await world.wait_for(
+                lambda _: api.count(verb="get", resource="leases", user=leader) >= reads + 2,
+                30,
+                "the resumed leader to read the Lease",
+            )
             after = workload_writes(world)[leader]
             assert after == before, f"the old leader wrote {after - before} times after resuming"
             state = world.state()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller import daemon
+from controller.shell import daemon
 from tests.e2e.harness import (
     CANARY,
     World,

@@ -33,7 +33,7 @@ async def ptc(world: World, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "controller.cli",
+        "controller.ops.cli",
         *args,
         "--namespace",
         NS,
@@ -140,6 +140,9 @@ async def test_status_json_mid_rollout_from_the_cluster_and_the_controller(
         assert doc["replicas"]["canary"] == {"spec": 2, "ready": 2}
         assert 0.0 <= doc["hold"]["progress"] < 0.1
         assert doc["decisions"][-1]["decision"] == "step-reached"
+        # From the cluster, the decisions come from the history ConfigMap too (all of them).
+        assert doc["decisions"][0]["decision"] == "started"
+        assert doc["history"] == {"source": "configmap", "problem": None}
         # The same from the controller's API (which knows what it waits on).
         url = ctl.server.url
         code, out, err = await ptc(world, "status", "zai-proxy", "-o", "json", "--controller", url)

@@ -37,16 +37,22 @@ FAST_LEASE = ("--lease-duration", "3s", "--renew-deadline", "2s", "--retry-perio
 
 @asynccontextmanager
 async def controller_process(
-    world: World, config: Path, log: Path, identity: str, kubeconfig: Path | None = None
+    world: World,
+    config: Path,
+    log: Path,
+    identity: str,
+    kubeconfig: Path | None = None,
+    *,
+    module: str = "controller.ops.cli",
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m controller.cli run` against the world; killed if still running at the end."""
+    """`python -m controller.ops.cli run` (or `module`) against the world; killed at the end."""
     assert world.sandbox.kubeconfig is not None
     kubeconfig = kubeconfig or world.sandbox.kubeconfig
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "controller.cli",
+            module,
             "run",
             "--config",
             str(config),
@@ -76,7 +82,7 @@ async def test_sigkill_in_every_phase_then_restart_completes(tmp_path: Path) -> 
     spec = rollout_spec()
     async with sandbox_world(tmp_path) as world:
         config = write_config(world, tmp_path / "config.yaml", spec)
-        log = tmp_path / "controller.log"
+        log = tmp_path / "controller.shell.log"
         kills: list[tuple[str, int, float]] = []
         # Each target: the state to wait for, then a random delay before SIGKILL.
         targets = [
@@ -124,7 +130,7 @@ async def test_sigterm_finishes_and_exits_zero(tmp_path: Path) -> None:
     spec = rollout_spec(steps=[{"weight": 50, "hold": "30s"}])
     async with sandbox_world(tmp_path) as world:
         config = write_config(world, tmp_path / "config.yaml", spec)
-        log = tmp_path / "controller.log"
+        log = tmp_path / "controller.shell.log"
         async with controller_process(world, config, log, "ctl") as proc:
             await world.wait_for(
                 lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1"

@@ -72,7 +72,13 @@ async def test_delete_stable_after_retention(tmp_path: Path) -> None:
         retention={"scaleDownDelay": "1s", "deleteStable": True},
     )
     async with sandbox_world(tmp_path) as world, running_controller(world, spec):
-        await world.wait_phase("completed", timeout=120)
+        uid = next(
+            d["metadata"]["uid"]
+            for d in world.sandbox.api.list("deployments", "devpod")
+            if d["metadata"]["name"] == STABLE
+        )
+        state = await world.wait_phase("completed", timeout=120)
+        assert state["stableUid"] == uid  # recorded when retention started; deleted by it
         assert not [
             d
             for d in world.sandbox.api.list("deployments", "devpod")

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from kr8s._api import Api as _KrApi
 
+from controller.core.sharding import shard_of
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
-from controller.sharding import shard_of
 from tests.e2e.harness import FAST, no_analysis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from controller.kube import Kube, KubePolicy
 from controller.sandbox.apiserver import ApiServer
 from controller.sandbox.workload import Workload
+from controller.shell.kube import Kube, KubePolicy
 from tests.sandbox import conftest as sandbox
 
 # The sandbox's fixtures, re-exported for this directory (pytest finds them by name).

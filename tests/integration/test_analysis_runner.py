@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.analysis.evaluate import Measurement, Sample, Verdict
-from controller.analysis.runner import AnalysisReport, AnalysisRunner, OnResult
-from controller.config.model import Analysis, CapacityGate, Rollout
+from controller.core.analysis.evaluate import Measurement, Sample, Verdict
+from controller.core.config.model import Analysis, CapacityGate, Rollout
+from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner, OnResult
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 # Bounds only the test's own waits for the runner to reach its next sleep (a few loop turns).

@@ -26,17 +26,17 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from controller import cli
-from controller.analysis.evaluate import Verdict
-from controller.analysis.prometheus import PrometheusProvider
-from controller.backtest.fetch import fetch_ranges
-from controller.backtest.model import BacktestResult, make_spec
-from controller.backtest.replay import ReplayProvider
-from controller.backtest.run import run_backtest
-from controller.backtest.selectors import Bindings, parse_side
-from controller.config.load import load_config
-from controller.config.model import Metric, PrometheusSettings, Rollout
+from controller.core.analysis.evaluate import Verdict
+from controller.core.config.load import load_config
+from controller.core.config.model import Metric, PrometheusSettings, Rollout
+from controller.ops import cli
+from controller.ops.backtest.fetch import fetch_ranges
+from controller.ops.backtest.model import BacktestResult, make_spec
+from controller.ops.backtest.replay import ReplayProvider
+from controller.ops.backtest.run import run_backtest
+from controller.ops.backtest.selectors import Bindings, parse_side
 from controller.sandbox.prometheus import PrometheusServer
+from controller.shell.providers.prometheus import PrometheusProvider
 from tests.integration.backtest_data import T, at, openmetrics
 from tests.integration.promdata import backfilled_prometheus
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli
+from controller.ops import cli
 
 MINIMAL = (Path(__file__).parents[2] / "config" / "minimal.yaml").read_text()
 
@@ -59,7 +59,7 @@ def silent_api(tmp_path: Path) -> Iterator[Path]:
 def ptc(*args: str, timeout: float = 60) -> tuple[int, str, str, float]:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
+        [sys.executable, "-m", "controller.ops.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -116,7 +116,7 @@ def test_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "controller.cli",
+            "controller.ops.cli",
             "plan",
             str(config),
             "--replicas",
@@ -138,7 +138,7 @@ def test_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
 def test_an_unforeseen_error_is_one_line_and_a_traceback_file(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from controller.cli import config_cmds
+    from controller.ops.cli import config_cmds
 
     def boom(_args: object) -> int:
         raise RuntimeError("something nobody foresaw\non two lines")

@@ -4,7 +4,7 @@ zai-proxy creates a pod's ``status_code="502"`` series with its first 502 (and a
 series with its first request), so no sample holds the 0 before it. ``increase()`` only sees
 differences between samples and extrapolates the rest: on a real cluster it counted 15 of a
 fleet's 20 502s in a window. The counterRatio template counts per series instead
-(`controller.analysis.templates.counted`); these tests hold it to exact counts.
+(`controller.core.analysis.templates.counted`); these tests hold it to exact counts.
 
 Samples every 15 s; the window is the zai-proxy pack's 2 m ending at T, so the samples at
 T-120 s and T bound it exactly.
@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from controller.analysis.prometheus import PrometheusProvider
-from controller.analysis.templates import counted
-from controller.config.load import load_config
-from controller.config.model import Rollout
+from controller.core.analysis.templates import counted
+from controller.core.config.load import load_config
+from controller.core.config.model import Rollout
 from controller.sandbox.prometheus import PrometheusServer
+from controller.shell.providers.prometheus import PrometheusProvider
 from tests.integration.promdata import backfilled_prometheus
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.asyncio(loop_scope="module")]

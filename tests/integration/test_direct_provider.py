@@ -31,15 +31,15 @@ from pathlib import Path
 
 import pytest
 
-from controller.analysis.direct import DirectProvider, PodsFn, PodTarget
-from controller.analysis.evaluate import Sample
-from controller.analysis.prometheus import PrometheusProvider
-from controller.config.load import load_config
-from controller.config.model import PrometheusSettings, Rollout, Side
+from controller.core.analysis.evaluate import Sample
+from controller.core.config.load import load_config
+from controller.core.config.model import PrometheusSettings, Rollout, Side
 from controller.sandbox.faults import Latency
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
+from controller.shell.providers.direct import DirectProvider, PodsFn, PodTarget
+from controller.shell.providers.prometheus import PrometheusProvider
 
 pytestmark = [
     pytest.mark.prometheus,

@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.kube import (
+from controller.sandbox.apiaccess import rule
+from controller.sandbox.apiserver import ApiServer
+from controller.sandbox.workload import Workload
+from controller.shell.kube import (
     Conflict,
     DeploymentInfo,
     Forbidden,
@@ -23,9 +26,6 @@ from controller.kube import (
     Unauthorized,
     Unavailable,
 )
-from controller.sandbox.apiaccess import rule
-from controller.sandbox.apiserver import ApiServer
-from controller.sandbox.workload import Workload
 from tests.integration.conftest import FAST, ready_pods
 from tests.sandbox.conftest import deployment, service, wait_until
 
@@ -111,7 +111,7 @@ async def test_list_pods_by_selector_with_deployment_and_readiness(
 async def test_list_pods_follows_pagination(world: ApiServer, kube: Kube) -> None:
     world.patch("Deployment", "web", {"spec": {"replicas": 7}}, subresource="scale")
     await wait_until(world.store, lambda: len(world.list("Pod", label_selector="app=web")) == 8)
-    import controller.kube.client as client_module
+    import controller.shell.kube.client as client_module
 
     world.reset_counts()
     old = client_module._LIST_PAGE
@@ -394,7 +394,7 @@ async def test_emit_event_failure_is_logged_not_raised(api_server: ApiServer, ku
         recorded = await kube.emit_event(NS, ref, "Warning", "RolledBack", "x" * 5000)
     assert recorded is False
     assert api_server.count(verb="create", resource="events") == 1  # best effort: no retries
-    (entry,) = [e for e in logs if e["event"] == "kube.event.failed"]
+    (entry,) = [e for e in logs if e["event"] == "event not recorded"]
     assert entry["log_level"] == "warning"
     assert entry["reason"] == "RolledBack"
     api_server.clear_faults()
@@ -490,7 +490,7 @@ async def test_unavailable_is_retried_until_it_succeeds(api_server: ApiServer, k
     seen: list[object] = []
 
     def clear_after_two(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
-        if event_dict.get("event") == "kube.retry":
+        if event_dict.get("event") == "api request retry":
             seen.append(event_dict["attempt"])
             if len(seen) == 2:
                 api_server.clear_faults()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.kube import Conflict, Kube, NotLeader
 from controller.sandbox.apiserver import ApiServer
 from controller.sandbox.workload import Workload
+from controller.shell.kube import Conflict, Kube, NotLeader
 from tests.integration.conftest import FAST
 from tests.sandbox.conftest import deployment, service
 

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.kube import (
+from controller.sandbox.apiaccess import rule
+from controller.sandbox.apiserver import ApiServer
+from controller.shell.kube import (
     ADDED,
     DELETED,
     MODIFIED,
@@ -22,8 +24,6 @@ from controller.kube import (
     ServiceInfo,
     Unavailable,
 )
-from controller.sandbox.apiaccess import rule
-from controller.sandbox.apiserver import ApiServer
 from tests.integration.conftest import FAST, eventually
 from tests.sandbox.conftest import deployment, service
 
@@ -259,7 +259,7 @@ async def test_unsubscribe_and_failing_callbacks(world: ApiServer, kube: Kube) -
         world.create(service("x"))
         await eventually(lambda: "x" in kept.names())
     assert dropped.events == []
-    assert any(e["event"] == "kube.informer.callback_failed" for e in logs)
+    assert any(e["event"] == "informer callback failed" for e in logs)
 
 
 async def test_wait_synced_raises_forbidden_at_once(api_server: ApiServer, tmp_path: Path) -> None:

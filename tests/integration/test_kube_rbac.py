@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from controller.kube import PERMISSIONS, Forbidden, Informer, Kube, KubeError, Permission
-from controller.kube.permissions import triples
 from controller.sandbox.apiaccess import Rule
 from controller.sandbox.apiserver import ApiServer
+from controller.shell.kube import PERMISSIONS, Forbidden, Informer, Kube, KubeError, Permission
+from controller.shell.kube.permissions import triples
 from tests.integration.conftest import FAST, eventually
 from tests.sandbox.conftest import deployment, service
 
@@ -168,7 +168,7 @@ async def exercise(kube: Kube, api: ApiServer) -> dict[str, BaseException | str]
 
 
 def _ref() -> Any:
-    from controller.kube import ObjectRef
+    from controller.shell.kube import ObjectRef
 
     return ObjectRef("Service", NS, "web")
 

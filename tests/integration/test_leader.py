@@ -18,9 +18,9 @@ from typing import Any, Literal
 import pytest
 from structlog.testing import capture_logs
 
-from controller.kube import Kube, LeaseInfo, Unavailable
-from controller.leader import ElectorStopped, LeaderElector, LeaderSettings
 from controller.sandbox.apiserver import ApiServer
+from controller.shell.kube import Kube, LeaseInfo, Unavailable
+from controller.shell.leader import ElectorStopped, LeaderElector, LeaderSettings
 from tests.integration.conftest import FAST, eventually
 
 NS = "default"
@@ -241,10 +241,10 @@ async def test_first_candidate_creates_the_lease_and_keeps_renewing(election: El
     assert spec["leaseTransitions"] == 0
     assert spec["acquireTime"] == spec["renewTime"]
     assert (a.elector.holder, a.elector.transitions) == ("a", 0)
-    acquired = [e for e in logs if e["event"] == "leader.acquired"]
+    acquired = [e for e in logs if e["event"] == "leadership acquired"]
     assert acquired == [
         {
-            "event": "leader.acquired",
+            "event": "leadership acquired",
             "log_level": "info",
             "identity": "a",
             "lease": f"{NS}/{LEASE}",
@@ -574,7 +574,7 @@ async def test_a_failing_on_change_callback_does_not_stop_the_election(
         await leader_of(a)
         await eventually(lambda: len(a.leases.writes) >= 3, 1.0)
     assert a.elector.is_leader()
-    assert any(e["event"] == "leader.on_change.failed" for e in logs)
+    assert any(e["event"] == "leadership change callback failed" for e in logs)
 
 
 async def test_run_twice_is_refused(election: Election) -> None:

@@ -29,12 +29,12 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from controller.analysis.evaluate import Sample, Verdict, check_capacity, evaluate
-from controller.analysis.prometheus import PrometheusProvider, single_value
-from controller.analysis.runner import AnalysisRunner
-from controller.config.load import load_config
-from controller.config.model import Metric, PrometheusSettings, Rollout
+from controller.core.analysis.evaluate import Sample, Verdict, check_capacity, evaluate
+from controller.core.config.load import load_config
+from controller.core.config.model import Metric, PrometheusSettings, Rollout
 from controller.sandbox.prometheus import PrometheusServer
+from controller.shell.analysis_runner import AnalysisRunner
+from controller.shell.providers.prometheus import PrometheusProvider, single_value
 from tests.integration.promdata import backfilled_prometheus
 
 REPO = Path(__file__).resolve().parents[2]

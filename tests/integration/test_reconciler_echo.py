@@ -12,13 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.kube import Kube
-from controller.metrics import Metrics
-from controller.observe import Caches
-from controller.reconciler import RolloutReconciler
-from controller.rollout import target_hash
-from controller.sandbox.apiserver import ApiServer
-from controller.state import (
+from controller.core.rollout import target_hash
+from controller.core.state import (
     COMMAND_ANNOTATION,
     STATE_ANNOTATION,
     Phase,
@@ -26,6 +21,11 @@ from controller.state import (
     encode_state,
     read_state,
 )
+from controller.sandbox.apiserver import ApiServer
+from controller.shell.kube import Kube
+from controller.shell.metrics import Metrics
+from controller.shell.observe import Caches
+from controller.shell.reconciler import RolloutReconciler
 from tests.integration.conftest import eventually
 from tests.unit.rollout_model import make_spec
 

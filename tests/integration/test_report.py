@@ -28,17 +28,18 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from controller import cli, history
-from controller.config import load_config_text
-from controller.kube import Kube
-from controller.report import ReportError, ReportSeries, render_report
-from controller.report.chart import build_figure
-from controller.report.command import make_report
-from controller.report.errors import BadReportRequest
-from controller.report.fetch import ReportRequest, load_state
-from controller.report.timeline import MetricSeries, Point, build_timeline
+from controller.core.config import load_config_text
+from controller.core.state import HISTORY_LIMIT, STATE_ANNOTATION, DecisionRecord, encode_state
+from controller.ops import cli
+from controller.ops.report import ReportError, ReportSeries, render_report
+from controller.ops.report.chart import build_figure
+from controller.ops.report.command import make_report
+from controller.ops.report.errors import BadReportRequest
+from controller.ops.report.fetch import ReportRequest, load_state
+from controller.ops.report.timeline import MetricSeries, Point, build_timeline
 from controller.sandbox.apiserver import ApiServer
-from controller.state import HISTORY_LIMIT, STATE_ANNOTATION, DecisionRecord, encode_state
+from controller.shell import history
+from controller.shell.kube import Kube
 from tests.sandbox.conftest import service
 from tests.unit.test_report_timeline import CONFIG, T0, at, rolled_back_state
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.kube import Kube, NotLeader
 from controller.sandbox.apiserver import ApiServer
-from controller.shards import ShardManager, ShardSettings
+from controller.shell.kube import Kube, NotLeader
+from controller.shell.shards import ShardManager, ShardSettings
 from tests.integration.conftest import FAST
 
 NS = "ptc"

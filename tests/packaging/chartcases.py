@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from controller.kube.permissions import triples
+from controller.shell.kube.permissions import triples
 from tests.packaging.helmrender import CHART_DIR, Job, Rendered, render_many
 
 ROOT = Path(__file__).resolve().parents[2]

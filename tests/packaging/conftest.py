@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from controller.log import configure_logging
+from controller.shell.log import configure_logging
 from tests.packaging.chartcases import GOOD, ChartRun, Rendered, run_chart
 
 
@@ -34,7 +34,7 @@ def scenario(request: pytest.FixtureRequest, chart_run: ChartRun) -> Rendered:
 def structlog_to_this_tests_stderr() -> Iterator[None]:
     """Log to the current stderr, whatever an earlier test configured, then put it back.
 
-    `controller.cli.main()` binds structlog to the sys.stderr of the moment; run in-process
+    `controller.ops.cli.main()` binds structlog to the sys.stderr of the moment; run in-process
     under capsys (tests/unit/test_cli.py) that is a stream closed after the test, and the
     controller's first log line would then crash its reconciler.
     """

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from controller import __version__
-from controller.cli import build_parser
-from controller.config import load_config
+from controller.core.config import load_config
+from controller.ops.cli import build_parser
 from tests.packaging.chartcases import (
     BAD_VALUES,
     CHART_DIR,
@@ -160,7 +160,9 @@ def test_rendered_configs_pass_ptc_validate(chart_run: ChartRun, tmp_path: Path)
         (tmp_path / name).mkdir()
         paths.append(config_of(chart_run.results[name], tmp_path / name))
     ptc = shutil.which("ptc")
-    command = [ptc] if ptc else [sys.executable, "-c", "from controller.cli import main; main()"]
+    command = (
+        [ptc] if ptc else [sys.executable, "-c", "from controller.ops.cli import main; main()"]
+    )
     proc = subprocess.run(
         [*command, "validate", *map(str, paths)], capture_output=True, text=True, timeout=60
     )

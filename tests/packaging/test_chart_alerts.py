@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from controller.cli import build_parser
-from controller.server import ALERTS_PATH
+from controller.ops.cli import build_parser
+from controller.shell.server import ALERTS_PATH
 from tests.packaging.chartcases import (
     ALERT_TOKEN,
     GOOD,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.metrics import Metrics
+from controller.shell.metrics import Metrics
 from tests.packaging.chartcases import CHART_DIR, ChartRun, Rendered
 
 

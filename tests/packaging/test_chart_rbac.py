@@ -1,4 +1,4 @@
-"""The chart's RBAC is exactly controller.kube.PERMISSIONS, and is enough: end to end.
+"""The chart's RBAC is exactly controller.shell.kube.PERMISSIONS, and is enough: end to end.
 
 The slow test installs nothing: it takes the rules of the rendered Roles, gives them to a sandbox
 token, and runs the controller with the rendered config.yaml until a rollout completes.
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from kr8s._api import Api as _KrApi
 
-from controller.config import load_config
-from controller.daemon import Controller, DaemonOptions
-from controller.kube import PERMISSIONS
-from controller.kube.permissions import DELETE_STABLE, triples
+from controller.core.config import load_config
 from controller.sandbox.apiaccess import Rule
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
+from controller.shell.daemon import Controller, DaemonOptions
+from controller.shell.kube import PERMISSIONS
+from controller.shell.kube.permissions import DELETE_STABLE, triples
 from tests.packaging.chartcases import (
     LEADER,
     MUTATIONS,
@@ -222,7 +222,7 @@ async def test_controller_completes_a_rollout_with_only_the_rendered_rbac(
     # Every request is one the rules allow: none of them can have been answered 403.
     denied = {u for u in used if not any(rule.allows(*u) for rule in rules)}
     assert not denied, f"requests the rendered RBAC forbids: {denied}"
-    assert "Forbidden" not in controller.metrics.render().decode()
+    assert "Forbidden" not in controller.shell.metrics.render().decode()
     # And the rules were needed: the controller used every resource they name, the Lease of
     # its leader election included.
     assert {(g, res) for _, g, res in used} == {(g, res) for g, res, _ in WORKLOAD | LEADER}

@@ -178,7 +178,7 @@ def test_metadata(final: df.Stage) -> None:
         ".benchmarks/x.json",
         ".import_linter_cache/x",
         "ptc.egg-info/PKG-INFO",
-        "build/lib/controller/cli/__init__.py",
+        "build/lib/controller/ops/cli/__init__.py",
         "dist/ptc-0.1.0.whl",
         ".venv/bin/python",
         "controller/__pycache__/cli.cpython-311.pyc",
@@ -267,7 +267,7 @@ def test_wheel_built_like_the_builder_contains_the_package_and_entry_point(
         names = set(whl.namelist())
         dist_info = f"ptc-{__version__}.dist-info"
         assert "controller/__init__.py" in names
-        assert "controller/cli/__init__.py" in names and "controller/py.typed" in names
+        assert "controller/ops/cli/__init__.py" in names and "controller/py.typed" in names
         assert any(n.startswith("controller/sandbox/") for n in names)
         assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from controller.config import Rollout, load_config
-from controller.preflight import ProbeTarget, probe_pods
+from controller.core.config import Rollout, load_config
 from controller.sandbox.podserver import SimulatedPodRuntime
+from controller.shell.preflight import ProbeTarget, probe_pods
 from tests.sandbox.conftest_pods import FakeClock, make_pod
 
 REPO = Path(__file__).resolve().parents[2]

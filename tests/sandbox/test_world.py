@@ -175,7 +175,7 @@ def test_ptc_sandbox_command_runs_until_interrupted(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "controller.cli",
+            "controller.ops.cli",
             "sandbox",
             "--scenario",
             "zai-proxy",
@@ -213,7 +213,7 @@ def test_ptc_sandbox_command_runs_until_interrupted(tmp_path: Path) -> None:
 
 def test_sandbox_help_mentions_its_options() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "sandbox", "--help"],
+        [sys.executable, "-m", "controller.ops.cli", "sandbox", "--help"],
         capture_output=True,
         text=True,
         timeout=30,

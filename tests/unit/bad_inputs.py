@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.config.yamlread import MAX_BYTES, MAX_DEPTH
+from controller.core.config.yamlread import MAX_BYTES, MAX_DEPTH
 
 DATA = Path(__file__).parents[1] / "data" / "bad-configs"
 MINIMAL = (Path(__file__).parents[2] / "config" / "minimal.yaml").read_text()

@@ -1,7 +1,7 @@
 """One namespace of a cluster in memory, with watch delivery the test steers, for a reconciler.
 
-The reconciler under test gets real :class:`~controller.kube.Informer`\\ s (over a fake
-transport) and a fake :class:`~controller.kube.Kube` whose writes commit here. Every write's
+The reconciler under test gets real :class:`~controller.shell.kube.Informer`\\ s (over a fake
+transport) and a fake :class:`~controller.shell.kube.Kube` whose writes commit here. Every write's
 watch echo is delivered in the order ``FakeKube.order`` forces:
 
 - ``before``: the echo is applied by the informer before the write call returns (a real API
@@ -24,11 +24,11 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.kube import Conflict, Informer, KubePolicy, NotFound, ServiceInfo
-from controller.kube.resources import BY_KIND, Resource
-from controller.kube.types import deployment_info, endpoint_slice_info, pod_info, service_info
-from controller.observe import Caches
-from controller.state import COMMAND_ANNOTATION
+from controller.core.objects import deployment_info, endpoint_slice_info, pod_info, service_info
+from controller.core.state import COMMAND_ANNOTATION
+from controller.shell.kube import Conflict, Informer, KubePolicy, NotFound, ServiceInfo
+from controller.shell.kube.resources import BY_KIND, Resource
+from controller.shell.observe import Caches
 
 Obj = dict[str, Any]
 NS = "devpod"
@@ -141,7 +141,7 @@ class FakeCluster:
 
 
 class FakeTransport:
-    """The part of :class:`~controller.kube.transport.Transport` an informer uses."""
+    """The part of :class:`~controller.shell.kube.transport.Transport` an informer uses."""
 
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.analysis.evaluate import AnalysisSummary, Sample, Verdict
-from controller.analysis.share import ShareReading
-from controller.config.model import Rollout
-from controller.plan import Limits, Role
-from controller.rollout import (
+from controller.core.analysis.evaluate import AnalysisSummary, Sample, Verdict
+from controller.core.analysis.share import ShareReading
+from controller.core.config.model import Rollout
+from controller.core.plan import Limits, Role
+from controller.core.rollout import (
     ACTIVE_TRAFFIC_PHASES,
     Command,
     Decision,
@@ -31,7 +31,7 @@ from controller.rollout import (
     Wait,
     decide,
 )
-from controller.state import Phase, RolloutState
+from controller.core.state import Phase, RolloutState
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

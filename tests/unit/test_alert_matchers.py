@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.alerts.matchers import MatcherError, Op, parse_matcher, quote
+from controller.core.alerts.matchers import MatcherError, Op, parse_matcher, quote
 
 LABELS = {"alertname": "ZaiProxyCanaryBadGateway", "namespace": "devpod", "version": "v2"}
 

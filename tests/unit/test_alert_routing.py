@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.alerts.payload import Alert, PayloadError, parse_notification
-from controller.alerts.routes import ALERT_VARIABLES, compile_routes, variables
-from controller.alerts.routing import (
+from controller.core.alerts.payload import Alert, PayloadError, parse_notification
+from controller.core.alerts.routes import ALERT_VARIABLES, compile_routes, variables
+from controller.core.alerts.routing import (
     BY_MAX,
     DETAIL_MAX,
     AlertMatch,
@@ -23,11 +23,11 @@ from controller.alerts.routing import (
     delivery,
     route_alerts,
 )
-from controller.analysis.templates import ROLLOUT_VARIABLES, QueryContext
-from controller.commands import encode_command, parse_command
-from controller.config.model import AlertAction, Side
-from controller.rollout import Command, CommandKind, EventType
-from controller.state import Phase, RolloutState
+from controller.core.analysis.templates import ROLLOUT_VARIABLES, QueryContext
+from controller.core.config.model import AlertAction, Side
+from controller.core.rollout import Command, CommandKind, EventType
+from controller.core.state import Phase, RolloutState
+from controller.shell.command_annotation import encode_command, parse_command
 from tests.unit.rollout_model import Driver, make_spec
 
 STARTS = "2026-11-27T12:00:00.123456789Z"

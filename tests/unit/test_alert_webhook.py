@@ -16,13 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.alerts.routing import Delivery
-from controller.config.model import Rollout
-from controller.kube import NotLeader, ServiceInfo
-from controller.metrics import Metrics
-from controller.rollout import Command, CommandKind
-from controller.server import MAX_ALERT_BODY, Server
-from controller.state import Phase, RolloutState, encode_state
+from controller.core.alerts.routing import Delivery
+from controller.core.config.model import Rollout
+from controller.core.rollout import Command, CommandKind
+from controller.core.state import Phase, RolloutState, encode_state
+from controller.shell.kube import NotLeader, ServiceInfo
+from controller.shell.metrics import Metrics
+from controller.shell.server import MAX_ALERT_BODY, Server
 from tests.unit.rollout_model import make_spec
 from tests.unit.test_alert_routing import NOTIFICATION, ROUTES
 

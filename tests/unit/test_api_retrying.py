@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from controller.kube import Conflict, Forbidden, Invalid, NotFound, NotLeader, Unavailable
-from controller.kube.retrying import PERMANENT_BACKOFF, TRANSIENT_BACKOFF, after_api_error
-from controller.metrics import Metrics
-from controller.reconciler import RolloutReconciler
+from controller.shell.kube import Conflict, Forbidden, Invalid, NotFound, NotLeader, Unavailable
+from controller.shell.kube.retrying import PERMANENT_BACKOFF, TRANSIENT_BACKOFF, after_api_error
+from controller.shell.metrics import Metrics
+from controller.shell.reconciler import RolloutReconciler
 from tests.unit.fake_cluster import FakeCluster, FakeKube, caches_for, populate
 from tests.unit.test_reconciler_echo import SPEC, T0, SteppedClock
 
@@ -71,8 +71,8 @@ async def test_a_wait_for_an_event_is_bounded_by_the_resync() -> None:
     """Nothing is waited on for good: a missed event is made up for at the next resync."""
     from datetime import timedelta
 
-    from controller.reconciler import RESYNC_SECONDS
-    from controller.rollout import Wait
+    from controller.core.rollout import Wait
+    from controller.shell.reconciler import RESYNC_SECONDS
 
     cluster = FakeCluster()
     populate(cluster, {}, stable=4, canary=0)

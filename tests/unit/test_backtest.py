@@ -10,15 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.analysis.evaluate import (
+from controller.core.analysis.evaluate import (
     AnalysisSummary,
     Measurement,
     Sample,
     check_capacity,
     evaluate,
 )
-from controller.analysis.templates import QueryContext
-from controller.backtest.model import (
+from controller.core.analysis.templates import QueryContext
+from controller.core.config import load_config_text
+from controller.core.config.model import Policy, Rollout, Side
+from controller.ops.backtest.model import (
     MAX_TICKS,
     BacktestInputError,
     BacktestResult,
@@ -28,16 +30,14 @@ from controller.backtest.model import (
     summarise,
     tick_times,
 )
-from controller.backtest.render import render_table, to_json
-from controller.backtest.selectors import (
+from controller.ops.backtest.render import render_table, to_json
+from controller.ops.backtest.selectors import (
     Bindings,
     BoundContext,
     SelectorError,
     SideBinding,
     parse_side,
 )
-from controller.config import load_config_text
-from controller.config.model import Policy, Rollout, Side
 
 NOW = datetime(2026, 1, 13, 15, 0, tzinfo=UTC)
 T0 = datetime(2026, 1, 13, 14, 0, tzinfo=UTC)

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from controller.analysis.evaluate import Measurement, Sample
-from controller.backtest.fetch import FetchError, RangeTable, Series, fetch_ranges, to_ms
-from controller.backtest.replay import ReplayProvider
-from controller.backtest.selectors import Bindings, parse_side
-from controller.cli import main
-from controller.config import load_config_text
-from controller.config.model import PrometheusSettings, Rollout
+from controller.core.analysis.evaluate import Measurement, Sample
+from controller.core.config import load_config_text
+from controller.core.config.model import PrometheusSettings, Rollout
+from controller.ops.backtest.fetch import FetchError, RangeTable, Series, fetch_ranges, to_ms
+from controller.ops.backtest.replay import ReplayProvider
+from controller.ops.backtest.selectors import Bindings, parse_side
+from controller.ops.cli import main
 
 AT = datetime(2026, 1, 13, 14, 0, tzinfo=UTC)
 MS = to_ms(AT)
@@ -299,14 +299,14 @@ async def test_a_rejected_query_is_that_querys_error_not_the_backtests() -> None
 async def test_prometheus_failures_abort_the_backtest(
     answers: list[tuple[int, str]], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("controller.backtest.fetch.BACKOFF", (0.01, 0.01))
+    monkeypatch.setattr("controller.ops.backtest.fetch.BACKOFF", (0.01, 0.01))
     async with stand_in(answers) as (url, _):
         with pytest.raises(FetchError, match=re.escape(message)):
             await _fetch(url, ["up"])
 
 
 async def test_a_transient_failure_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("controller.backtest.fetch.BACKOFF", (0.01, 0.01))
+    monkeypatch.setattr("controller.ops.backtest.fetch.BACKOFF", (0.01, 0.01))
     async with stand_in([(503, "busy"), (200, MATRIX)]) as (url, seen):
         table = await _fetch(url, ["up"])
     assert len(seen) == 2 and table.at("up", MS) != []

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from controller.config import ConfigError, Problem, load_config
-from controller.config.checks import Severity
+from controller.core.config import ConfigError, Problem, load_config
+from controller.core.config.checks import Severity
+from controller.ops.cli import main
 from tests.unit.bad_inputs import Case, Expected, all_cases
 
 CASES = all_cases()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from controller.analysis.evaluate import (
+from controller.core.analysis.evaluate import (
     AnalysisSummary,
     Breach,
     Measurement,
@@ -21,7 +21,7 @@ from controller.analysis.evaluate import (
     Verdict,
     evaluate,
 )
-from controller.config.model import Metric
+from controller.core.config.model import Metric
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NAME = "bad-gateway-ratio"

@@ -14,12 +14,10 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-from controller.analysis.evaluate import Measurement, Sample, Verdict
-from controller.config.model import Analysis, Rollout
-from controller.metrics import Metrics
-from controller.reconciler import RolloutReconciler
-from controller.rollout import target_hash
-from controller.state import (
+from controller.core.analysis.evaluate import Measurement, Sample, Verdict
+from controller.core.config.model import Analysis, Rollout
+from controller.core.rollout import target_hash
+from controller.core.state import (
     STATE_ANNOTATION,
     BreachClocks,
     Phase,
@@ -27,6 +25,8 @@ from controller.state import (
     encode_state,
     read_state,
 )
+from controller.shell.metrics import Metrics
+from controller.shell.reconciler import RolloutReconciler
 from tests.unit.fake_cluster import FakeCluster, FakeKube, SteppedClock, caches_for, populate
 from tests.unit.rollout_model import T0, make_spec
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from controller.cli import main
-from controller.config.schema import schema_json
+from controller.core.config.schema import schema_json
+from controller.ops.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 ZAI = str(REPO / "config" / "zai-proxy.yaml")

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.analysis.evaluate import Breach, Measurement, Sample, Verdict, evaluate, judge
-from controller.config.model import Analysis, Metric
+from controller.core.analysis.evaluate import Breach, Measurement, Sample, Verdict, evaluate, judge
+from controller.core.config.model import Analysis, Metric
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 

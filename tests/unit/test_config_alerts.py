@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.config import ConfigError, load_config_text
-from controller.config.model import AlertAction
+from controller.core.config import ConfigError, load_config_text
+from controller.core.config.model import AlertAction
 
 HEAD = (
     "rollouts:\n"

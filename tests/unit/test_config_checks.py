@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from controller.config import ConfigError, load_config_text
-from controller.config.checks import Severity, check_rollout
-from controller.config.model import Rollout
+from controller.core.config import ConfigError, load_config_text
+from controller.core.config.checks import Severity, check_rollout
+from controller.core.config.model import Rollout
 
 
 def rollout_yaml(extra: str = "", steps: str = "    steps: [{weight: 10}, {weight: 50}]\n") -> str:

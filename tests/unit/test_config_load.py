@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import ConfigError, LoadedConfig, load_config, load_config_text
-from controller.config.model import Config, Rollout
-from controller.config.schema import allowed_keys, config_schema, schema_json
+from controller.core.config import ConfigError, LoadedConfig, load_config, load_config_text
+from controller.core.config.model import Config, Rollout
+from controller.core.config.schema import allowed_keys, config_schema, schema_json
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "config").glob("*.yaml"))
@@ -625,9 +625,10 @@ def test_allowed_keys(loc: tuple[str | int, ...], keys: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["controller.analysis.templates", "controller.plan", "controller.config.model"]
+    "module",
+    ["controller.core.analysis.templates", "controller.core.plan", "controller.core.config.model"],
 )
 def test_any_module_can_be_imported_first(module: str) -> None:
-    """controller.config's checks use templates and plan, which use the config model."""
+    """controller.core.config's checks use templates and plan, which use the config model."""
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

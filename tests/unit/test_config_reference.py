@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.config.reference import markdown_reference
-from controller.config.schema import config_schema
+from controller.core.config.reference import markdown_reference
+from controller.core.config.schema import config_schema
 
 DOC = Path(__file__).parents[2] / "docs" / "config-reference.md"
 

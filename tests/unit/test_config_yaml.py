@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import ConfigError, load_config, load_config_text
-from controller.config.yamlread import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, read_yaml
+from controller.core.config import ConfigError, load_config, load_config_text
+from controller.core.config.yamlread import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, read_yaml
 
 ROLLOUT = (
     "rollouts:\n"

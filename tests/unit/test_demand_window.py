@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.analysis.demand import DemandWindow
+from controller.core.analysis.demand import DemandWindow
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=2)

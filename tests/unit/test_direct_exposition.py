@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.analysis.exposition import ExpositionError, parse, parse_float
 from controller.sandbox import exposition as sandbox
 from controller.sandbox.faults import FaultProfiles, Latency
 from controller.sandbox.zaiproxy import ProxyConfig, SimulatedZaiProxy
+from controller.shell.providers.exposition import ExpositionError, parse, parse_float
 
 
 def same_float(a: float, b: float) -> bool:

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from controller.analysis.direct import TASK_NAME, DirectProvider, PodTarget
-from controller.config.load import load_config
-from controller.config.model import Rollout, Side
+from controller.core.config.load import load_config
+from controller.core.config.model import Rollout, Side
+from controller.shell.providers.direct import TASK_NAME, DirectProvider, PodTarget
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW = 10.0

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.analysis.exposition import ExpositionSample
-from controller.analysis.window import (
+from controller.core.config.model import Source
+from controller.shell.providers.exposition import ExpositionSample
+from controller.shell.providers.window import (
     MatcherError,
     PodHistory,
     SideData,
@@ -27,7 +28,6 @@ from controller.analysis.window import (
     histogram_quantile,
     ring_size,
 )
-from controller.config.model import Source
 
 INF = math.inf
 
@@ -313,7 +313,7 @@ def test_counter_ratio_no_data_cases() -> None:
 
 
 def _no_data(requests: float) -> object:
-    from controller.analysis.evaluate import Sample
+    from controller.core.analysis.evaluate import Sample
 
     return Sample(None, requests=requests)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.durations import DURATION_PATTERN, format_duration, parse_duration
+from controller.core.durations import DURATION_PATTERN, format_duration, parse_duration
 
 EXPECTED = "expected a duration string such as 30s, 5m, 1h30m or 24h"
 

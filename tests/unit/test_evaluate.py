@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.analysis.evaluate import (
+from controller.core.analysis.evaluate import (
     Breach,
     Measurement,
     Sample,
@@ -17,7 +17,7 @@ from controller.analysis.evaluate import (
     without_stable_baseline,
     worst,
 )
-from controller.config.model import CapacityGate, Metric
+from controller.core.config.model import CapacityGate, Metric
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

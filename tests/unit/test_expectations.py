@@ -9,9 +9,9 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from controller.kube import Informer
-from controller.kube.expectations import Expectations
-from controller.kube.resources import BY_KIND
+from controller.shell.kube import Informer
+from controller.shell.kube.expectations import Expectations
+from controller.shell.kube.resources import BY_KIND
 from tests.unit.fake_cluster import (
     NS,
     PARSERS,

@@ -8,9 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller import history
-from controller.kube import Conflict, NotFound, Unavailable
-from controller.state import DecisionRecord, MetricRecord
+from controller.core.state import (
+    DecisionRecord,
+    MetricRecord,
+    Phase,
+    RolloutState,
+    StateError,
+    compact,
+)
+from controller.shell import history
+from controller.shell.kube import Conflict, NotFound, Unavailable
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NAME = history.configmap_name("zai-proxy")
@@ -142,3 +149,32 @@ async def test_decisions_a_killed_leader_left_out_are_filled_in_from_the_state()
     got = await history.read(kube, "ns", "zai-proxy", "a")
     assert [r.decision for r in got] == ["d0", "d1", "d2", "d3", "d4"]
     assert len(got[1].metrics) == 3
+
+
+def test_merge_knows_a_record_whose_long_texts_the_annotation_cut() -> None:
+    """The annotation cuts a long `by` (an alert's): its copy is still the same decision."""
+    full = replace(record(1, metrics=1), by="alert:" + "x" * 400)
+    annotated = compact(RolloutState(Phase.HOLDING, "t", history=(full,))).history[0]
+    assert annotated.by != full.by
+    assert history.merge([full], [annotated]) == (full,)
+
+
+async def test_a_newer_format_is_refused_and_the_current_one_is_written() -> None:
+    with pytest.raises(StateError, match="newer ptc"):
+        history.check_version({"version": str(history.VERSION + 1)})
+    history.check_version({})  # written before the version key existed: version 1
+    cms = ConfigMaps()
+    writer = history.HistoryWriter(cms, "default", "zai-proxy")
+    writer.add("t", [record(0)])
+    await writer.flush()
+    assert cms.objects[NAME][0][history.VERSION_KEY] == str(history.VERSION)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000, "[" + "9" * 5000 + "]", '[{"at": "2026-01-01T00:00:00Z", "step": 1e999}]'],
+    ids=["deep", "long-number", "infinite-step"],
+)
+def test_hostile_json_is_a_state_error_not_a_crash(text: str) -> None:
+    with pytest.raises(StateError):
+        history.decode(text)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.kube.indexes import Indexes
+from controller.shell.kube.indexes import Indexes
 
 Labels = frozenset[tuple[str, str]]
 NAMES = st.sampled_from(["a", "b", "c", "d", "e"])

@@ -8,8 +8,7 @@ import httpx
 import kr8s
 import pytest
 
-from controller.kube import errors
-from controller.kube.types import (
+from controller.core.objects import (
     FrozenMap,
     deployment_info,
     endpoint_slice_info,
@@ -18,6 +17,7 @@ from controller.kube.types import (
     pod_info,
     service_info,
 )
+from controller.shell.kube import errors
 
 
 def _pod(**meta: object) -> dict[str, object]:

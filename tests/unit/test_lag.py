@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from controller.analysis.evaluate import AnalysisSummary, Verdict
-from controller.analysis.runner import AnalysisReport
-from controller.lag import RECONCILE_BEHIND_S, RolloutLag, Wake, fleet_lag
-from controller.metrics import Metrics
+from controller.core.analysis.evaluate import AnalysisSummary, Verdict
+from controller.shell.analysis_runner import AnalysisReport
+from controller.shell.lag import RECONCILE_BEHIND_S, RolloutLag, Wake, fleet_lag
+from controller.shell.metrics import Metrics
 from tests.unit.fake_cluster import until
 from tests.unit.test_reconciler_echo import SPEC, state, world
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.leader import LeaderSettings
+from controller.shell.leader import LeaderSettings
 
 S = timedelta(seconds=1)
 

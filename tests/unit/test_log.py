@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from controller.log import configure_logging
+from controller.shell.log import configure_logging
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from controller.kube import PodInfo
-from controller.observe import (
+from controller.shell.kube import PodInfo
+from controller.shell.observe import (
     POD_BY_DEPLOYMENT,
     POD_BY_LABEL,
     SLICE_BY_SERVICE,
@@ -20,7 +20,7 @@ from controller.observe import (
     observe,
     preflight_pods,
 )
-from controller.preflight import check_world
+from controller.shell.preflight import check_world
 from tests.unit.fake_cluster import (
     FakeCluster,
     caches_for,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.config.model import Rollout
-from controller.plan import (
+from controller.core.config.model import Rollout
+from controller.core.plan import (
     Limits,
     Split,
     place_step,

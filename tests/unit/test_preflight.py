@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from controller.config import Rollout, load_config
-from controller.kube import DeploymentInfo, PodInfo
-from controller.kube.types import FrozenMap
-from controller.preflight import ProbeAnswer, ProbeTarget, check_world, judge_probe
+from controller.core.config import Rollout, load_config
+from controller.core.objects import FrozenMap
 from controller.sandbox.zaiproxy import ProxyConfig, SimulatedZaiProxy
+from controller.shell.kube import DeploymentInfo, PodInfo
+from controller.shell.preflight import ProbeAnswer, ProbeTarget, check_world, judge_probe
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.config.model import Rollout
-from controller.kube import AutoscalerInfo
-from controller.preflight import check_autoscalers
+from controller.core.config.model import Rollout
+from controller.shell.kube import AutoscalerInfo
+from controller.shell.preflight import check_autoscalers
 
 
 def spec(**preflight: object) -> Rollout:

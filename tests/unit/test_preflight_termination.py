@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from controller.kube.types import DeploymentInfo, PreStopHook, deployment_info, pre_stop_hook
-from controller.preflight import check_world
-from controller.rollout import Observed, PreflightResult, decide
+from controller.core.objects import DeploymentInfo, PreStopHook, deployment_info, pre_stop_hook
+from controller.core.rollout import Observed, PreflightResult, decide
+from controller.core.state import Phase
+from controller.core.termination import stable_terminated_while_serving
 from controller.sandbox.scenarios import deployment
-from controller.state import Phase
-from controller.termination import stable_terminated_while_serving
+from controller.shell.preflight import check_world
 from tests.unit.rollout_model import T0, Cluster, make_spec
 
 SHARED = {"app": "zai-proxy"}

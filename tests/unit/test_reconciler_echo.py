@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.metrics import Metrics
-from controller.reconciler import RolloutReconciler, StaleView
-from controller.rollout import target_hash
-from controller.state import STATE_ANNOTATION, Phase, RolloutState, encode_state, read_state
+from controller.core.rollout import target_hash
+from controller.core.state import STATE_ANNOTATION, Phase, RolloutState, encode_state, read_state
+from controller.shell.metrics import Metrics
+from controller.shell.reconciler import RolloutReconciler, StaleView
 from tests.unit.fake_cluster import FakeCluster, FakeKube, SteppedClock, caches_for, populate
 from tests.unit.rollout_model import T0, make_spec
 
@@ -285,9 +285,7 @@ async def test_a_lost_echo_is_trusted_until_the_ttl_then_the_cache_wins() -> Non
         with capture_logs() as logs:
             svc = w.reconciler.service()
         assert svc is not None and svc.resource_version != written  # the cache's, older
-        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
-            "kube.expectation.expired"
-        ]
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["expectation expired"]
 
 
 async def test_unmet_expectations_bound_the_reconcilers_sleep() -> None:

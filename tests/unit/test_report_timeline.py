@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.config import load_config_text
-from controller.config.model import Rollout
-from controller.report.timeline import (
+from controller.core.config import load_config_text
+from controller.core.config.model import Rollout
+from controller.core.state import HISTORY_LIMIT, DecisionRecord, MetricRecord, Phase, RolloutState
+from controller.ops.report.timeline import (
     MarkerKind,
     MetricSeries,
     Point,
@@ -19,7 +20,6 @@ from controller.report.timeline import (
     parse_threshold,
     time_span,
 )
-from controller.state import HISTORY_LIMIT, DecisionRecord, MetricRecord, Phase, RolloutState
 
 T0 = datetime(2026, 11, 3, 10, 0, 0, tzinfo=UTC)
 BAD_GATEWAY_THRESHOLD = "<= 0.05, <= stable*1.5+0.01"

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from controller.analysis.evaluate import AnalysisSummary, MetricResult, Verdict
-from controller.plan import Role
-from controller.rollout import (
+from controller.core.analysis.evaluate import AnalysisSummary, MetricResult, Verdict
+from controller.core.plan import Role
+from controller.core.rollout import (
     Command,
     CommandKind,
     DeleteDeployment,
@@ -25,7 +25,7 @@ from controller.rollout import (
     decide,
     target_hash,
 )
-from controller.state import Phase
+from controller.core.state import Phase
 from tests.unit.rollout_model import T0, Cluster, Driver, InvariantViolation, make_spec
 
 
@@ -601,7 +601,7 @@ TestRolloutProperties = RolloutMachine.TestCase
 
 def test_invariant_checker_catches_a_bad_action() -> None:
     """The model's checker would fail a decide() that emptied the Service (it can fail)."""
-    from controller.rollout import Decision
+    from controller.core.rollout import Decision
 
     driver = Driver(make_spec())
     driver.run(Phase.PROGRESSING, first=True)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.analysis.evaluate import AnalysisSummary, Verdict
-from controller.rollout import Decision, Wait, decide
-from controller.state import Phase
+from controller.core.analysis.evaluate import AnalysisSummary, Verdict
+from controller.core.rollout import Decision, Wait, decide
+from controller.core.state import Phase
 from tests.unit.rollout_model import Driver, make_spec
 
 INTERVAL = timedelta(seconds=10)  # make_spec's analysis interval

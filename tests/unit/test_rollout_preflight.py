@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.analysis.evaluate import AnalysisSummary, MetricResult, Verdict
-from controller.rollout import (
+from controller.core.analysis.evaluate import AnalysisSummary, MetricResult, Verdict
+from controller.core.rollout import (
     Command,
     CommandKind,
     Decision,
@@ -17,7 +17,7 @@ from controller.rollout import (
     Wait,
     decide,
 )
-from controller.state import Phase, RolloutState
+from controller.core.state import Phase, RolloutState
 from tests.unit.rollout_model import T0, Cluster, Driver, make_spec
 
 SECOND = timedelta(seconds=1)

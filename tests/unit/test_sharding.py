@@ -9,7 +9,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.sharding import (
+from controller.core.sharding import (
     ShardView,
     fair_share,
     loads,
@@ -37,7 +37,7 @@ def test_shard_of_is_the_same_in_another_process() -> None:
     names = [("team-a", "web"), ("team-b", "api"), ("default", "zai-proxy")]
     here = [shard_of(ns, n, 6) for ns, n in names]
     code = (
-        "from controller.sharding import shard_of; "
+        "from controller.core.sharding import shard_of; "
         f"print([shard_of(ns, n, 6) for ns, n in {names!r}])"
     )
     out = subprocess.run(

@@ -10,8 +10,8 @@ import asyncio
 import itertools
 from datetime import datetime, timedelta
 
-from controller.kube import Conflict, LeaseInfo, NotFound
-from controller.shards import ShardManager, ShardSettings
+from controller.shell.kube import Conflict, LeaseInfo, NotFound
+from controller.shell.shards import ShardManager, ShardSettings
 
 SHARDS = 3
 

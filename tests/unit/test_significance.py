@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.analysis.significance import (
+from controller.core.analysis.significance import (
     excess_lower_bound,
     is_proportion,
     wilson_interval,

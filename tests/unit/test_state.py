@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.state import (
+from controller.core.state import (
     HISTORY_LIMIT,
     STATE_VERSION,
     BreachClocks,
@@ -307,3 +307,16 @@ def test_malformed_state_says_what_is_wrong(text: str, message: str) -> None:
 
 def test_phase_terminal() -> None:
     assert {p for p in Phase if p.terminal} == {Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,  # fits the 256 KiB annotation limit
+        '{"v": 1, "phase": "holding", "target": "t", "step": ' + "9" * 5000 + "}",
+    ],
+    ids=["deep", "long-number"],
+)
+def test_hostile_json_in_the_annotation_is_a_state_error_not_a_crash(text: str) -> None:
+    with pytest.raises(StateError):
+        decode_state(text)

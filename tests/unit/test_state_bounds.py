@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.state import (
+from controller.core.state import (
     HISTORY_LIMIT,
     BreachClocks,
     DecisionRecord,

@@ -7,9 +7,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.lag import RolloutLag
-from controller.state import DecisionRecord, MetricRecord, Phase, RolloutState
-from controller.status import hold_window, render_text, status_document
+from controller.core.state import DecisionRecord, MetricRecord, Phase, RolloutState
+from controller.core.status import hold_window, status_document
+from controller.ops.status_view import render_text
+from controller.shell.lag import RolloutLag
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "status_table.txt"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -108,10 +109,19 @@ def test_status_from_the_controller_shows_its_lag_under_the_table() -> None:
     assert "reconcile - (-)" in render_text([garbled], now, width=200)
 
 
+def test_a_history_configmap_not_used_is_said_under_the_decisions() -> None:
+    now = T0 + timedelta(minutes=2, seconds=35)
+    doc = document(now)
+    doc["history"] = {"source": "annotation", "problem": "history ConfigMap x not used (forbidden)"}
+    assert "history ConfigMap x not used (forbidden)" in render_text([doc], now, width=200)
+    doc["history"] = {"source": "configmap", "problem": None}
+    assert "not used" not in render_text([doc], now, width=200)
+
+
 def test_shards_table_lists_each_shard_its_lease_and_holder() -> None:
     from rich.console import Console
 
-    from controller.status import shards_table
+    from controller.ops.status_view import shards_table
 
     controller = {
         "identity": "ptc-a",

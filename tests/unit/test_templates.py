@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.analysis.templates import (
+from controller.core.analysis.templates import (
     KNOWN_VARIABLES,
     QueryContext,
     TemplateError,
@@ -20,8 +20,8 @@ from controller.analysis.templates import (
     unknown_variables,
     variables_in,
 )
-from controller.config import Rollout, Side, load_config
-from controller.config.model import Metric, Source
+from controller.core.config import Rollout, Side, load_config
+from controller.core.config.model import Metric, Source
 
 REPO = Path(__file__).resolve().parents[2]
 

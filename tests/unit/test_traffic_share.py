@@ -16,12 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.analysis.evaluate import Sample, Verdict
-from controller.analysis.share import ShareReading, check_share
-from controller.metrics import Metrics
-from controller.rollout import Wait
-from controller.state import Phase, decode_record, record_json
-from controller.status import render_text, status_document
+from controller.core.analysis.evaluate import Sample, Verdict
+from controller.core.analysis.share import ShareReading, check_share
+from controller.core.rollout import Wait
+from controller.core.state import Phase, decode_record, record_json
+from controller.core.status import status_document
+from controller.ops.status_view import render_text
+from controller.shell.metrics import Metrics
 from tests.unit.rollout_model import T0, Driver, make_spec
 
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from controller.kube.resources import BY_KIND
-from controller.kube.transport import MAX_IN_FLIGHT, Transport
+from controller.shell.kube.resources import BY_KIND
+from controller.shell.kube.transport import MAX_IN_FLIGHT, Transport
 from tests.unit.fake_cluster import until
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.config import load_config, load_config_text
+from controller.core.config import load_config, load_config_text
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = {

@@ -106,7 +106,7 @@ defaults.retention, as ptc merges them), as a JSON list: only there may ptc dele
 
 {{/*
 The controller's RBAC, split by where it is needed. Together these are exactly
-controller.kube.PERMISSIONS (tests/packaging/test_chart.py fails on any difference), one rule
+controller.shell.kube.PERMISSIONS (tests/packaging/test_chart.py fails on any difference), one rule
 per (apiGroup, resource); deployments/scale is a subresource, granted on its own.
 
 ptc.workloadRules: in every watched namespace (or cluster-wide with rbac.clusterWide). Called

@@ -1,1 +1,0 @@
-"""Analysis: query templates, structured metrics and the pure evaluator; the Prometheus runner."""

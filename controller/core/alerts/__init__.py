@@ -1,0 +1,1 @@
+"""Pure Alertmanager routing: matchers, payload parsing, routes to rollouts."""

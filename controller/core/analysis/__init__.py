@@ -1,0 +1,1 @@
+"""Pure analysis: query templates, the evaluator and its statistics."""

@@ -1,0 +1,1 @@
+"""Operator tools: the CLI, status views, report, backtest and the demo."""

@@ -1,0 +1,1 @@
+"""The imperative shell: Kubernetes adapter, leader election, reconcilers, daemon, HTTP."""

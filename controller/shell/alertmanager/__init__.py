@@ -1,0 +1,1 @@
+"""The Alertmanager webhook: receive notifications, deliver them as commands."""

@@ -1,0 +1,425 @@
+"""The per-rollout analysis loop: every interval, measure -> evaluate -> report.
+
+One `AnalysisRunner` per running rollout. Each evaluation takes a snapshot of the rollout spec
+and step (so `set_step()` and `update()` take effect at the next evaluation, never halfway
+through one), asks the provider for the metrics (and the capacity gate's capacity and demand),
+judges them with the pure evaluator - carrying the previous summary so ``for:`` persists
+across evaluations - logs one structured line and hands an `AnalysisReport` to the callback.
+
+Scheduling is on a fixed grid (``start, start + interval, ...``) like a Prometheus rule group:
+an evaluation that overruns skips the ticks it missed instead of running several back to back,
+and evaluations never overlap. Time comes from the injected `clock` and `sleep`, so tests step
+through hours of intervals without waiting. One evaluation can be asked for out of schedule
+(`evaluate_soon`): a step passes only on an evaluation taken at or after its hold's end, which
+the grid may reach an interval later; the grid itself is not moved.
+
+The capacity gate's verdict needs the *next* step's weight, which only the reconciler knows;
+the runner therefore reports the raw (capacity, demand) samples and the reconciler calls
+`check_capacity`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from controller.core.analysis.evaluate import (
+    AnalysisSummary,
+    Measurement,
+    MetricResult,
+    Sample,
+    Verdict,
+    evaluate,
+)
+from controller.core.analysis.share import ShareReading
+from controller.core.config.model import Analysis, CapacityGate, Rollout
+from controller.shell.providers.provider import Provider
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Config validation rejects a zero interval; this floor only keeps a bad value from spinning.
+MIN_INTERVAL = timedelta(seconds=1)
+
+
+def _spread(name: str, interval: timedelta) -> timedelta:
+    """A stable offset in [0, interval/2) for a rollout, from a hash of its name."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+    return interval * (digest % 1000) / 2000
+
+
+def utc_now() -> datetime:
+    """The default clock: timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """One evaluation: the verdicts plus what the reconciler needs to act on them.
+
+    `step` says what was judged: the reconciler ignores a report for another step than the
+    state's. `spec_hash` names the config it was judged under: the reconciler ignores a report
+    judged under another spec than the one in force (a reload's thresholds apply from the next
+    evaluation on, which the reconciler asks for at once). `capacity` and `demand` are None
+    when the step's analysis has no capacity gate.
+    """
+
+    rollout: str
+    spec_hash: str
+    step: int
+    summary: AnalysisSummary
+    capacity: Sample | None = None
+    demand: Sample | None = None
+    share: ShareReading | None = None  # None when the step's analysis has no trafficShare
+
+    @property
+    def verdict(self) -> Verdict:
+        """The overall verdict of the metrics (the capacity gate is judged by the caller)."""
+        return self.summary.verdict
+
+
+OnResult = Callable[[AnalysisReport], Awaitable[None] | None]
+
+
+class AnalysisRunner:
+    """Evaluates one rollout's analysis every interval until stopped."""
+
+    def __init__(
+        self,
+        rollout: Rollout,
+        provider: Provider,
+        on_result: OnResult,
+        *,
+        step: int = 0,
+        previous: AnalysisSummary | None = None,
+        clock: Clock = utc_now,
+        sleep: Sleep = asyncio.sleep,
+        spread: bool = False,
+    ) -> None:
+        """`previous` restores ``for:`` state (e.g. persisted before a controller restart)."""
+        self._rollout = rollout
+        self._step = step
+        self._provider = provider
+        self._on_result = on_result
+        self._clock = clock
+        self._sleep = sleep
+        self._spread = spread  # offset the first evaluation by a hash of the name
+        self._previous = previous
+        self._last: AnalysisReport | None = None
+        self._started_at: datetime | None = None  # `at` of the newest evaluation begun
+        self._task: asyncio.Task[None] | None = None
+        self._soon: asyncio.Task[None] | None = None
+        # evaluate_once() may be called by hand (e.g. a manual retry) while the loop runs;
+        # evaluations must still not overlap, or `previous` would be raced.
+        self._lock = asyncio.Lock()
+
+    # -- what the caller controls ---------------------------------------------------------
+
+    @property
+    def rollout(self) -> Rollout:
+        """The spec the next evaluation will use."""
+        return self._rollout
+
+    @property
+    def step(self) -> int:
+        """The step the next evaluation will judge."""
+        return self._step
+
+    def set_step(self, index: int) -> None:
+        """Judge step `index` from the next evaluation on (its analysis override applies)."""
+        if not 0 <= index < len(self._rollout.steps):
+            raise IndexError(
+                f"rollout {self._rollout.name!r} has steps 0..{len(self._rollout.steps) - 1}, "
+                f"not {index}"
+            )
+        self._step = index
+
+    def update(self, rollout: Rollout) -> None:
+        """Use a reloaded spec from the next evaluation on.
+
+        ``for:`` state carries over a reload (a breach does not restart its clock because a
+        comment changed), but not over a change of the canary or stable being compared.
+        """
+        if rollout.name != self._rollout.name:
+            raise ValueError(f"runner for {self._rollout.name!r} got rollout {rollout.name!r}")
+        if (rollout.canary, rollout.stable, rollout.namespace) != (
+            self._rollout.canary,
+            self._rollout.stable,
+            self._rollout.namespace,
+        ):
+            self._previous = None
+        self._rollout = rollout
+        self._step = min(self._step, len(rollout.steps) - 1)
+
+    # -- what the caller reads ------------------------------------------------------------
+
+    @property
+    def last(self) -> AnalysisReport | None:
+        """The latest report, None before the first evaluation."""
+        return self._last
+
+    @property
+    def breach_since(self) -> Mapping[str, datetime]:
+        """When each breaching metric's ``for:`` clock started (persist it to survive restarts)."""
+        return dict(self._previous.breach_since()) if self._previous is not None else {}
+
+    @property
+    def capacity(self) -> tuple[Sample, Sample] | None:
+        """The latest (canary capacity, Service demand), None without a capacity gate."""
+        last = self._last
+        if last is None or last.capacity is None or last.demand is None:
+            return None
+        return last.capacity, last.demand
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop task is alive."""
+        return self._task is not None and not self._task.done()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start evaluating now and every interval after (no-op if already running)."""
+        if self.running:
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"analysis-runner:{self._rollout.name}"
+        )
+
+    def evaluate_soon(self, since: datetime) -> bool:
+        """Evaluate now, out of schedule, unless an evaluation at or after `since` has begun.
+
+        For the end of a hold: the reconciler waits for a verdict evaluated at or after it, and
+        the next scheduled evaluation may be an interval away. True if one was started; at most
+        one is pending at a time, and it waits for an evaluation in progress (they never
+        overlap). No-op while the loop is not running.
+        """
+        if not self.running:
+            return False
+        if self._started_at is not None and self._started_at >= since:
+            return False
+        if self._soon is not None and not self._soon.done():
+            return False
+        self._soon = asyncio.get_running_loop().create_task(
+            self._evaluate_soon(), name=f"analysis-soon:{self._rollout.name}"
+        )
+        return True
+
+    async def _evaluate_soon(self) -> None:
+        try:
+            await self.evaluate_once()
+        except Exception:
+            log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+
+    async def stop(self) -> None:
+        """Cancel the loop (and any evaluation in progress) and wait until it has ended."""
+        soon, self._soon = self._soon, None
+        if soon is not None and not soon.done():
+            soon.cancel()
+            if soon is not asyncio.current_task():
+                # Its cancellation is its result; ours, if we are cancelled, still propagates.
+                await asyncio.gather(soon, return_exceptions=True)
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        if task is asyncio.current_task():
+            return  # stop() called from the callback: the cancellation ends us on return
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves: do not swallow that
+
+    async def _loop(self) -> None:
+        # Runners started together (a controller with hundreds of rollouts) would otherwise
+        # query in one burst every interval; a stable per-rollout offset spreads them out.
+        interval = max(self._analysis().interval, MIN_INTERVAL)
+        offset = _spread(self._rollout.name, interval) if self._spread else timedelta(0)
+        if offset > timedelta(0):
+            await self._sleep(offset.total_seconds())
+        due = self._clock()
+        while True:
+            try:
+                await self.evaluate_once(at=due)
+            except Exception:
+                # evaluate_once() handles provider and callback failures itself; this is a
+                # bug elsewhere. Log it and keep the schedule rather than die silently.
+                log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+            interval = max(self._analysis().interval, MIN_INTERVAL)
+            due += interval
+            now = self._clock()
+            if due < now:
+                missed = math.floor((now - due) / interval) + 1
+                due += missed * interval
+                log.warning(
+                    "analysis evaluation overran its interval",
+                    rollout=self._rollout.name,
+                    interval_s=interval.total_seconds(),
+                    skipped=missed,
+                )
+            # Never sleep longer than one interval, even if the clock stepped backwards.
+            await self._sleep(min(due - now, interval).total_seconds())
+
+    def _analysis(self) -> Analysis:
+        return self._rollout.step_analysis(self._step)
+
+    async def evaluate_once(self, at: datetime | None = None) -> AnalysisReport:
+        """Measure, judge and report once; failures of the provider become ERROR verdicts.
+
+        `at` is the evaluation's time (default: now). The loop passes its scheduled tick, so
+        `for:` durations are whole multiples of the interval rather than missing by the few
+        milliseconds a wake-up jitters (a 4s `for:` at 2s intervals fails on the third
+        evaluation, not the fourth).
+        """
+        async with self._lock:
+            # Snapshot: a set_step()/update() during the queries applies to the next one.
+            rollout, step = self._rollout, self._step
+            analysis = rollout.step_analysis(step)
+            at = at or self._clock()
+            self._started_at = at
+            gate = analysis.capacity_gate
+            measurements, capacity, share = await asyncio.gather(
+                self._measure(rollout, analysis),
+                self._capacity(rollout, analysis) if gate is not None else _none(),
+                self._share(rollout, analysis, at),
+            )
+            summary = evaluate(
+                analysis.metrics,
+                measurements,
+                analysis.min_requests,
+                at,
+                self._previous,
+                analysis.confidence,
+            )
+            self._previous = summary
+            report = AnalysisReport(
+                rollout=rollout.name,
+                spec_hash=rollout.spec_hash(),
+                step=step,
+                summary=summary,
+                capacity=capacity[0] if capacity is not None else None,
+                demand=capacity[1] if capacity is not None else None,
+                share=share,
+            )
+            self._last = report
+            elapsed = self._clock() - at
+            _log_report(report, elapsed)
+            await self._deliver(report)
+            return report
+
+    async def _measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+        try:
+            return await self._provider.measure(rollout, analysis)
+        except Exception as exc:
+            # Providers should not raise; if one does, every metric is an error (never a pass).
+            log.exception("analysis provider failed", rollout=rollout.name, call="measure")
+            failed = Sample(None, error=f"provider failed: {exc!r}")
+            return {m.name: Measurement(m.name, failed) for m in analysis.metrics}
+
+    async def _capacity(self, rollout: Rollout, analysis: Analysis) -> tuple[Sample, Sample]:
+        assert analysis.capacity_gate is not None
+        try:
+            return await self._provider.capacity(rollout, analysis.capacity_gate, analysis.window)
+        except Exception as exc:
+            log.exception("analysis provider failed", rollout=rollout.name, call="capacity")
+            failed = Sample(None, error=f"provider failed: {exc!r}")
+            return failed, failed
+
+    async def _share(
+        self, rollout: Rollout, analysis: Analysis, at: datetime
+    ) -> ShareReading | None:
+        share = analysis.traffic_share
+        if share is None:
+            return None
+        # The provider's capacity call samples one source on the canary and another on the
+        # whole Service: exactly the two request rates whose ratio is the share.
+        source = share.source()
+        pair = CapacityGate(capacity=source, demand=source)
+        try:
+            canary, service = await self._provider.capacity(rollout, pair, analysis.window)
+        except Exception as exc:
+            log.exception("analysis provider failed", rollout=rollout.name, call="share")
+            failed = Sample(None, error=f"provider failed: {exc!r}")
+            return ShareReading(failed, failed, at)
+        return ShareReading(canary, service, at)
+
+    async def _deliver(self, report: AnalysisReport) -> None:
+        try:
+            result = self._on_result(report)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            # The reconciler's problem must not stop the analysis of the rollout.
+            log.exception("analysis callback failed", rollout=report.rollout, step=report.step)
+
+
+def restored(since: Mapping[str, datetime], at: datetime) -> AnalysisSummary | None:
+    """A `previous` for a new runner from persisted breach clocks (None when there are none).
+
+    Only the clocks matter to the next evaluation; the verdicts are placeholders that nothing
+    reads (`evaluate` looks at `breach_since` alone).
+    """
+    if not since:
+        return None
+    metrics = tuple(
+        MetricResult(name, Verdict.INCONCLUSIVE, None, None, "", "restored breach clock", t)
+        for name, t in sorted(since.items())
+    )
+    return AnalysisSummary(at, Verdict.INCONCLUSIVE, metrics)
+
+
+async def _none() -> None:
+    return None
+
+
+def _sample_fields(sample: Sample | None) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {"value": sample.value, "requests": sample.requests, "error": sample.error}
+
+
+def _log_report(report: AnalysisReport, elapsed: timedelta) -> None:
+    """The one canonical line per evaluation: enough to reconstruct the decision."""
+    summary = report.summary
+    level = log.warning if summary.verdict in (Verdict.FAIL, Verdict.ERROR) else log.info
+    fields: dict[str, Any] = {
+        "rollout": report.rollout,
+        "step": report.step,
+        "verdict": str(summary.verdict),
+        "at": summary.at.isoformat(),
+        "duration_s": round(elapsed.total_seconds(), 3),
+        "metrics": [m.to_json() for m in summary.metrics],
+    }
+    if report.capacity is not None:
+        fields["capacity"] = _sample_fields(report.capacity)
+        fields["demand"] = _sample_fields(report.demand)
+    if report.share is not None:
+        fields["share"] = {
+            "observed": report.share.percent(),
+            "canary": _sample_fields(report.share.canary),
+            "service": _sample_fields(report.share.service),
+        }
+    level("analysis evaluated", **fields)
+
+
+__all__ = [
+    "AnalysisReport",
+    "AnalysisRunner",
+    "Clock",
+    "OnResult",
+    "Sleep",
+    "restored",
+    "utc_now",
+]

@@ -1,0 +1,1 @@
+"""Metrics providers behind one protocol: Prometheus, direct pod scraping, per-rollout routing."""

@@ -1,0 +1,275 @@
+"""A leader frozen (SIGSTOP) mid-write lands nothing after the standby took the Lease (issue 12).
+
+Two `ptc run` processes share a rollout. Each round, the sandbox API server holds the leader's
+next write to the rollout's objects once it has fully arrived (the write gate); the test then
+freezes the leader, waits until the standby has taken the Lease and written something itself,
+resumes the old leader and lets the held write go on — the server applies it as a real one
+would, whether or not its client still waits. Rounds alternate the roles, at seeded writes
+across the rollout. From the server's write audit (who, what, the commit order): no write of a
+deposed leader is applied between its successor's Lease acquisition and its own next one; the
+rollout completes with each step reached once, in order. The negative control runs the same
+with a controller whose leadership never ends (tests/e2e/unfenced_ptc.py) and sees its late
+write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from controller.sandbox.audit import Arrival, Audit, AuditEntry
+from tests.e2e.harness import CANARY, World, config_document, no_analysis, sandbox_world
+from tests.e2e.test_ha import kubeconfig_for
+from tests.e2e.test_process import controller_process
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+# What acts on traffic. Leases (the election itself) and Events (records) are not fenced; nor is
+# the decision history ConfigMap (best effort, merged: a late write adds true records only).
+ROLLOUT_OBJECTS = frozenset({"services", "deployments", "deployments/scale"})
+LEASES = frozenset({"leases"})
+USERS = ("ctl-a", "ctl-b")
+
+
+@dataclass(frozen=True)
+class Round:
+    """One freeze: who was deposed, the write held meanwhile, and how it was decided."""
+
+    deposed: str
+    successor: str
+    held: Arrival
+    entry: AuditEntry
+
+
+def acquired(audit: Audit, user: str, after: int) -> AuditEntry | None:
+    """The first Lease write of `user` applied after audit seq `after`: it took the Lease."""
+    return next(
+        (e for e in audit.writes(user=user, resources=LEASES) if e.seq > after and e.applied),
+        None,
+    )
+
+
+def obj(e: AuditEntry | Arrival) -> tuple[str, str | None]:
+    """The object a write addressed (a Deployment and its scale subresource are one)."""
+    return e.resource.split("/")[0], e.name
+
+
+def deposed_terms(audit: Audit, users: tuple[str, str]) -> list[tuple[str, AuditEntry, int]]:
+    """(deposed user, its successor's Lease acquisition, audit seq when it took the Lease back)."""
+    terms = []
+    for took in audit.writes(resources=LEASES):
+        deposed = next((u for u in users if u != took.user), None)
+        if not took.applied or deposed is None:
+            continue
+        back = acquired(audit, deposed, took.seq)
+        terms.append((deposed, took, back.seq if back is not None else 1 << 62))
+    return terms
+
+
+def late_writes(audit: Audit, users: tuple[str, str]) -> list[AuditEntry]:
+    """Writes that must not land: a deposed leader's, applied while another held the Lease.
+
+    A Service patch, from its successor's Lease acquisition on (the successor's first write,
+    its claim, moves the Service's resourceVersion). A scale, from the successor's first write
+    to that Deployment on: Kubernetes has no precondition across objects, so the only fence on
+    a Deployment is its own resourceVersion (see the README's "Fencing").
+    """
+    late: list[AuditEntry] = []
+    for deposed, took, until in deposed_terms(audit, users):
+        successor = took.user
+        for e in audit.writes(user=deposed, resources=ROLLOUT_OBJECTS):
+            if not e.applied or not took.seq < e.seq < until:
+                continue
+            if e.resource == "services":
+                late.append(e)
+                continue
+            successor_wrote_it = any(
+                w.applied and obj(w) == obj(e) and took.seq < w.seq < e.seq
+                for w in audit.writes(user=successor, resources=ROLLOUT_OBJECTS)
+            )
+            if successor_wrote_it:
+                late.append(e)
+    return sorted(set(late), key=lambda e: e.seq)
+
+
+async def poll(world: World, check: object, timeout: float, what: str) -> None:
+    """Wait (driven by the store's changes) until `check()` is true."""
+    assert callable(check)
+    await world.wait_for(lambda _: bool(check()), timeout, what)
+
+
+async def freeze_round(
+    world: World,
+    procs: dict[str, asyncio.subprocess.Process],
+    leader: str,
+    kind: str,
+    release_before_resume: bool,
+) -> Round:
+    """Hold a write of `leader`'s, SIGSTOP it, let the standby take over and act, SIGCONT,
+    then let the held write be applied.
+
+    `kind` "scale": the leader's next scale of the canary; "state": its next Service patch
+    after that (the state write that records the scale).
+    """
+    audit = world.sandbox.api.audit
+    standby = next(u for u in procs if u != leader)
+    scaled = [False]
+
+    def matches(w: Arrival) -> bool:
+        if w.user != leader:
+            return False
+        if w.resource == "deployments/scale" and w.name == CANARY:
+            scaled[0] = True
+            return kind == "scale"
+        return kind == "state" and scaled[0] and w.resource == "services"
+
+    held = world.sandbox.api.gate.arm(matches)
+    arrival = await held.wait_arrived(90)
+    procs[leader].send_signal(signal.SIGSTOP)
+    frozen_at = len(audit.entries)
+    try:
+        await poll(world, lambda: acquired(audit, standby, frozen_at), 30, "the standby's Lease")
+        took = acquired(audit, standby, frozen_at)
+        assert took is not None
+        # A scale waits for the standby's own write of that Deployment (its precondition is
+        # the fence); a state write for the standby's first write of anything (the claim).
+        await poll(
+            world,
+            lambda: any(
+                e.applied and e.seq > took.seq and (kind == "state" or obj(e) == obj(arrival))
+                for e in audit.writes(user=standby, resources=ROLLOUT_OBJECTS)
+            ),
+            60,
+            "the standby to act",
+        )
+        if release_before_resume:
+            held.release()
+    finally:
+        procs[leader].send_signal(signal.SIGCONT)
+    held.release()
+    await poll(world, lambda: any(e.held for e in audit.entries[frozen_at:]), 30, "held write")
+    entry = next(e for e in audit.entries[frozen_at:] if e.held)
+    return Round(leader, standby, arrival, entry)
+
+
+@asynccontextmanager
+async def two_controllers(
+    tmp_path: Path, module: str = "controller.ops.cli"
+) -> AsyncIterator[tuple[World, dict[str, asyncio.subprocess.Process], str]]:
+    """Two `ptc run` processes (`module`) on a time-judged rollout; yields the first leader."""
+    steps = [{"weight": w, "hold": "2s"} for w in (25, 50, 75)]
+    spec = no_analysis(steps=steps, flip={"bake": "2s"})
+    async with sandbox_world(tmp_path, prometheus=False) as world:
+        config = tmp_path / "config.yaml"
+        config.write_text(json.dumps(config_document(world, spec)))
+        kubeconfigs = {u: kubeconfig_for(world, tmp_path, u) for u in USERS}
+        log = tmp_path / "controllers.log"
+        async with (
+            controller_process(
+                world, config, log, "ctl-a", kubeconfigs["ctl-a"], module=module
+            ) as proc_a,
+            controller_process(
+                world, config, log, "ctl-b", kubeconfigs["ctl-b"], module=module
+            ) as proc_b,
+        ):
+            state = await world.wait_for(
+                lambda s: s is not None and s.get("writer") in USERS, 120, "a leader's first write"
+            )
+            assert state is not None
+            yield world, {"ctl-a": proc_a, "ctl-b": proc_b}, state["writer"]
+
+
+async def test_a_frozen_leader_lands_no_write_after_the_standby_took_over(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(20261202)
+    async with two_controllers(tmp_path) as (world, procs, leader):
+        done: list[Round] = []
+        kinds = ["scale", "state"] * 2
+        rng.shuffle(kinds)
+        for kind in kinds:  # alternating roles, at each of the canary's four scale-ups
+            done.append(await freeze_round(world, procs, leader, kind, rng.random() < 0.5))
+            leader = done[-1].successor
+        state = await world.wait_phase("completed", timeout=120)
+    audit = world.sandbox.api.audit
+    held = [(r.held.verb, r.held.resource, r.entry.code) for r in done]
+    late = late_writes(audit, USERS)
+    assert not late, f"deposed leaders' writes applied: {late}; held writes: {held}"
+    assert all(not r.entry.applied for r in done), held  # each refused by its precondition
+    assert any(r.held.resource == "services" for r in done), held  # the seed covers both kinds
+    assert any(r.held.resource == "deployments/scale" for r in done), held
+    history = state["history"]
+    order = [h["step"] for h in history if h["decision"] == "step-reached"]
+    assert order == [0, 1, 2], order  # none repeated, none skipped, in order
+    assert Counter(h["decision"] for h in history)["flipped"] == 1
+    assert not world.monitor.violations, world.monitor.violations
+
+
+async def test_negative_control_an_unfenced_leader_is_caught_writing_late(tmp_path: Path) -> None:
+    """The same freeze with controllers whose leadership never ends: the audit sees it."""
+    async with two_controllers(tmp_path, module="tests.e2e.unfenced_ptc") as (world, procs, leader):
+        await freeze_round(world, procs, leader, "state", False)
+        audit = world.sandbox.api.audit
+        await poll(world, lambda: late_writes(audit, USERS), 60, "a deposed leader's late write")
+
+
+async def freeze_at(
+    world: World, procs: dict[str, asyncio.subprocess.Process], leader: str, delay: float
+) -> str:
+    """Freeze `leader` `delay` s after its next write, until the standby took the Lease; SIGCONT.
+
+    Returns once the resumed process has read the Lease again (so it knows); the new leader.
+    """
+    api = world.sandbox.api
+    audit = api.audit
+    standby = next(u for u in USERS if u != leader)
+    start = len(audit.entries)
+    await poll(
+        world,
+        lambda: any(
+            e.user == leader and e.resource in ROLLOUT_OBJECTS for e in audit.entries[start:]
+        ),
+        90,
+        "a write of the leader's",
+    )
+    await asyncio.sleep(delay)  # a moment among the writes that follow
+    procs[leader].send_signal(signal.SIGSTOP)
+    frozen_at = len(audit.entries)
+    try:
+        await poll(world, lambda: acquired(audit, standby, frozen_at), 30, "the standby's Lease")
+    finally:
+        procs[leader].send_signal(signal.SIGCONT)
+    reads = api.count(verb="get", resource="leases", user=leader)
+    await poll(
+        world,
+        lambda: api.count(verb="get", resource="leases", user=leader) >= reads + 2,
+        30,
+        "the old leader to read the Lease",
+    )
+    return standby
+
+
+async def test_a_leader_frozen_at_random_moments_writes_nothing_once_deposed(
+    tmp_path: Path,
+) -> None:
+    """No gate: the leader is frozen at seeded moments among its own writes, so what stops it
+    after SIGCONT is its own fence (its time left), not a precondition."""
+    rng = random.Random(1202)
+    async with two_controllers(tmp_path) as (world, procs, leader):
+        for _ in range(3):
+            leader = await freeze_at(world, procs, leader, rng.uniform(0.0, 0.2))
+        state = await world.wait_phase("completed", timeout=120)
+    late = late_writes(world.sandbox.api.audit, USERS)
+    assert not late, f"deposed leaders' writes applied: {late}"
+    order = [h["step"] for h in state["history"] if h["decision"] == "step-reached"]
+    assert order == [0, 1, 2], order
+    assert not world.monitor.violations, world.monitor.violations
