@@ -121,7 +121,7 @@ async def controller(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "controller.cli",
+            "controller.ops.cli",
             "run",
             "--config",
             str(config),
