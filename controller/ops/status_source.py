@@ -31,7 +31,14 @@ class StatusError(Exception):
 
 
 async def from_controller(url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """GET {url}/api/v1/rollouts."""
+    """GET {url}/api/v1/rollouts: the rollouts."""
+    body = await controller_document(url, timeout)
+    rollouts: list[dict[str, Any]] = body.get("rollouts", [])
+    return rollouts
+
+
+async def controller_document(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """GET {url}/api/v1/rollouts: the rollouts, and the controller's own view (shards)."""
     endpoint = url.rstrip("/") + "/api/v1/rollouts"
     try:
         async with (
@@ -43,8 +50,9 @@ async def from_controller(url: str, timeout: float = 10.0) -> list[dict[str, Any
             body = await response.json()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise StatusError(f"cannot reach the controller at {endpoint}: {exc}") from exc
-    rollouts: list[dict[str, Any]] = body.get("rollouts", [])
-    return rollouts
+    if not isinstance(body, dict):
+        raise StatusError(f"{endpoint} answered something that is not a JSON object")
+    return body
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,10 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
         caption=lag_caption(docs),
         caption_justify="left",
     )
-    for col in ("rollout", "phase", "step", "weight d/a", "hold", "analysis", "waiting on"):
-        table.add_column(col, overflow="fold")
+    columns = ("rollout", "phase", "driver", "step", "weight d/a", "hold", "analysis", "waiting on")
+    for col in columns:
+        # the rollout's names stay whole: people search the output for them
+        table.add_column(col, overflow="fold", no_wrap=col == "rollout")
     for doc in docs:
         phase = doc.get("phase") or "-"
         step = doc.get("step")
@@ -93,6 +95,7 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
         table.add_row(
             f"{doc['namespace']}/{doc['name']}\n{doc['stable']} → {doc['canary']}",
             Text(phase, style=PHASE_STYLE.get(phase, "cyan")),
+            doc.get("writer") or "-",  # the replica that wrote the state: who drives it
             step_text,
             _weight_cell(weight),
             _hold_cell(doc, now),
@@ -100,6 +103,26 @@ def status_table(docs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
             Text(f"PROBLEM: {doc['problem']}", style="bold red")
             if doc.get("problem")
             else doc.get("waiting") or doc.get("message") or "",
+        )
+    return table
+
+
+def shards_table(controller: Mapping[str, Any]) -> Table:
+    """A sharded controller's view: each shard's Lease and holder (``ptc status --controller``)."""
+    me = controller.get("identity")
+    table = Table(
+        title=f"shards as {me} sees them ({len(controller.get('members') or [])} live replicas)",
+        title_justify="left",
+    )
+    for col in ("shard", "lease", "holder", "rollouts"):
+        table.add_column(col, overflow="fold")
+    for shard in controller.get("shards") or []:
+        holder = shard.get("holder") or "-"
+        table.add_row(
+            str(shard["shard"]),
+            shard["lease"],
+            Text(holder, style="bold") if holder == me else holder,
+            str(shard.get("rollouts", 0)),
         )
     return table
 

@@ -22,6 +22,7 @@ import structlog
 from controller.core.config import ConfigError, load_config
 from controller.core.config.model import Config, Rollout, Side
 from controller.core.config.yamlread import MAX_BYTES
+from controller.core.sharding import shard_of
 from controller.core.state import Phase, RolloutState, StateError, read_state
 from controller.shell.kube import Kube, ObjectRef
 from controller.shell.leader import LeaderElector, LeaderSettings
@@ -33,6 +34,8 @@ from controller.shell.providers.provider import Provider
 from controller.shell.providers.routing import RoutingProvider
 from controller.shell.reconciler import RolloutReconciler
 from controller.shell.server import Server
+from controller.shell.shard_owner import ShardOwnership
+from controller.shell.shards import ShardManager, ShardSettings
 from controller.tasks import cancel_and_wait
 
 log = structlog.get_logger("ptc.daemon")
@@ -63,6 +66,7 @@ class DaemonOptions:
     renew_deadline: timedelta = timedelta(seconds=10)
     retry_period: timedelta = timedelta(seconds=2)
     alerts_token_file: str | None = None  # the Alertmanager receiver's bearer token (off: None)
+    shards: int = 0  # 0: one Lease for all rollouts; S: one Lease per shard (README "Sharding")
 
 
 class Controller:
@@ -98,6 +102,7 @@ class Controller:
         self.last_reload_error: str | None = None
         # In flight but gone from the config: driven to a safe end, then let go.
         self._unconfigured: set[tuple[str, str]] = set()
+        self.sharding: ShardOwnership | None = None  # with options.shards
 
     def _default_provider(self, config: Config) -> Provider:
         return RoutingProvider(
@@ -136,8 +141,19 @@ class Controller:
         """Status of every rollout (for /api/v1/rollouts)."""
         return [r.status() for r in self.reconcilers]
 
+    def shards_status(self) -> dict[str, Any] | None:
+        """Sharded: each shard's Lease and holder as this replica sees them (None otherwise)."""
+        if self.sharding is None or self.sharding.manager is None:
+            return None
+        return self.sharding.document(self.options.identity)
+
     def is_leader(self) -> bool:
-        """Whether this instance may write now (always, without leader election)."""
+        """Whether this instance may write now (always, without leader election).
+
+        Sharded: whether it leads any shard (each rollout's writes are fenced by its own).
+        """
+        if self.sharding is not None and self.sharding.manager is not None:
+            return bool(self.sharding.manager.led())
         return self.elector is None or self.elector.is_leader()
 
     def _on_leadership(self, leading: bool, holder: str | None) -> None:
@@ -162,6 +178,14 @@ class Controller:
         Not one per rollout: a reload or a leadership change at 500 rollouts would be 500
         Events. Without leader election there is no Lease: each rollout's Service gets it.
         """
+        if self.sharding is not None and self.sharding.manager is not None and self.kube:
+            # sharded: each replica on the first shard's Lease (every replica reloads on its own)
+            lease = self.sharding.manager.settings.lease(0)
+            ref = ObjectRef(
+                "Lease", lease.namespace, lease.name, api_version="coordination.k8s.io/v1"
+            )
+            await self.kube.emit_event(lease.namespace, ref, type_, reason, message)
+            return
         if self.elector is None or self.kube is None:
             for reconciler in list(self.reconcilers):
                 with contextlib.suppress(Exception):
@@ -218,6 +242,16 @@ class Controller:
                 self.kube.informer("endpointslices", ns),
             )
             self.caches[ns] = caches
+        if self.options.leader_elect and self.options.shards > 0:
+            self.sharding = ShardOwnership(
+                self.kube,
+                self.options.shards,
+                self.metrics,
+                self.options.identity,
+                lambda: self.reconcilers,
+                self._fresh_reconciler,
+                self._reconciler_ended,
+            )
         for spec in rollouts:
             self.reconcilers.append(self._reconciler(spec))
         self._invalidate_routes()
@@ -229,12 +263,10 @@ class Controller:
         for caches in self.caches.values():
             for kind in KINDS:
                 await getattr(caches, kind).wait_synced(SYNC_TIMEOUT)
-        if self.options.leader_elect:
-            namespace = (
-                self.options.leader_namespace
-                or os.environ.get("POD_NAMESPACE")
-                or (rollouts[0].namespace if rollouts else "default")
-            )
+        if self.sharding is not None:
+            await self._start_sharded(rollouts)
+        elif self.options.leader_elect:
+            namespace = self._lease_namespace(rollouts)
             # Its own connection: a Lease renewal must never queue behind a burst of rollout writes.
             self._lease_kube = await Kube.connect(
                 self.options.kubeconfig, instance=self.options.identity
@@ -266,12 +298,56 @@ class Controller:
             identity=self.options.identity,
             config=self.options.config_source,
         )
-        for reconciler in self.reconcilers:
-            self._start_reconciler(reconciler)
+        if self.sharding is None:  # sharded: each shard's reconcilers start when it is led
+            for reconciler in self.reconcilers:
+                self._start_reconciler(reconciler)
         if self.options.config_source:
             task = asyncio.create_task(self._watch_config(), name="config-reload")
             task.add_done_callback(self._reconciler_ended)
             self._tasks.append(task)
+
+    async def _start_sharded(self, rollouts: list[Rollout]) -> None:
+        assert self.kube is not None and self.sharding is not None
+        self._lease_kube = await Kube.connect(
+            self.options.kubeconfig, instance=self.options.identity
+        )
+        manager = ShardManager(
+            self._lease_kube,
+            ShardSettings(
+                namespace=self._lease_namespace(rollouts),
+                lease_name=self.options.lease_name,
+                shards=self.options.shards,
+                identity=self.options.identity,
+                lease_duration=self.options.lease_duration,
+                renew_deadline=self.options.renew_deadline,
+                retry_period=self.options.retry_period,
+            ),
+            on_change=self.sharding.on_change,
+            before_handoff=self.sharding.before_handoff,
+        )
+        self.sharding.manager = manager
+        # Writes outside a shard's reconcilers are refused: each rollout's go through its
+        # shard's fenced view (ShardOwnership.kube_for).
+        self.kube.fence = lambda: None
+        task = asyncio.create_task(manager.run(), name="shard-election")
+        task.add_done_callback(self._reconciler_ended)
+        self._tasks.append(task)
+
+    def _lease_namespace(self, rollouts: list[Rollout]) -> str:
+        return (
+            self.options.leader_namespace
+            or os.environ.get("POD_NAMESPACE")
+            or (rollouts[0].namespace if rollouts else "default")
+        )
+
+    def _fresh_reconciler(self, old: RolloutReconciler) -> RolloutReconciler:
+        """A new reconciler for a shard just gained; the old one's config is carried over."""
+        new = self._reconciler(old.spec)
+        new.generation = old.generation
+        pending = old.pending_spec
+        if pending is not None:
+            new.update_spec(*pending)
+        return new
 
     def _start_reconciler(self, reconciler: RolloutReconciler) -> None:
         task = asyncio.create_task(reconciler.run(), name=f"reconcile:{reconciler.spec.name}")
@@ -435,21 +511,28 @@ class Controller:
         reconciler.generation = self.generation
         self.reconcilers.append(reconciler)
         self._invalidate_routes()
-        self._start_reconciler(reconciler)
+        if self.sharding is not None:
+            self.sharding.start_added(reconciler)
+        else:
+            self._start_reconciler(reconciler)
         log.info("rollout added by a config reload", rollout=spec.name, namespace=spec.namespace)
 
     def _reconciler(self, spec: Rollout) -> RolloutReconciler:
         assert self.kube is not None
         self._invalidate_routes()
+        kube, may_write = self.kube, self.is_leader
+        if self.sharding is not None:
+            shard = shard_of(spec.namespace, spec.name, self.options.shards)
+            kube, may_write = self.sharding.kube_for(shard), self.sharding.may_write(shard)
         reconciler = RolloutReconciler(
             spec,
-            self.kube,
+            kube,
             self.caches[spec.namespace],
             self.provider,
             self.metrics,
             identity=self.options.identity,
             clock=self.clock,
-            may_write=self.is_leader,
+            may_write=may_write,
             on_spec_change=self._invalidate_routes,
         )
         return reconciler
@@ -519,6 +602,11 @@ class Controller:
         if reconciler_tasks:
             # Each finishes the action in flight; only then is the lease given up.
             await asyncio.wait(reconciler_tasks, timeout=STOP_GRACE)
+        if self.sharding is not None:
+            await self.sharding.stop_all()
+            if self.sharding.manager is not None:
+                with contextlib.suppress(Exception):
+                    await self.sharding.manager.release_all()
         if self.elector is not None:
             with contextlib.suppress(Exception):
                 await self.elector.release()

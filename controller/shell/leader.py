@@ -162,6 +162,8 @@ class LeaderElector:
     ``wall_clock`` gives the ``acquireTime``/``renewTime`` written for humans and tools.
     ``on_change(leading, holder)`` is called whenever leadership or the observed holder
     changes; it must not block (it runs in the election loop) and its errors are logged.
+    ``may_acquire()`` (sharding) is asked before taking a Lease someone else held or nobody
+    holds; a leader renews regardless, and hands a Lease off only by :meth:`release`.
     """
 
     def __init__(
@@ -172,8 +174,10 @@ class LeaderElector:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_change: OnChange | None = None,
+        may_acquire: Callable[[], bool] | None = None,
     ) -> None:
         self._api = kube
+        self._may_acquire = may_acquire
         self.settings = settings
         self._clock = clock
         self._wall_clock = wall_clock
@@ -237,6 +241,16 @@ class LeaderElector:
     def holder(self) -> str | None:
         """The holder named by the Lease when we last saw it (None: nobody, or not yet read)."""
         return self._record.holder if self._record is not None else None
+
+    @property
+    def live_holder(self) -> str | None:
+        """The holder, unless its time is up by our clock (then nobody: the Lease is free)."""
+        record = self._record
+        if record is None or record.holder is None:
+            return None
+        if record.holder != self.identity and self._expired(record):
+            return None
+        return record.holder
 
     @property
     def transitions(self) -> int:
@@ -371,6 +385,8 @@ class LeaderElector:
                 # deleted while someone held it: that holder may still act until its term,
                 # as we last saw it, runs out
                 return
+            if not self._acquiring():
+                return
             start, now = self._clock(), self._wall_clock()
             created = await self._api.create_lease(
                 ns,
@@ -389,7 +405,13 @@ class LeaderElector:
                 self._step_down(f"lease now held by {current.holder or 'nobody'}")
             if current.holder and not self._expired(current):
                 return
+            if not self._acquiring():
+                return
         await self._write_ours(current)
+
+    def _acquiring(self) -> bool:
+        """Whether we may take a Lease that is not ours (always, unless sharding says no)."""
+        return self._may_acquire is None or self._may_acquire()
 
     async def _write_ours(self, base: LeaseInfo) -> None:
         """Write ``base`` as held by us, renewed now (precondition: its resourceVersion)."""

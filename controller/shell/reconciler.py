@@ -205,6 +205,13 @@ class RolloutReconciler:
         except StateError:
             return None
 
+    @property
+    def pending_spec(self) -> tuple[Rollout, int] | None:
+        """The deferred config (spec, generation) waiting for the rollout in flight to end."""
+        if self._pending_spec is None:
+            return None
+        return self._pending_spec, self._pending_generation
+
     def _apply_spec(self, spec: Rollout, generation: int) -> None:
         self.spec = spec
         self._spec_hash = spec.spec_hash()

@@ -95,7 +95,11 @@ class Server:
         )
 
     async def _rollouts(self, request: web.Request) -> web.Response:
-        return web.json_response({"rollouts": self.controller.rollouts()})
+        body: dict[str, Any] = {"rollouts": self.controller.rollouts()}
+        shards = self.controller.shards_status()
+        if shards is not None:
+            body["controller"] = shards
+        return web.json_response(body)
 
     async def _rollout(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.core.config.schema import config_schema
+from controller.core.sharding import MAX_SHARDS
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "values.schema.json"
 
@@ -59,6 +60,12 @@ def chart_values() -> dict[str, Any]:
     return {
         "global": OBJECT,
         "replicaCount": {"type": "integer", "minimum": 0},
+        "sharding": strict(
+            {
+                "enabled": BOOLEAN,
+                "shards": {"type": "integer", "minimum": 1, "maximum": MAX_SHARDS},
+            }
+        ),
         "image": strict(
             {
                 "repository": {"type": "string", "minLength": 1},

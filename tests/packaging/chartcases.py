@@ -81,6 +81,12 @@ SCENARIOS: dict[str, Job] = {
             "image": {"digest": "sha256:" + "a" * 64},
         },
     ),
+    # Three replicas sharing six shards: --shards, and the heartbeat ConfigMap's RBAC.
+    "sharded": Job(
+        "ptc",
+        "ptc-system",
+        {"replicaCount": 3, "sharding": {"enabled": True, "shards": 6}, "rollouts": [E2E_ROLLOUT]},
+    ),
     "e2e": Job(
         "ptc",
         "ptc",
@@ -163,6 +169,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "unknown-config-key": ({"defaults": {"maxSurges": 1}}, "maxSurges"),
     "unknown-chart-key": ({"replicas": 3}, "replicas"),
+    "zero-shards": ({"sharding": {"enabled": True, "shards": 0}}, "/sharding/shards"),
     "bad-prometheus": ({"prometheus": {"url": "http://x", "timeout": 10}}, "/prometheus/timeout"),
     "alerts-without-token": ({"alertmanager": {"enabled": True}}, "/alertmanager"),
     "alerts-bad-match-type": (

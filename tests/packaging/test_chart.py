@@ -217,6 +217,8 @@ def test_deployment_runs_ptc_with_identity_probes_and_mounts(scenario: Rendered)
     args = build_parser().parse_args(c["args"])  # real `ptc run` flags only
     assert args.command == "run" and args.config == "/etc/ptc/config.yaml"
     assert args.identity == "$(POD_NAME)"
+    sharding = scenario.job.values.get("sharding", {})
+    assert args.shards == (sharding["shards"] if sharding.get("enabled") else 0)
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     port = {p["name"]: p["containerPort"] for p in c["ports"]}["http-metrics"]

@@ -78,6 +78,9 @@ def expected_grants(r: Rendered, tmp_path: Path) -> dict[str, set[Triple]]:
         for ns in namespaces:
             expected[ns] = base | ({DELETE_STABLE} if ns in deleting else set())
     expected.setdefault(r.job.namespace, set()).update(LEADER)
+    if r.job.values.get("sharding", {}).get("enabled"):
+        # the replicas' heartbeat ConfigMap (<lease>-members) lives with the shards' Leases
+        expected[r.job.namespace] |= {t for t in WORKLOAD if t[:2] == ("", "configmaps")}
     return expected
 
 

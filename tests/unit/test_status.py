@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -139,3 +140,27 @@ def test_a_history_configmap_not_used_is_said_under_the_decisions() -> None:
     assert "history ConfigMap x not used (forbidden)" in render_text([doc], now, width=200)
     doc["history"] = {"source": "configmap", "problem": None}
     assert "not used" not in render_text([doc], now, width=200)
+
+
+def test_shards_table_lists_each_shard_its_lease_and_holder() -> None:
+    from rich.console import Console
+
+    from controller.ops.status_view import shards_table
+
+    controller = {
+        "identity": "ptc-a",
+        "members": ["ptc-a", "ptc-b"],
+        "shards": [
+            {"shard": 0, "lease": "ptc-leader-shard-0", "holder": "ptc-a", "rollouts": 3},
+            {"shard": 1, "lease": "ptc-leader-shard-1", "holder": None, "rollouts": 1},
+        ],
+    }
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console.print(shards_table(controller))
+    text = console.export_text()
+    rows = [line.split("│")[1:-1] for line in text.splitlines() if "│" in line]
+    assert [[c.strip() for c in row] for row in rows] == [
+        ["0", "ptc-leader-shard-0", "ptc-a", "3"],
+        ["1", "ptc-leader-shard-1", "-", "1"],
+    ]
+    assert "ptc-a sees them (2 live replicas)" in text

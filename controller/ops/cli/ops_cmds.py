@@ -95,8 +95,8 @@ async def _status(args: argparse.Namespace) -> int:
     from rich.console import Group
     from rich.live import Live
 
-    from controller.ops.status_source import ClusterStatus, from_controller, select
-    from controller.ops.status_view import decisions_table, status_table
+    from controller.ops.status_source import ClusterStatus, controller_document, select
+    from controller.ops.status_view import decisions_table, shards_table, status_table
     from controller.shell.kube import Kube
 
     kube: Kube | None = None
@@ -108,12 +108,19 @@ async def _status(args: argparse.Namespace) -> int:
                 kube = await Kube.connect(args.kubeconfig)
                 cluster = await _cluster_status(kube, args.namespace)
 
+        sharded: dict[str, Any] = {}  # a sharded controller's shards and holders
+
         async def fetch() -> list[dict[str, Any]]:
             if cluster is not None:
                 return select(await cluster.documents(), args.rollout)
             async with asyncio.timeout(args.timeout):
-                documents = await from_controller(args.controller)
-            return select(documents, args.rollout)
+                body = await controller_document(args.controller)
+            sharded.clear()
+            sharded.update(body.get("controller") or {})
+            return select(body.get("rollouts", []), args.rollout)
+
+        def extra() -> list[Any]:
+            return [shards_table(sharded)] if sharded.get("shards") else []
 
         console = Console(no_color=args.no_color, highlight=False)
         if not console.is_terminal:
@@ -127,6 +134,8 @@ async def _status(args: argparse.Namespace) -> int:
             else:
                 now = datetime.now(UTC)
                 console.print(status_table(docs, now))
+                for table in extra():
+                    console.print(table)
                 for doc in docs:
                     console.print(decisions_table(doc))
             return EXIT_OK
@@ -135,7 +144,7 @@ async def _status(args: argparse.Namespace) -> int:
                 docs = await fetch()
                 now = datetime.now(UTC)
                 live.update(
-                    Group(status_table(docs, now), *(decisions_table(d) for d in docs)),
+                    Group(status_table(docs, now), *extra(), *(decisions_table(d) for d in docs)),
                     refresh=True,
                 )
                 if cluster is not None:

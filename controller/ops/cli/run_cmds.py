@@ -8,6 +8,7 @@ import sys
 
 from controller.core.config import ConfigError
 from controller.core.durations import parse_duration
+from controller.core.sharding import MAX_SHARDS, MEMBER_KEY
 from controller.ops.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -51,6 +52,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_period = parse_duration(args.retry_period)
     except ValueError as exc:
         raise UsageError(f"leader election: {exc}") from None
+    if not 0 <= args.shards <= MAX_SHARDS:
+        raise UsageError(f"--shards must be between 0 (off) and {MAX_SHARDS}, got {args.shards}")
+    if args.shards and not args.leader_elect:
+        raise UsageError("--shards needs leader election (each shard has its own Lease)")
     if args.alerts_token_file and not os.path.isfile(args.alerts_token_file):
         raise UsageError(f"--alerts-token-file: no such file {args.alerts_token_file!r}")
     options = DaemonOptions(
@@ -65,8 +70,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen_port=int(port),
         namespaces=tuple(args.namespace or ()),
         config_source=args.config,
+        shards=args.shards,
         **({"identity": args.identity} if args.identity else {}),
     )
+    if options.shards and not MEMBER_KEY.match(options.identity):
+        raise UsageError(
+            f"--shards: identity {options.identity!r} must consist of letters, digits, '-', "
+            "'_' or '.' (it names this replica in the members ConfigMap); set --identity"
+        )
     try:
         asyncio.run(Controller(config, options).run())
     except KubeError as exc:
@@ -186,6 +197,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="2s",
         metavar="DURATION",
         help="how often the Lease is renewed or tried (2s)",
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        metavar="S",
+        help="split the rollouts into S shards, one Lease each, so replicas share the work "
+        "(README 'Sharding'; 0: one Lease for all, the default)",
     )
     p.add_argument(
         "--log-format",

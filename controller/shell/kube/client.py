@@ -18,6 +18,7 @@ itself are not fenced, nor are Events (they record, they do not act).
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -124,6 +125,16 @@ class Kube:
             policy, lambda: Transport.open(kubeconfig, policy.timeout), "connect"
         )
         return cls(transport, policy, clock=clock, instance=instance)
+
+    def fenced_by(self, fence: Fence) -> Kube:
+        """This adapter (same connection, informers, Event tracker) with writes under ``fence``.
+
+        Sharding fences each rollout's writes by its own shard's Lease; the view is not closed
+        on its own (close the adapter it came from).
+        """
+        view = copy.copy(self)
+        view.fence = fence
+        return view
 
     async def close(self) -> None:
         """Stop every informer and close the connection."""

@@ -36,7 +36,8 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("autoscaling", "horizontalpodautoscalers", ("list",)),
     # the endpointslices informer
     Permission("discovery.k8s.io", "endpointslices", ("list", "watch")),
-    # the decision history (ptc-history-<service>): get_configmap, write_configmap
+    # the decision history (ptc-history-<service>): get_configmap, write_configmap; with
+    # sharding also the replicas' heartbeat (<lease>-members) in the Leases' namespace
     Permission("", "configmaps", ("get", "create", "update")),
     # leader election: get_lease, create_lease, update_lease (PUT with resourceVersion)
     Permission("coordination.k8s.io", "leases", ("get", "create", "update")),

@@ -161,6 +161,12 @@ about the controller itself) live. */}}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.sharding.enabled }}
+# sharding: the per-shard Leases above, and the replicas' heartbeat ConfigMap (<lease>-members)
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "update"]
+{{- end }}
 {{- end }}
 
 {{/* The Secret holding the Alertmanager receiver's token. */}}
