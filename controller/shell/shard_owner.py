@@ -21,6 +21,7 @@ from prometheus_client import Gauge
 from controller.core.sharding import shard_of
 from controller.shell.kube import Kube, ObjectRef
 from controller.shell.shards import ShardManager
+from controller.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from controller.shell.metrics import Metrics
@@ -166,9 +167,7 @@ class ShardOwnership:
                 await self._stop(shard)
 
         await asyncio.gather(*(stop(shard) for shard in list(self._running)))
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(*self._background, raise_failure=False)
 
     # --- inside ------------------------------------------------------------------------------
 
@@ -198,9 +197,7 @@ class ShardOwnership:
             reconciler.stop()
         tasks = [t for _, t in running]
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_and_wait(*pending, raise_failure=False)
         log.info(
             "shard stopped",
             shard=shard,
