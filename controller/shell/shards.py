@@ -32,6 +32,7 @@ from typing import Protocol
 import structlog
 
 from controller.core.sharding import MEMBER_KEY, ShardPlan, ShardView, plan_shards, shard_lease_name
+from controller.shell.history import HistoryKube
 from controller.shell.kube import Conflict, KubeError, NotFound
 from controller.shell.leader import JITTER, LeaderElector, LeaderSettings, LeaseApi
 
@@ -40,20 +41,8 @@ log = structlog.get_logger("ptc.shards")
 FORGET_AFTER = 3  # lease durations without a beat, then a member's key is removed
 
 
-class ShardApi(LeaseApi, Protocol):
-    """The Lease calls, plus the heartbeat ConfigMap's two."""
-
-    async def get_configmap(self, namespace: str, name: str) -> tuple[dict[str, str], str]: ...
-
-    async def write_configmap(
-        self,
-        namespace: str,
-        name: str,
-        data: dict[str, str],
-        *,
-        resource_version: str | None,
-        labels: dict[str, str] | None = None,
-    ) -> str: ...
+class ShardApi(LeaseApi, HistoryKube, Protocol):
+    """The Lease calls, plus the two ConfigMap calls (the heartbeat ConfigMap)."""
 
 
 @dataclass(frozen=True, kw_only=True)
