@@ -46,7 +46,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 import structlog
@@ -155,7 +155,9 @@ class DirectProvider:
 
     # -- the Provider protocol ------------------------------------------------------------
 
-    async def measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def measure(
+        self, rollout: Rollout, analysis: Analysis, *, tick: datetime | None = None
+    ) -> dict[str, Measurement]:
         """Canary (and, with ``compare``, stable) samples for every metric, from the buffers."""
         window = analysis.window.total_seconds()
         if self._closed:
@@ -176,7 +178,12 @@ class DirectProvider:
         return out
 
     async def capacity(
-        self, rollout: Rollout, gate: CapacityGate, window: timedelta
+        self,
+        rollout: Rollout,
+        gate: CapacityGate,
+        window: timedelta,
+        *,
+        tick: datetime | None = None,
     ) -> tuple[Sample, Sample]:
         """Canary capacity (canary side) and Service demand (service side)."""
         if self._closed:

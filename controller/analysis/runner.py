@@ -41,7 +41,7 @@ from controller.analysis.evaluate import (
 )
 from controller.analysis.provider import Provider
 from controller.analysis.share import ShareReading
-from controller.config.model import Analysis, CapacityGate, Rollout
+from controller.config.model import SOURCE_KINDS, Analysis, CapacityGate, Rollout
 
 log = structlog.get_logger(__name__)
 
@@ -52,10 +52,30 @@ Sleep = Callable[[float], Awaitable[None]]
 MIN_INTERVAL = timedelta(seconds=1)
 
 
-def _spread(name: str, interval: timedelta) -> timedelta:
-    """A stable offset in [0, interval/2) for a rollout, from a hash of its name."""
-    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
-    return interval * (digest % 1000) / 2000
+_SOURCE_FIELDS = {*SOURCE_KINDS, "sample_query"}
+
+
+def template_offset(analysis: Analysis, interval: timedelta) -> timedelta:
+    """A stable offset in [0, interval) for the grid of every rollout judged the same way.
+
+    From a hash of what the queries are made of (sources, selectors, window), not of the
+    rollout: rollouts of one template tick together and share their queries, while different
+    templates spread over the interval instead of querying in one burst.
+    """
+    parts = [analysis.selectors.model_dump_json(), str(analysis.window.total_seconds())]
+    parts += [m.model_dump_json(include=_SOURCE_FIELDS) for m in analysis.metrics]
+    for extra in (analysis.capacity_gate, analysis.traffic_share):
+        parts.append(extra.model_dump_json() if extra is not None else "-")
+    digest = int.from_bytes(hashlib.sha256("\n".join(parts).encode()).digest()[:4], "big")
+    return interval * (digest % 1000) / 1000
+
+
+def next_tick(after: datetime, interval: timedelta, offset: timedelta) -> datetime:
+    """The first grid time ``epoch + offset + k * interval`` at or after `after`."""
+    step = interval.total_seconds()
+    base = after.timestamp() - offset.total_seconds()
+    k = math.ceil(round(base / step, 9))  # round: a tick computed from itself stays put
+    return datetime.fromtimestamp(k * step + offset.total_seconds(), after.tzinfo or UTC)
 
 
 def utc_now() -> datetime:
@@ -112,7 +132,8 @@ class AnalysisRunner:
         self._on_result = on_result
         self._clock = clock
         self._sleep = sleep
-        self._spread = spread  # offset the first evaluation by a hash of the name
+        # Evaluate on the template's grid (`next_tick`) and let the provider share queries.
+        self._spread = spread
         self._previous = previous
         self._last: AnalysisReport | None = None
         self._started_at: datetime | None = None  # `at` of the newest evaluation begun
@@ -242,45 +263,79 @@ class AnalysisRunner:
                 raise  # we are being cancelled ourselves: do not swallow that
 
     async def _loop(self) -> None:
-        # Runners started together (a controller with hundreds of rollouts) would otherwise
-        # query in one burst every interval; a stable per-rollout offset spreads them out.
-        interval = max(self._analysis().interval, MIN_INTERVAL)
-        offset = _spread(self._rollout.name, interval) if self._spread else timedelta(0)
-        if offset > timedelta(0):
-            await self._sleep(offset.total_seconds())
+        if self._spread:
+            await self._aligned_loop()
+            return
         due = self._clock()
         while True:
-            try:
-                await self.evaluate_once(at=due)
-            except Exception:
-                # evaluate_once() handles provider and callback failures itself; this is a
-                # bug elsewhere. Log it and keep the schedule rather than die silently.
-                log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+            await self._scheduled(due, tick=False)
             interval = max(self._analysis().interval, MIN_INTERVAL)
             due += interval
             now = self._clock()
             if due < now:
                 missed = math.floor((now - due) / interval) + 1
                 due += missed * interval
-                log.warning(
-                    "analysis evaluation overran its interval",
-                    rollout=self._rollout.name,
-                    interval_s=interval.total_seconds(),
-                    skipped=missed,
-                )
+                self._overran(interval, missed)
             # Never sleep longer than one interval, even if the clock stepped backwards.
             await self._sleep(min(due - now, interval).total_seconds())
+
+    async def _aligned_loop(self) -> None:
+        # Hundreds of runners: every rollout of one template evaluates on the same grid (its
+        # template's offset), so their queries are one shared query per tick (the provider
+        # coalesces calls of the same `tick`); different templates spread over the interval.
+        interval, offset = self._grid()
+        due = next_tick(self._clock(), interval, offset)
+        while True:
+            now = self._clock()
+            if due - now > interval:  # the clock stepped backwards: back onto the grid
+                due = next_tick(now, interval, offset)
+            if due > now:
+                await self._sleep((due - now).total_seconds())
+                continue  # read the clock again: a sleep may end early
+            await self._scheduled(due, tick=True)
+            interval, offset = self._grid()  # a new step may judge at another interval
+            following = next_tick(due + MIN_INTERVAL / 1000, interval, offset)
+            now = self._clock()
+            if following < now:
+                missed = math.floor((now - following) / interval) + 1
+                following = next_tick(now, interval, offset)
+                self._overran(interval, missed)
+            due = following
+
+    def _grid(self) -> tuple[timedelta, timedelta]:
+        analysis = self._analysis()
+        interval = max(analysis.interval, MIN_INTERVAL)
+        return interval, template_offset(analysis, interval)
+
+    async def _scheduled(self, due: datetime, *, tick: bool) -> None:
+        try:
+            await self.evaluate_once(at=due, tick=tick)
+        except Exception:
+            # evaluate_once() handles provider and callback failures itself; this is a
+            # bug elsewhere. Log it and keep the schedule rather than die silently.
+            log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+
+    def _overran(self, interval: timedelta, missed: int) -> None:
+        log.warning(
+            "analysis evaluation overran its interval",
+            rollout=self._rollout.name,
+            interval_s=interval.total_seconds(),
+            skipped=missed,
+        )
 
     def _analysis(self) -> Analysis:
         return self._rollout.step_analysis(self._step)
 
-    async def evaluate_once(self, at: datetime | None = None) -> AnalysisReport:
+    async def evaluate_once(
+        self, at: datetime | None = None, *, tick: bool = False
+    ) -> AnalysisReport:
         """Measure, judge and report once; failures of the provider become ERROR verdicts.
 
         `at` is the evaluation's time (default: now). The loop passes its scheduled tick, so
         `for:` durations are whole multiples of the interval rather than missing by the few
         milliseconds a wake-up jitters (a 4s `for:` at 2s intervals fails on the third
-        evaluation, not the fourth).
+        evaluation, not the fourth). With `tick`, `at` is a grid time of the rollout's
+        template and the provider may answer from queries shared with other rollouts.
         """
         async with self._lock:
             # Snapshot: a set_step()/update() during the queries applies to the next one.
@@ -288,11 +343,12 @@ class AnalysisRunner:
             analysis = rollout.step_analysis(step)
             at = at or self._clock()
             self._started_at = at
+            shared = at if tick else None
             gate = analysis.capacity_gate
             measurements, capacity, share = await asyncio.gather(
-                self._measure(rollout, analysis),
-                self._capacity(rollout, analysis) if gate is not None else _none(),
-                self._share(rollout, analysis, at),
+                self._measure(rollout, analysis, shared),
+                self._capacity(rollout, analysis, shared) if gate is not None else _none(),
+                self._share(rollout, analysis, at, shared),
             )
             summary = evaluate(
                 analysis.metrics,
@@ -318,26 +374,32 @@ class AnalysisRunner:
             await self._deliver(report)
             return report
 
-    async def _measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def _measure(
+        self, rollout: Rollout, analysis: Analysis, tick: datetime | None
+    ) -> dict[str, Measurement]:
         try:
-            return await self._provider.measure(rollout, analysis)
+            return await self._provider.measure(rollout, analysis, tick=tick)
         except Exception as exc:
             # Providers should not raise; if one does, every metric is an error (never a pass).
             log.exception("analysis provider failed", rollout=rollout.name, call="measure")
             failed = Sample(None, error=f"provider failed: {exc!r}")
             return {m.name: Measurement(m.name, failed) for m in analysis.metrics}
 
-    async def _capacity(self, rollout: Rollout, analysis: Analysis) -> tuple[Sample, Sample]:
+    async def _capacity(
+        self, rollout: Rollout, analysis: Analysis, tick: datetime | None
+    ) -> tuple[Sample, Sample]:
         assert analysis.capacity_gate is not None
         try:
-            return await self._provider.capacity(rollout, analysis.capacity_gate, analysis.window)
+            return await self._provider.capacity(
+                rollout, analysis.capacity_gate, analysis.window, tick=tick
+            )
         except Exception as exc:
             log.exception("analysis provider failed", rollout=rollout.name, call="capacity")
             failed = Sample(None, error=f"provider failed: {exc!r}")
             return failed, failed
 
     async def _share(
-        self, rollout: Rollout, analysis: Analysis, at: datetime
+        self, rollout: Rollout, analysis: Analysis, at: datetime, tick: datetime | None
     ) -> ShareReading | None:
         share = analysis.traffic_share
         if share is None:
@@ -347,7 +409,9 @@ class AnalysisRunner:
         source = share.source()
         pair = CapacityGate(capacity=source, demand=source)
         try:
-            canary, service = await self._provider.capacity(rollout, pair, analysis.window)
+            canary, service = await self._provider.capacity(
+                rollout, pair, analysis.window, tick=tick
+            )
         except Exception as exc:
             log.exception("analysis provider failed", rollout=rollout.name, call="share")
             failed = Sample(None, error=f"provider failed: {exc!r}")
