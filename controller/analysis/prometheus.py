@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -284,19 +284,24 @@ class PrometheusProvider:
 
     async def _per_pod(self, promql: str, call: _Call) -> _PerPodOutcome:
         """A per-pod query's answer; shared with every caller of the same tick."""
-        if call.tick is None:
-            return await self._ask_per_pod(promql, call.deadline, call.params)
         held = self._shared.get(promql)
-        if held is not None and held[0] == call.tick:
-            # shield: a member cancelled (its rollout stopped) must not cancel the others' query
-            return await asyncio.shield(held[1])
-        if held is not None and held[0] > call.tick:
-            return await self._ask_per_pod(promql, call.deadline, call.params)  # late member
-        task = asyncio.get_running_loop().create_task(
-            self._ask_per_pod(promql, call.deadline, call.params), name="prometheus-shared-query"
-        )
-        self._shared[promql] = (call.tick, task)
-        return await asyncio.shield(task)
+        if call.tick is None or (held is not None and held[0] > call.tick):
+            # Out of schedule, or a late member of an older tick: this call's own query (asked
+            # once however many of its metrics and sides need it).
+            task = call.own.get(promql)
+            if task is None:
+                task = call.own[promql] = asyncio.ensure_future(
+                    self._ask_per_pod(promql, call.deadline, call.params)
+                )
+            return await asyncio.shield(task)
+        if held is None or held[0] != call.tick:
+            task = asyncio.get_running_loop().create_task(
+                self._ask_per_pod(promql, call.deadline, call.params),
+                name="prometheus-shared-query",
+            )
+            held = self._shared[promql] = (call.tick, task)
+        # shield: a member cancelled (its rollout stopped) must not cancel the others' query
+        return await asyncio.shield(held[1])
 
     async def _ask_per_pod(
         self, promql: str, deadline: float, params: dict[str, str]
@@ -325,6 +330,7 @@ class _Call:
     deadline: float
     params: dict[str, str]
     tick: float | None  # the scheduled tick (Unix seconds): the shared form; None: own pods
+    own: dict[str, asyncio.Future[_PerPodOutcome]] = field(default_factory=dict)
 
 
 __all__ = ["PrometheusProvider", "QueryFailed", "per_pod", "single_value"]
