@@ -4,7 +4,8 @@ Rollouts whose metrics compile from the same template differ only in the pods th
 ``namespace="ns",pod=~"<deployment>-<hash>-<suffix>"`` (the default selectors). Such a
 source is compiled to queries aggregated ``by (pod)`` over the whole namespace - the same for
 every rollout there - and each rollout's value is folded from the per-pod answers of its own
-pods (its side's pod regex, matched in Python as PromQL matches it: fully anchored).
+pods: those its side's pod regex matches, found by the Deployment owning each pod (`owner`,
+equivalent to the anchored regex), so a rollout's fold reads its own pods only.
 
 What is shareable (`shareable`): structured sources (``counterRatio``, ``rate``, ``gauge``
 with ``sum``/``min``/``max``, ``histogramQuantile``) under the default selectors. Raw
@@ -41,6 +42,12 @@ from controller.config.model import Rollout, Selectors, Side, Source
 
 # One per-pod query's answer: (pod, le) -> value; le is "" unless grouped by it.
 PerPod = Mapping[tuple[str, str], float]
+# The same answer by the Deployment owning each pod: deployment -> [(le, value)].
+ByOwner = Mapping[str, Sequence[tuple[str, float]]]
+
+# The two dash-free segments `pod_regex` puts after a Deployment's name.
+_HASH = re.compile(r"[a-z0-9]{1,10}")
+_SUFFIX = re.compile(r"[a-z0-9]{5}")
 
 _DEFAULT_SELECTORS = Selectors()
 
@@ -76,6 +83,37 @@ def shareable(selectors: Selectors, source: Source) -> bool:
         or source.rate is not None
         or source.histogram_quantile is not None
     )
+
+
+def side_deployments(rollout: Rollout, side: Side) -> tuple[str, ...]:
+    """The Deployments whose pods are the side's."""
+    if side is Side.SERVICE:
+        return (rollout.stable.deployment, rollout.canary.deployment)
+    return ((rollout.canary if side is Side.CANARY else rollout.stable).deployment,)
+
+
+def owner(pod: str) -> str | None:
+    """The Deployment whose `pod_regex` matches `pod` (None for a name no such regex matches).
+
+    ``<deployment>-<hash>-<suffix>`` with two dash-free segments: splitting off the last two
+    dashes is the one way the regex can match, so `side_pattern(...).fullmatch(pod)` holds
+    exactly when `owner(pod)` is one of the side's Deployments. A fleet's per-pod answer is
+    indexed by owner once, and each rollout reads its own pods without scanning the others.
+    """
+    parts = pod.rsplit("-", 2)
+    if len(parts) == 3 and _HASH.fullmatch(parts[1]) and _SUFFIX.fullmatch(parts[2]):
+        return parts[0]
+    return None
+
+
+def by_owner(answer: PerPod) -> dict[str, list[tuple[str, float]]]:
+    """A per-pod answer indexed by the Deployment owning each pod (others dropped)."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for (pod, le), value in answer.items():
+        deployment = owner(pod)
+        if deployment is not None:
+            out.setdefault(deployment, []).append((le, value))
+    return out
 
 
 def side_pattern(rollout: Rollout, side: Side) -> re.Pattern[str]:
@@ -157,18 +195,19 @@ def _sum(values: Sequence[float]) -> float:
 
 def fold(
     query: GroupedQuery,
-    answers: Mapping[str, PerPod],
-    pods: re.Pattern[str],
+    answers: Mapping[str, ByOwner],
+    deployments: Sequence[str],
 ) -> tuple[float | None, float | None]:
     """(value, request count) of one side from the per-pod answers; None is no data.
 
-    `answers` maps each of ``query.queries()`` to its result as ``{(pod, le): value}`` (``le``
-    is "" for queries not grouped by it).
-    The request count is None when the source has none, 0.0 when no series matched.
+    `answers` maps each of ``query.queries()`` to its result indexed by `by_owner`;
+    `deployments` are the side's (`side_deployments`). The request count is None when the
+    source has none, 0.0 when no series matched.
     """
 
-    def mine(key: str) -> list[tuple[tuple[str, str], float]]:
-        return [(k, v) for k, v in answers[key].items() if pods.fullmatch(k[0])]
+    def mine(key: str) -> list[tuple[str, float]]:
+        answer = answers[key]
+        return [pair for d in deployments for pair in answer.get(d, ())]
 
     requests: float | None = None
     if query.sample is not None:
@@ -199,9 +238,9 @@ def fold(
             value = min(numbers) if query.kind == "min" else max(numbers)
     elif query.kind == "quantile":
         by_le: dict[float, list[float]] = {}
-        for key, v in mine(query.value):
+        for le_text, v in mine(query.value):
             try:
-                le = float(key[1])
+                le = float(le_text)
             except ValueError:
                 continue
             by_le.setdefault(le, []).append(v)
@@ -226,4 +265,15 @@ def _divide(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-__all__ = ["GroupedQuery", "fold", "grouped_for", "grouped_query", "shareable", "side_pattern"]
+__all__ = [
+    "ByOwner",
+    "GroupedQuery",
+    "by_owner",
+    "fold",
+    "grouped_for",
+    "grouped_query",
+    "owner",
+    "shareable",
+    "side_deployments",
+    "side_pattern",
+]

@@ -31,12 +31,14 @@ import structlog
 
 from controller.analysis.evaluate import Measurement, Sample
 from controller.analysis.grouping import (
+    ByOwner,
     GroupedQuery,
     PerPod,
+    by_owner,
     fold,
     grouped_for,
     shareable,
-    side_pattern,
+    side_deployments,
 )
 from controller.analysis.promclient import (
     DEFAULT_ATTEMPTS,
@@ -103,7 +105,7 @@ class _Outcome:
 
 @dataclass(frozen=True)
 class _PerPodOutcome:
-    values: PerPod
+    values: ByOwner  # indexed once, read by every member
     error: str | None = None
 
 
@@ -277,7 +279,7 @@ class PrometheusProvider:
         answers = {q: o.values for q, o in outcomes.items()}
         if count_error is not None:
             answers[grouped.sample or ""] = {}
-        value, requests = fold(grouped, answers, side_pattern(rollout, side))
+        value, requests = fold(grouped, answers, side_deployments(rollout, side))
         if count_error is not None:
             return Sample(value, error=f"request count: {count_error}")
         return Sample(value, requests=requests)
@@ -308,7 +310,8 @@ class PrometheusProvider:
     ) -> _PerPodOutcome:
         at = float(params["time"]) if "time" in params else None
         try:
-            return _PerPodOutcome(per_pod(await self.client.instant(promql, deadline, at)))
+            answer = per_pod(await self.client.instant(promql, deadline, at))
+            return _PerPodOutcome(by_owner(answer))
         except QueryFailed as exc:
             return _PerPodOutcome({}, f"{exc.reason} (query: {promql})")
 

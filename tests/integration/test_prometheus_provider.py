@@ -692,9 +692,9 @@ async def test_queries_of_one_evaluation_run_concurrently_but_bounded() -> None:
         provider_for(settings_for(fake.url), max_concurrency=limit) as provider,
     ):
         measured = await provider.measure(rollout, rollout.analysis)
-    # 4 metrics x 2 sides x 2 per-pod queries (a ratio's numerator and denominator, which is
-    # also its request count; a histogram's buckets and count)
-    assert len(fake.requests) == 16
+    # Per side: the three ratios' numerators and their one denominator (requests_total, also
+    # the request count), the histogram's buckets and count - each query once per call.
+    assert len(fake.requests) == 12
     assert peak == limit
     assert all(m.canary.error is None and m.canary.requests == 42.0 for m in measured.values())
 

@@ -22,9 +22,12 @@ from hypothesis import strategies as st
 from controller.analysis.evaluate import Verdict, evaluate
 from controller.analysis.grouping import (
     GroupedQuery,
+    by_owner,
     fold,
     grouped_query,
+    owner,
     shareable,
+    side_deployments,
     side_pattern,
 )
 from controller.analysis.promclient import QueryFailed
@@ -246,7 +249,7 @@ async def test_a_late_member_of_an_older_tick_asks_on_its_own() -> None:
 
 # -- the fold's arithmetic -----------------------------------------------------------------
 
-PODS = side_pattern(rollout("r", "ns", "web", "web-v2"), Side.CANARY)
+PODS = ("web-v2",)  # the canary side's Deployments
 CANARY = "web-v2-5f6b7c8d9-abcde"
 OTHER = "web-5f6b7c8d9-abcde"
 
@@ -259,7 +262,7 @@ def answers(q: GroupedQuery, **by_query: dict[tuple[str, str], float]) -> dict[s
     names = {"num": q.numerator, "den": q.value, "sample": q.sample}
     out: dict[str, Any] = {k: {} for k in q.queries()}
     for name, values_ in by_query.items():
-        out[names[name] or ""] = values_
+        out[names[name] or ""] = by_owner(values_)
     return out
 
 
@@ -288,8 +291,8 @@ def test_min_skips_nan_and_sum_propagates_it() -> None:
     total = grouped_query(Metric.model_validate(METRICS[4]), "ns", WINDOW)
     second = "web-v2-5f6b7c8d9-fghij"
     per_pod = {(CANARY, ""): math.nan, (second, ""): 4.0}
-    assert fold(low, {low.value: per_pod}, PODS) == (4.0, None)
-    assert fold(total, {total.value: per_pod}, PODS) == (None, None)
+    assert fold(low, {low.value: by_owner(per_pod)}, PODS) == (4.0, None)
+    assert fold(total, {total.value: by_owner(per_pod)}, PODS) == (None, None)
 
 
 def test_histogram_buckets_are_summed_per_le_before_the_quantile() -> None:
@@ -301,7 +304,7 @@ def test_histogram_buckets_are_summed_per_le_before_the_quantile() -> None:
         (second, "1"): 0.0,
         (second, "+Inf"): 10.0,
     }
-    value, _ = fold(q, {q.value: buckets, q.sample or "": {}}, PODS)
+    value, _ = fold(q, {q.value: by_owner(buckets), q.sample or "": {}}, PODS)
     # 20 observations, 10 at most 1 s: the 95th percentile is in (1, +Inf] -> the last bound.
     assert value == 1.0
 
@@ -323,3 +326,18 @@ def test_side_patterns_are_anchored_and_do_not_take_a_longer_deployments_pods() 
     assert not stable.fullmatch(CANARY)
     assert not stable.fullmatch("web-redis-0")
     assert side_pattern(r, Side.SERVICE).fullmatch(CANARY)
+
+
+names = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?(\.[a-z0-9]{1,3})?", fullmatch=True)
+
+
+@given(names, names, st.text(alphabet="ab09-", max_size=8), st.text(alphabet="ab09-", max_size=7))
+def test_the_owner_index_picks_exactly_the_pods_the_pod_regex_matches(
+    stable: str, canary: str, middle: str, suffix: str
+) -> None:
+    r = rollout("r", "ns", stable, canary + "x")
+    for base in (stable, canary + "x", canary, stable + "-v2"):
+        pod = f"{base}-{middle}-{suffix}"
+        for side in Side:
+            by_regex = side_pattern(r, side).fullmatch(pod) is not None
+            assert by_regex == (owner(pod) in side_deployments(r, side)), (pod, side)
