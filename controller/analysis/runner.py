@@ -8,10 +8,13 @@ across evaluations - logs one structured line and hands an `AnalysisReport` to t
 
 Scheduling is on a fixed grid (``start, start + interval, ...``) like a Prometheus rule group:
 an evaluation that overruns skips the ticks it missed instead of running several back to back,
-and evaluations never overlap. Time comes from the injected `clock` and `sleep`, so tests step
-through hours of intervals without waiting. One evaluation can be asked for out of schedule
-(`evaluate_soon`): a step passes only on an evaluation taken at or after its hold's end, which
-the grid may reach an interval later; the grid itself is not moved.
+and evaluations never overlap. The daemon's runners (``spread=True``) use the template's grid
+instead (`next_tick`: the epoch plus `template_offset` plus whole intervals), so every rollout
+of one template evaluates at the same tick and the provider can answer them all from one shared
+query, while other templates sit elsewhere in the interval. Time comes from the injected `clock`
+and `sleep`, so tests step through hours of intervals without waiting. One evaluation can be
+asked for out of schedule (`evaluate_soon`): a step passes only on an evaluation taken at or
+after its hold's end, which the grid may reach an interval later; the grid itself is not moved.
 
 The capacity gate's verdict needs the *next* step's weight, which only the reconciler knows;
 the runner therefore reports the raw (capacity, demand) samples and the reconciler calls
