@@ -199,8 +199,8 @@ class PrometheusProvider:
 
     async def close(self) -> None:
         """Close the HTTP session; queries still waiting end with an error."""
-        for _, task in self._shared.values():
-            task.cancel()
+        # Shared queries are not cancelled: their members would get a CancelledError instead
+        # of a sample. Closing the client ends them at once with "provider is closed".
         self._shared.clear()
         await self.client.close()
 

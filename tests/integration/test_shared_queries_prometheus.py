@@ -155,3 +155,26 @@ async def test_shared_per_rollout_and_compiled_queries_agree(prometheus: Prometh
     distinct = {q for s in sources for q in grouped_query(s, NAMESPACE, "120s").queries()}
     assert shared.client.requests_sent == len(distinct)
     assert alone.client.requests_sent > len(rollouts) * len(distinct)
+
+
+async def test_closing_the_provider_ends_a_shared_query_with_an_error_for_its_members() -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        rollouts, settings = fleet(url)
+        provider = PrometheusProvider(settings)
+        waiting = [asyncio.create_task(provider.measure(r, r.analysis, tick=AT)) for r in rollouts]
+        await asyncio.sleep(0.2)  # the shared queries are in flight
+        await provider.close()
+        done = await asyncio.wait_for(asyncio.gather(*waiting), 5.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    for measured in done:
+        for m in measured.values():
+            assert m.canary.value is None and m.canary.error is not None
