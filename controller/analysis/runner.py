@@ -24,7 +24,6 @@ the runner therefore reports the raw (capacity, demand) samples and the reconcil
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,9 +41,10 @@ from controller.analysis.evaluate import (
     Verdict,
     evaluate,
 )
+from controller.analysis.grid import next_tick, template_offset
 from controller.analysis.provider import Provider
 from controller.analysis.share import ShareReading
-from controller.config.model import SOURCE_KINDS, Analysis, CapacityGate, Rollout
+from controller.config.model import Analysis, CapacityGate, Rollout
 
 log = structlog.get_logger(__name__)
 
@@ -53,32 +53,6 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # Config validation rejects a zero interval; this floor only keeps a bad value from spinning.
 MIN_INTERVAL = timedelta(seconds=1)
-
-
-_SOURCE_FIELDS = {*SOURCE_KINDS, "sample_query"}
-
-
-def template_offset(analysis: Analysis, interval: timedelta) -> timedelta:
-    """A stable offset in [0, interval) for the grid of every rollout judged the same way.
-
-    From a hash of what the queries are made of (sources, selectors, window), not of the
-    rollout: rollouts of one template tick together and share their queries, while different
-    templates spread over the interval instead of querying in one burst.
-    """
-    parts = [analysis.selectors.model_dump_json(), str(analysis.window.total_seconds())]
-    parts += [m.model_dump_json(include=_SOURCE_FIELDS) for m in analysis.metrics]
-    for extra in (analysis.capacity_gate, analysis.traffic_share):
-        parts.append(extra.model_dump_json() if extra is not None else "-")
-    digest = int.from_bytes(hashlib.sha256("\n".join(parts).encode()).digest()[:4], "big")
-    return interval * (digest % 1000) / 1000
-
-
-def next_tick(after: datetime, interval: timedelta, offset: timedelta) -> datetime:
-    """The first grid time ``epoch + offset + k * interval`` at or after `after`."""
-    step = interval.total_seconds()
-    base = after.timestamp() - offset.total_seconds()
-    k = math.ceil(round(base / step, 9))  # round: a tick computed from itself stays put
-    return datetime.fromtimestamp(k * step + offset.total_seconds(), after.tzinfo or UTC)
 
 
 def utc_now() -> datetime:

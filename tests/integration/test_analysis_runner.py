@@ -16,13 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.analysis.evaluate import Measurement, Sample, Verdict
-from controller.analysis.runner import (
-    AnalysisReport,
-    AnalysisRunner,
-    OnResult,
-    next_tick,
-    template_offset,
-)
+from controller.analysis.grid import next_tick, template_offset
+from controller.analysis.runner import AnalysisReport, AnalysisRunner, OnResult
 from controller.config.model import Analysis, CapacityGate, Rollout
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
