@@ -8,10 +8,13 @@ across evaluations - logs one structured line and hands an `AnalysisReport` to t
 
 Scheduling is on a fixed grid (``start, start + interval, ...``) like a Prometheus rule group:
 an evaluation that overruns skips the ticks it missed instead of running several back to back,
-and evaluations never overlap. Time comes from the injected `clock` and `sleep`, so tests step
-through hours of intervals without waiting. One evaluation can be asked for out of schedule
-(`evaluate_soon`): a step passes only on an evaluation taken at or after its hold's end, which
-the grid may reach an interval later; the grid itself is not moved.
+and evaluations never overlap. The daemon's runners (``spread=True``) use the template's grid
+instead (`next_tick`: the epoch plus `template_offset` plus whole intervals), so every rollout
+of one template evaluates at the same tick and the provider can answer them all from one shared
+query, while other templates sit elsewhere in the interval. Time comes from the injected `clock`
+and `sleep`, so tests step through hours of intervals without waiting. One evaluation can be
+asked for out of schedule (`evaluate_soon`): a step passes only on an evaluation taken at or
+after its hold's end, which the grid may reach an interval later; the grid itself is not moved.
 
 The capacity gate's verdict needs the *next* step's weight, which only the reconciler knows;
 the runner therefore reports the raw (capacity, demand) samples and the reconciler calls
@@ -21,7 +24,6 @@ the runner therefore reports the raw (capacity, demand) samples and the reconcil
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +41,7 @@ from controller.core.analysis.evaluate import (
     Verdict,
     evaluate,
 )
+from controller.core.analysis.grid import next_tick, template_offset
 from controller.core.analysis.share import ShareReading
 from controller.core.config.model import Analysis, CapacityGate, Rollout
 from controller.shell.providers.provider import Provider
@@ -50,12 +53,6 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # Config validation rejects a zero interval; this floor only keeps a bad value from spinning.
 MIN_INTERVAL = timedelta(seconds=1)
-
-
-def _spread(name: str, interval: timedelta) -> timedelta:
-    """A stable offset in [0, interval/2) for a rollout, from a hash of its name."""
-    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
-    return interval * (digest % 1000) / 2000
 
 
 def utc_now() -> datetime:
@@ -113,7 +110,8 @@ class AnalysisRunner:
         self._on_result = on_result
         self._clock = clock
         self._sleep = sleep
-        self._spread = spread  # offset the first evaluation by a hash of the name
+        # Evaluate on the template's grid (`next_tick`) and let the provider share queries.
+        self._spread = spread
         self._previous = previous
         self._last: AnalysisReport | None = None
         self._started_at: datetime | None = None  # `at` of the newest evaluation begun
@@ -243,45 +241,79 @@ class AnalysisRunner:
                 raise  # we are being cancelled ourselves: do not swallow that
 
     async def _loop(self) -> None:
-        # Runners started together (a controller with hundreds of rollouts) would otherwise
-        # query in one burst every interval; a stable per-rollout offset spreads them out.
-        interval = max(self._analysis().interval, MIN_INTERVAL)
-        offset = _spread(self._rollout.name, interval) if self._spread else timedelta(0)
-        if offset > timedelta(0):
-            await self._sleep(offset.total_seconds())
+        if self._spread:
+            await self._aligned_loop()
+            return
         due = self._clock()
         while True:
-            try:
-                await self.evaluate_once(at=due)
-            except Exception:
-                # evaluate_once() handles provider and callback failures itself; this is a
-                # bug elsewhere. Log it and keep the schedule rather than die silently.
-                log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+            await self._scheduled(due, tick=False)
             interval = max(self._analysis().interval, MIN_INTERVAL)
             due += interval
             now = self._clock()
             if due < now:
                 missed = math.floor((now - due) / interval) + 1
                 due += missed * interval
-                log.warning(
-                    "analysis evaluation overran its interval",
-                    rollout=self._rollout.name,
-                    interval_s=interval.total_seconds(),
-                    skipped=missed,
-                )
+                self._overran(interval, missed)
             # Never sleep longer than one interval, even if the clock stepped backwards.
             await self._sleep(min(due - now, interval).total_seconds())
+
+    async def _aligned_loop(self) -> None:
+        # Hundreds of runners: every rollout of one template evaluates on the same grid (its
+        # template's offset), so their queries are one shared query per tick (the provider
+        # coalesces calls of the same `tick`); different templates spread over the interval.
+        interval, offset = self._grid()
+        due = next_tick(self._clock(), interval, offset)
+        while True:
+            now = self._clock()
+            if due - now > interval:  # the clock stepped backwards: back onto the grid
+                due = next_tick(now, interval, offset)
+            if due > now:
+                await self._sleep((due - now).total_seconds())
+                continue  # read the clock again: a sleep may end early
+            await self._scheduled(due, tick=True)
+            interval, offset = self._grid()  # a new step may judge at another interval
+            following = next_tick(due + MIN_INTERVAL / 1000, interval, offset)
+            now = self._clock()
+            if following < now:
+                missed = math.floor((now - following) / interval) + 1
+                following = next_tick(now, interval, offset)
+                self._overran(interval, missed)
+            due = following
+
+    def _grid(self) -> tuple[timedelta, timedelta]:
+        analysis = self._analysis()
+        interval = max(analysis.interval, MIN_INTERVAL)
+        return interval, template_offset(analysis, interval)
+
+    async def _scheduled(self, due: datetime, *, tick: bool) -> None:
+        try:
+            await self.evaluate_once(at=due, tick=tick)
+        except Exception:
+            # evaluate_once() handles provider and callback failures itself; this is a
+            # bug elsewhere. Log it and keep the schedule rather than die silently.
+            log.exception("analysis evaluation crashed", rollout=self._rollout.name)
+
+    def _overran(self, interval: timedelta, missed: int) -> None:
+        log.warning(
+            "analysis evaluation overran its interval",
+            rollout=self._rollout.name,
+            interval_s=interval.total_seconds(),
+            skipped=missed,
+        )
 
     def _analysis(self) -> Analysis:
         return self._rollout.step_analysis(self._step)
 
-    async def evaluate_once(self, at: datetime | None = None) -> AnalysisReport:
+    async def evaluate_once(
+        self, at: datetime | None = None, *, tick: bool = False
+    ) -> AnalysisReport:
         """Measure, judge and report once; failures of the provider become ERROR verdicts.
 
         `at` is the evaluation's time (default: now). The loop passes its scheduled tick, so
         `for:` durations are whole multiples of the interval rather than missing by the few
         milliseconds a wake-up jitters (a 4s `for:` at 2s intervals fails on the third
-        evaluation, not the fourth).
+        evaluation, not the fourth). With `tick`, `at` is a grid time of the rollout's
+        template and the provider may answer from queries shared with other rollouts.
         """
         async with self._lock:
             # Snapshot: a set_step()/update() during the queries applies to the next one.
@@ -289,11 +321,12 @@ class AnalysisRunner:
             analysis = rollout.step_analysis(step)
             at = at or self._clock()
             self._started_at = at
+            shared = at if tick else None
             gate = analysis.capacity_gate
             measurements, capacity, share = await asyncio.gather(
-                self._measure(rollout, analysis),
-                self._capacity(rollout, analysis) if gate is not None else _none(),
-                self._share(rollout, analysis, at),
+                self._measure(rollout, analysis, shared),
+                self._capacity(rollout, analysis, shared) if gate is not None else _none(),
+                self._share(rollout, analysis, at, shared),
             )
             summary = evaluate(
                 analysis.metrics,
@@ -319,26 +352,32 @@ class AnalysisRunner:
             await self._deliver(report)
             return report
 
-    async def _measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def _measure(
+        self, rollout: Rollout, analysis: Analysis, tick: datetime | None
+    ) -> dict[str, Measurement]:
         try:
-            return await self._provider.measure(rollout, analysis)
+            return await self._provider.measure(rollout, analysis, tick=tick)
         except Exception as exc:
             # Providers should not raise; if one does, every metric is an error (never a pass).
             log.exception("analysis provider failed", rollout=rollout.name, call="measure")
             failed = Sample(None, error=f"provider failed: {exc!r}")
             return {m.name: Measurement(m.name, failed) for m in analysis.metrics}
 
-    async def _capacity(self, rollout: Rollout, analysis: Analysis) -> tuple[Sample, Sample]:
+    async def _capacity(
+        self, rollout: Rollout, analysis: Analysis, tick: datetime | None
+    ) -> tuple[Sample, Sample]:
         assert analysis.capacity_gate is not None
         try:
-            return await self._provider.capacity(rollout, analysis.capacity_gate, analysis.window)
+            return await self._provider.capacity(
+                rollout, analysis.capacity_gate, analysis.window, tick=tick
+            )
         except Exception as exc:
             log.exception("analysis provider failed", rollout=rollout.name, call="capacity")
             failed = Sample(None, error=f"provider failed: {exc!r}")
             return failed, failed
 
     async def _share(
-        self, rollout: Rollout, analysis: Analysis, at: datetime
+        self, rollout: Rollout, analysis: Analysis, at: datetime, tick: datetime | None
     ) -> ShareReading | None:
         share = analysis.traffic_share
         if share is None:
@@ -348,7 +387,9 @@ class AnalysisRunner:
         source = share.source()
         pair = CapacityGate(capacity=source, demand=source)
         try:
-            canary, service = await self._provider.capacity(rollout, pair, analysis.window)
+            canary, service = await self._provider.capacity(
+                rollout, pair, analysis.window, tick=tick
+            )
         except Exception as exc:
             log.exception("analysis provider failed", rollout=rollout.name, call="share")
             failed = Sample(None, error=f"provider failed: {exc!r}")

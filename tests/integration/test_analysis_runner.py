@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.core.analysis.evaluate import Measurement, Sample, Verdict
+from controller.core.analysis.grid import next_tick, template_offset
 from controller.core.config.model import Analysis, CapacityGate, Rollout
 from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner, OnResult
 
@@ -78,12 +79,16 @@ class FakeProvider:
         self.values = values or {}
         self.stable = Sample(0.01, requests=1000)
         self.measured: list[tuple[Rollout, Analysis]] = []
+        self.ticks: list[datetime | None] = []  # the `tick` of every measure() call
         self.capacity_calls: list[tuple[CapacityGate, timedelta]] = []
         self.before_measure: Callable[[], Awaitable[None]] | None = None
         self.closed = False
 
-    async def measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def measure(
+        self, rollout: Rollout, analysis: Analysis, *, tick: datetime | None = None
+    ) -> dict[str, Measurement]:
         self.measured.append((rollout, analysis))
+        self.ticks.append(tick)
         if self.before_measure is not None:
             await self.before_measure()
         return {
@@ -96,7 +101,12 @@ class FakeProvider:
         }
 
     async def capacity(
-        self, rollout: Rollout, gate: CapacityGate, window: timedelta
+        self,
+        rollout: Rollout,
+        gate: CapacityGate,
+        window: timedelta,
+        *,
+        tick: datetime | None = None,
     ) -> tuple[Sample, Sample]:
         self.capacity_calls.append((gate, window))
         return Sample(12.5), Sample(30.0, requests=3600)
@@ -604,20 +614,60 @@ async def test_late_wake_ups_do_not_stretch_for() -> None:
     assert h.verdicts("bad-gateway-ratio")[-1] is Verdict.FAIL
 
 
-async def test_spread_offsets_the_first_evaluation_stably() -> None:
+async def test_spread_runners_of_one_template_share_a_grid_and_pass_the_tick() -> None:
+    first = Harness(spread=True)
+    first.runner.start()
+    await first.time.until_sleeping()
+    wait = first.time.sleeps[0]
+    assert 0 <= wait < 30  # the next point of the 30s grid
+    await first.time.tick()
+    await first.time.tick()
+    await first.runner.stop()
+    at = [r.summary.at for r in first.reports]
+    assert at == [T0 + timedelta(seconds=wait + s) for s in (0, 30)]
+    # On the template's grid: the same offset from the epoch, whatever the rollout's name.
+    offset = template_offset(make_rollout().analysis, timedelta(seconds=30))
+    assert all(
+        (a.timestamp() - offset.total_seconds()) % 30 == pytest.approx(0, abs=1e-6) for a in at
+    )
+    assert first.provider.ticks == at  # scheduled: the provider may share the queries
+    other = Harness(make_rollout(name="another", service="another"), spread=True)
+    other.runner.start()
+    await other.time.until_sleeping()
+    await other.time.tick()
+    await other.runner.stop()
+    assert other.reports[0].summary.at == at[0]  # another rollout, the same tick
+    # Another template (another window) sits elsewhere on the interval.
+    changed = make_rollout().analysis.model_copy(update={"window": timedelta(minutes=5)})
+    assert template_offset(changed, timedelta(seconds=30)) != offset
+
+
+async def test_spread_runner_late_from_its_evaluation_skips_to_the_next_grid_point() -> None:
     h = Harness(spread=True)
+    slow = timedelta(seconds=45)  # one evaluation takes longer than an interval
+
+    async def stall() -> None:
+        if len(h.provider.measured) == 1:
+            h.time.now += slow
+
+    h.provider.before_measure = stall
     h.runner.start()
     await h.time.until_sleeping()
-    first_sleep = h.time.sleeps[0]
-    assert 0 < first_sleep < 15  # within half of the 30s interval
+    await h.time.tick()  # the slow first evaluation
     await h.time.tick()
     await h.runner.stop()
-    assert h.reports[0].summary.at == T0 + timedelta(seconds=first_sleep)
-    again = Harness(spread=True)
-    again.runner.start()
-    await again.time.until_sleeping()
-    await again.runner.stop()
-    assert again.time.sleeps[0] == first_sleep  # the same rollout, the same offset
+    first, second = (r.summary.at for r in h.reports)
+    assert second - first == timedelta(seconds=60)  # the missed grid point is skipped
+
+
+def test_next_tick_is_on_the_grid_and_stays_put_on_it() -> None:
+    offset = timedelta(seconds=7)
+    interval = timedelta(seconds=30)
+    tick = next_tick(T0, interval, offset)
+    assert T0 <= tick < T0 + interval
+    assert (tick.timestamp() - 7) % 30 == pytest.approx(0, abs=1e-6)
+    assert next_tick(tick, interval, offset) == tick
+    assert next_tick(tick + timedelta(microseconds=1), interval, offset) == tick + interval
 
 
 # -- an evaluation out of schedule at the end of a hold -------------------------------------

@@ -680,15 +680,23 @@ async def test_queries_of_one_evaluation_run_concurrently_but_bounded() -> None:
         finally:
             in_flight -= 1
 
+    per_pod = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": {"pod": CANARY_POD}, "value": [T, "42"]}],
+        },
+    }
     async with (
-        fake_prometheus((200, VECTOR_42), hold=hold) as fake,
+        fake_prometheus((200, per_pod), hold=hold) as fake,
         provider_for(settings_for(fake.url), max_concurrency=limit) as provider,
     ):
         measured = await provider.measure(rollout, rollout.analysis)
-    # 4 metrics x 2 sides x (value + request count)
-    assert len(fake.requests) == 16
+    # Per side: the three ratios' numerators and their one denominator (requests_total, also
+    # the request count), the histogram's buckets and count - each query once per call.
+    assert len(fake.requests) == 12
     assert peak == limit
-    assert all(m.canary == Sample(42.0, requests=42.0) for m in measured.values())
+    assert all(m.canary.error is None and m.canary.requests == 42.0 for m in measured.values())
 
 
 async def test_time_parameter_is_sent_when_fixed() -> None:

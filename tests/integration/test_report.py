@@ -343,7 +343,7 @@ async def test_report_with_config_and_prometheus_range_queries(
     # The range covers the rollout (10m42s) with a margin, at a step giving ~600 points.
     q = prometheus.queries[0]
     assert float(q["start"]) < T0.timestamp() and float(q["end"]) > at(10.7).timestamp()
-    assert q["step"] == "2s"
+    assert q["step"] == "2"  # seconds
     assert f"Prometheus {prometheus.url}" in html
     assert "code=&quot;502&quot;" in html  # the queries are listed for the reader
     assert "desired weight</dt><dd>per step from the config" in html

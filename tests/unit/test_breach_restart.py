@@ -53,10 +53,12 @@ SPEC = make_spec(
 class Breaching:
     """The canary's 502 ratio is 30 %, stable's 1 %: a canary-only breach, every time."""
 
-    async def measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def measure(
+        self, rollout: Rollout, analysis: Analysis, *, tick: Any = None
+    ) -> dict[str, Measurement]:
         return {NAME: Measurement(NAME, Sample(0.30, 1000), Sample(0.01, 1000))}
 
-    async def capacity(self, *args: Any) -> tuple[Sample, Sample]:
+    async def capacity(self, *args: Any, **kwargs: Any) -> tuple[Sample, Sample]:
         raise AssertionError("no capacity gate configured")
 
     async def close(self) -> None:

@@ -72,6 +72,7 @@ class Pods:
         self.sides: dict[Side, list[str]] = {s: [] for s in Side}
         self.port = 0
         self.fail_listing = False
+        self.hits: dict[str, int] = {}  # scrapes per pod
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -88,7 +89,9 @@ class Pods:
             await self._runner.cleanup()
 
     async def _serve(self, request: web.Request) -> web.Response:
-        pod = self.pods.get(request.match_info["pod"])
+        name = request.match_info["pod"]
+        self.hits[name] = self.hits.get(name, 0) + 1
+        pod = self.pods.get(name)
         if pod is None:
             return web.Response(status=404)
         if pod.delay:
@@ -196,6 +199,22 @@ async def test_measure_and_capacity_match_the_promql_arithmetic(
     assert capacity.value == 12.0
     assert demand.value == pytest.approx(60.0)  # the whole Service: 30 + 30 req/s
     assert demand.requests == pytest.approx(600)
+
+
+async def test_each_pod_is_scraped_once_per_interval_for_all_rollouts_reading_it(
+    provider: DirectProvider, pods: Pods, clock: Clock, rollout: Rollout
+) -> None:
+    standard_world(pods)
+    readers = [rollout.model_copy(update={"name": f"reader-{i}"}) for i in range(5)]
+    await asyncio.gather(*(provider.measure(r, r.analysis) for r in readers))
+    assert pods.hits == {"canary-a": 1, "canary-b": 1, "stable-a": 1}
+    pods.pods["canary-c"] = FakePod()
+    pods.place(["canary-a", "canary-b", "canary-c"], ["stable-a"])
+    newcomer = rollout.model_copy(update={"name": "newcomer"})
+    await provider.measure(newcomer, newcomer.analysis)  # only its pod nobody scraped yet
+    assert pods.hits == {"canary-a": 1, "canary-b": 1, "stable-a": 1, "canary-c": 1}
+    await run_for(provider, clock, 1)  # the cycle scrapes every pod once for all readers
+    assert pods.hits == {"canary-a": 2, "canary-b": 2, "stable-a": 2, "canary-c": 2}
 
 
 async def test_task_starts_lazily_and_close_stops_everything(

@@ -15,25 +15,17 @@ it as the runner would (an error verdict), so the output shows it.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import ssl
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from controller.core.config.model import PrometheusSettings
+from controller.shell.providers.promclient import PrometheusClient, QueryFailed
 
 MAX_CONCURRENT_QUERIES = 4
-ATTEMPTS = 3  # per query, for transient failures only (connection, 5xx, 429)
-BACKOFF = (0.5, 1.0)  # seconds before the 2nd and 3rd attempt
-_TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
 
 
 class FetchError(Exception):
@@ -69,48 +61,12 @@ def to_ms(at: datetime) -> int:
     return round(at.timestamp() * 1000)
 
 
-def _session_options(settings: PrometheusSettings) -> dict[str, Any]:
-    headers = dict(settings.headers)
-    if settings.bearer_token_file:
-        try:
-            token = Path(settings.bearer_token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise FetchError(
-                f"prometheus.bearerTokenFile {settings.bearer_token_file}: {exc.strerror or exc}"
-            ) from None
-        headers["Authorization"] = f"Bearer {token}"
-    options: dict[str, Any] = {"headers": headers}
-    if settings.ca_file:
-        try:
-            context = ssl.create_default_context(cafile=settings.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise FetchError(f"prometheus.caFile {settings.ca_file}: {exc}") from None
-        options["connector"] = aiohttp.TCPConnector(ssl=context)
-    return options
-
-
-class _Transient(Exception):
-    pass
-
-
 def _about_the_request(error: str) -> bool:
     """Whether Prometheus refused the range itself (start, end, step, timeout), not the query."""
-    parameter = re.match(r'invalid parameter "(\w+)"', error)
+    parameter = re.search(r'invalid parameter "(\w+)"', error)
     return (parameter is not None and parameter.group(1) != "query") or (
         "exceeded maximum resolution" in error
     )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        error = exc.os_error
-        # asyncio's "Connect call failed (...)" hides the reason its errno names.
-        errno = error.errno or 0  # gaierror's are negative: its strerror says it
-        reason = os.strerror(errno) if errno > 0 else error.strerror or str(error)
-        return f"cannot connect: {reason[:1].lower()}{reason[1:]}"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return "not a valid URL"
-    return str(exc) or type(exc).__name__
 
 
 def url_problem(url: str) -> str | None:
@@ -141,82 +97,61 @@ async def fetch_ranges(
 
     `deadline` (``time.monotonic()``) bounds everything, retries included: each request is
     sent with the time left as its timeout, and as Prometheus' own ``timeout`` parameter so
-    the server stops evaluating too.
+    the server stops evaluating too (`PrometheusClient.range`).
     """
     base = settings.url.rstrip("/")
-    url = base + "/api/v1/query_range"
     table = RangeTable()
     done = 0
-    limit = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
-    common = {
-        "start": f"{to_ms(start) / 1000:.3f}",
-        "end": f"{to_ms(end) / 1000:.3f}",
-        "step": f"{step.total_seconds():g}",  # float seconds: Prometheus' durations take no "1.5s"
-    }
+    client = PrometheusClient(settings, max_concurrency=MAX_CONCURRENT_QUERIES)
 
-    async def attempt(session: aiohttp.ClientSession, promql: str) -> Any:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        params = {**common, "query": promql, "timeout": f"{max(int(left * 1000), 1)}ms"}
-        async with session.get(
-            url, params=params, timeout=aiohttp.ClientTimeout(total=left)
-        ) as resp:
-            try:
-                body = await resp.json(content_type=None)
-            except ValueError:
-                body = None
-            if not isinstance(body, dict) or "status" not in body:
-                if resp.status >= 500 or resp.status in _TRANSIENT_STATUS:
-                    raise _Transient(f"HTTP {resp.status}")
-                raise FetchError(
-                    f"{base} did not answer as Prometheus does (HTTP {resp.status}): "
-                    "check prometheus.url / --prometheus-url"
-                )
-            if body["status"] == "success":
-                return body.get("data", {})
-            detail = f"HTTP {resp.status} {body.get('errorType', '')}: {body.get('error', '')}"
-            if resp.status >= 500 or resp.status in _TRANSIENT_STATUS:
-                # 503/504 and errorType "timeout" included: the server is struggling.
-                raise _Transient(detail)
-            if _about_the_request(str(body.get("error", ""))):
-                raise FetchError(f"Prometheus {base} refused the range query: {detail}")
-            table.errors[promql] = detail
-            return None
-
-    async def one(session: aiohttp.ClientSession, promql: str) -> None:
+    async def one(promql: str) -> None:
         nonlocal done
-        async with limit:
-            for n in range(ATTEMPTS):
-                try:
-                    data = await attempt(session, promql)
-                    break
-                except TimeoutError:
+        try:
+            result = await client.range(
+                promql,
+                to_ms(start) / 1000,
+                to_ms(end) / 1000,
+                step.total_seconds(),
+                deadline,
+            )
+        except QueryFailed as exc:
+            if exc.reason.startswith("timeout"):
+                raise FetchError(
+                    f"Prometheus {base} did not answer within the time left of --timeout "
+                    f"(query: {promql})"
+                ) from None
+            if exc.rejected and not exc.transient:
+                if _about_the_request(exc.reason):
                     raise FetchError(
-                        f"Prometheus {base} did not answer within the time left of --timeout "
-                        f"(query: {promql})"
+                        f"Prometheus {base} refused the range query: {exc.reason}"
                     ) from None
-                except (_Transient, aiohttp.ClientError) as exc:
-                    last = _describe(exc)
-                    if n + 1 == ATTEMPTS or time.monotonic() + BACKOFF[n] >= deadline:
-                        raise FetchError(f"Prometheus {base}: {last} (query: {promql})") from None
-                    await asyncio.sleep(BACKOFF[n])
-        if data is not None:
-            table.series[promql] = _series(data)
+                table.errors[promql] = exc.reason  # what the controller would have met
+            elif not exc.transient and (
+                exc.status is not None or exc.reason.startswith(("invalid JSON", "unexpected"))
+            ):
+                raise FetchError(
+                    f"{base} did not answer as Prometheus does (HTTP {exc.status or 200}): "
+                    "check prometheus.url / --prometheus-url"
+                ) from None
+            else:
+                raise FetchError(f"Prometheus {base}: {exc.reason} (query: {promql})") from None
+        else:
+            table.series[promql] = _series({"result": result})
         done += 1
         if progress is not None:
             progress(done, total)
 
     unique = list(dict.fromkeys(queries))
     total = len(unique)
-    async with aiohttp.ClientSession(**_session_options(settings)) as session:
-        try:
-            # A TaskGroup cancels the other queries as soon as one fails for good.
-            async with asyncio.TaskGroup() as group:
-                for promql in unique:
-                    group.create_task(one(session, promql))
-        except BaseExceptionGroup as failed:
-            raise _first(failed) from None
+    try:
+        # A TaskGroup cancels the other queries as soon as one fails for good.
+        async with asyncio.TaskGroup() as group:
+            for promql in unique:
+                group.create_task(one(promql))
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    finally:
+        await client.close()
     return table
 
 

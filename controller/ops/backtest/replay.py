@@ -32,6 +32,9 @@ from controller.shell.providers.prometheus import (
 class ReplayProvider(PrometheusProvider):
     """`PrometheusProvider` whose queries are answered from a `RangeTable` (or recorded)."""
 
+    # Sides may be bound to other pods (`BoundContext`): the compiled per-side queries, always.
+    shares_queries = False
+
     def __init__(
         self, settings: PrometheusSettings, at: Callable[[], datetime], bindings: Bindings
     ) -> None:

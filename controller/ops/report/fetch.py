@@ -2,22 +2,20 @@
 
 Prometheus is optional and best effort: a failed or empty range query becomes a note on the
 report, never a failed report (a postmortem still wants the decisions when Prometheus is down
-or has already dropped the data). Range queries go straight to ``/api/v1/query_range`` with
-aiohttp; each has the Prometheus timeout from the config, and at most a few run at once.
+or has already dropped the data). Range queries go through the one Prometheus client
+(`controller.shell.providers.promclient`: auth, TLS, retries); each has the Prometheus timeout from
+the config, and at most a few run at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 
 from controller.core.analysis.templates import QueryContext, matcher_text
@@ -34,6 +32,7 @@ from controller.ops.report.timeline import (
 from controller.shell import history
 from controller.shell.command_annotation import RolloutNotFound, find_service
 from controller.shell.kube import Kube, KubeError, NotFound
+from controller.shell.providers.promclient import PrometheusClient, QueryFailed
 
 log = structlog.get_logger("ptc.report")
 
@@ -161,49 +160,29 @@ def _points(values: list[Any], step: int) -> tuple[Point, ...]:
 class _RangeQueries:
     """Range queries against one Prometheus over one period; failures are collected."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        settings: PrometheusSettings,
-        start: datetime,
-        end: datetime,
-    ) -> None:
-        self.session = session
-        self.url = settings.url.rstrip("/") + "/api/v1/query_range"
-        self.base = settings.url
+    def __init__(self, client: PrometheusClient, start: datetime, end: datetime) -> None:
+        self.client = client
+        self.base = client.settings.url
         self.start, self.end = start, end
         self.step = _range_step(start, end)
         self.failures: dict[str, list[str]] = {}
-        self._limit = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
 
     async def run(self, promql: str) -> list[tuple[Mapping[str, str], tuple[Point, ...]]]:
         """Every series the query returns over the period; [] (and a failure noted) on error."""
-        params = {
-            "query": promql,
-            "start": f"{self.start.timestamp():.3f}",
-            "end": f"{self.end.timestamp():.3f}",
-            "step": f"{self.step}s",
-        }
         try:
-            async with self._limit, self.session.get(self.url, params=params) as resp:
-                try:
-                    body = await resp.json(content_type=None)
-                except (ValueError, aiohttp.ContentTypeError):
-                    body = None
-                if not isinstance(body, dict) or body.get("status") != "success":
-                    detail = (
-                        f"{body.get('errorType', '')}: {body.get('error', '')}"
-                        if isinstance(body, dict)
-                        else "not a Prometheus API answer"
-                    )
-                    raise ReportError(f"HTTP {resp.status} {detail}".strip())
-        except (aiohttp.ClientError, TimeoutError, ReportError) as exc:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                reason = "timed out"
-            self.failures.setdefault(reason, []).append(promql)
+            result = await self.client.range(
+                promql,
+                self.start.timestamp(),
+                self.end.timestamp(),
+                self.step,
+                self.client.deadline(),
+            )
+        except QueryFailed as exc:
+            self.failures.setdefault(exc.reason, []).append(promql)
             return []
-        result = body.get("data", {}).get("result", [])
+        if not isinstance(result, list):
+            self.failures.setdefault("not a range result", []).append(promql)
+            return []
         return [
             (item.get("metric", {}), _points(item.get("values", []), self.step))
             for item in result
@@ -222,25 +201,6 @@ class _RangeQueries:
             f"quer{'y' if len(queries) == 1 else 'ies'} failed: {reason}"
             for reason, queries in self.failures.items()
         ]
-
-
-def _session_options(settings: PrometheusSettings) -> dict[str, Any]:
-    headers = dict(settings.headers)
-    if settings.bearer_token_file:
-        try:
-            token = Path(settings.bearer_token_file).read_text().strip()
-        except OSError as exc:
-            raise ReportError(f"prometheus.bearerTokenFile: {exc}") from None
-        headers["Authorization"] = f"Bearer {token}"
-    options: dict[str, Any] = {
-        "headers": headers,
-        "timeout": aiohttp.ClientTimeout(total=settings.timeout.total_seconds()),
-    }
-    if settings.ca_file:
-        options["connector"] = aiohttp.TCPConnector(
-            ssl=ssl.create_default_context(cafile=settings.ca_file)
-        )
-    return options
 
 
 async def fetch_series(
@@ -262,8 +222,9 @@ async def fetch_series(
     margin = max((end - start) * 0.02, timedelta(seconds=30))
     start, end = start - margin, end + margin
     labels = matcher_text({"namespace": namespace, "rollout": rollout})
-    async with aiohttp.ClientSession(**_session_options(settings)) as session:
-        q = _RangeQueries(session, settings, start, end)
+    client = PrometheusClient(settings, max_concurrency=MAX_CONCURRENT_QUERIES)
+    try:
+        q = _RangeQueries(client, start, end)
         weight_task = asyncio.ensure_future(q.one(f"{WEIGHT_ACTUAL}{{{labels}}}"))
         metrics: dict[str, MetricSeries] = {}
         if spec is not None:
@@ -292,6 +253,8 @@ async def fetch_series(
             for name, sides in by_metric.items():
                 metrics[name] = MetricSeries(sides.get("canary", ()), sides.get("stable", ()))
         weight = await weight_task
+    finally:
+        await client.close()
     notes = q.notes()
     if not q.failures:
         if not weight:

@@ -10,10 +10,12 @@ here), plus, for counters, pods that left the side within the window (their seri
 match in Prometheus).
 
 Lifecycle. The first ``measure()``/``capacity()`` for a rollout scrapes its pods once before
-answering (so gauges have a value; rates need two scrapes in the window and are "no data" until
-then), and starts the background task if it is not running. A rollout nobody asked about for
-`idle_after` (at least three of its windows) is dropped with its history. ``close()`` stops the
-task and closes the HTTP session; nothing is left running.
+answering, so gauges have a value (rates need two scrapes in the window and are "no data" until
+then) - only the pods not scraped within the last interval: each pod is scraped once per
+interval for all the rollouts that read it, as the background cycle does. It starts the
+background task if it is not running. A rollout nobody asked about for `idle_after` (at least
+three of its windows) is dropped with its history. ``close()`` stops the task and closes the
+HTTP session; nothing is left running.
 
 Scrapes. One aiohttp session; at most `max_concurrency` requests in flight; each with `timeout`
 seconds in total and a body limit. A scrape is all or nothing, as in Prometheus: an HTTP error,
@@ -46,7 +48,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 import structlog
@@ -155,7 +157,9 @@ class DirectProvider:
 
     # -- the Provider protocol ------------------------------------------------------------
 
-    async def measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def measure(
+        self, rollout: Rollout, analysis: Analysis, *, tick: datetime | None = None
+    ) -> dict[str, Measurement]:
         """Canary (and, with ``compare``, stable) samples for every metric, from the buffers."""
         window = analysis.window.total_seconds()
         if self._closed:
@@ -176,7 +180,12 @@ class DirectProvider:
         return out
 
     async def capacity(
-        self, rollout: Rollout, gate: CapacityGate, window: timedelta
+        self,
+        rollout: Rollout,
+        gate: CapacityGate,
+        window: timedelta,
+        *,
+        tick: datetime | None = None,
     ) -> tuple[Sample, Sample]:
         """Canary capacity (canary side) and Service demand (service side)."""
         if self._closed:
@@ -213,16 +222,29 @@ class DirectProvider:
         """Whether the background scrape task is alive."""
         return self._task is not None and not self._task.done()
 
-    async def scrape_once(self) -> None:
-        """One scrape of every watched rollout's pods (what the background task runs)."""
+    async def scrape_once(self, *, stale_only: bool = False) -> None:
+        """One scrape of every watched rollout's pods (what the background task runs).
+
+        With `stale_only`, pods scraped less than a scrape interval ago are left out: a
+        rollout asked about for the first time gets its own pods scraped, while pods it shares
+        with rollouts already watched (or already scraped for another newcomer of the same
+        tick) are not scraped again - each pod once per interval, however many read it.
+        """
         async with self._cycle_lock:
             now = self._clock()
             self._forget_idle(now)
             targets = self._refresh_members(now)
+            if stale_only:
+                targets = {t for t in targets if not self._fresh(t, now)}
             if targets:
                 retention = self._retention()
                 await asyncio.gather(*(self._scrape(t, retention) for t in targets))
             self._forget_departed(self._clock())
+
+    def _fresh(self, target: PodTarget, now: float) -> bool:
+        history = self._histories.get(target)
+        last = history.last_attempt if history is not None else None
+        return last is not None and now - last < self.scrape_interval
 
     def history(self, target: PodTarget) -> PodHistory | None:
         """What has been scraped from `target` (for tests and debugging)."""
@@ -248,7 +270,7 @@ class DirectProvider:
             # Bounded: every request has its own timeout; this only guards pods() and parsing.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout * 2 + 1):
-                    await self.scrape_once()
+                    await self.scrape_once(stale_only=True)
         if not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=TASK_NAME)
 

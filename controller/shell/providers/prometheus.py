@@ -1,58 +1,45 @@
 """The Prometheus analysis provider: compiled PromQL -> `Sample`s, never an exception.
 
-prometheus-api-client is synchronous (requests), so each query runs on a small private thread
-pool. Three rules keep an evaluation bounded however Prometheus misbehaves:
-
-* **One deadline per call.** ``measure()``/``capacity()``/``query()`` each get
-  ``settings.timeout`` in total, retries included. Every HTTP request is sent with the time
-  left as its requests timeout (connect and read), computed in the worker thread when the
-  request starts, so a request queued behind others cannot overshoot. A cancelled
-  ``asyncio.wait_for`` would not stop the thread; the requests timeout does.
-* **One retry layer.** The client's own urllib3 retries are switched off (``Retry(total=0)``
-  on the session); tenacity retries transient failures only - connection errors, timeouts,
-  HTTP 5xx, 408 and 429 - at most ``attempts`` times with exponential backoff (0.2 s, 0.4 s,
-  ... capped at 1 s, plus up to 0.1 s jitter), and never starts an attempt it could not finish
-  before the deadline. HTTP 4xx (``bad_data``, ``execution``) is final at once.
-* **Bounded concurrency.** At most ``max_concurrency`` queries are in flight; the rest wait
-  (and their wait counts against the same deadline).
+Queries go through `controller.shell.providers.promclient.PrometheusClient` (aiohttp), which holds
+the rules that keep an evaluation bounded however Prometheus misbehaves: one deadline per
+call (``measure()``/``capacity()``/``query()`` each get ``settings.timeout`` in total, retries
+included), one retry layer (tenacity; transient failures only) and bounded concurrency.
 
 Failures become ``Sample(None, error=...)`` naming what failed (HTTP status and Prometheus'
 ``errorType``, timeout, connection refused, ...) and the query. An empty result or NaN (0/0:
 no traffic in the window) is no data, ``Sample(None)``. An empty request count is 0 requests,
 so ``minRequests`` makes such a metric inconclusive rather than letting it pass.
+
+Shared queries (`controller.core.analysis.grouping`): a shareable source is asked per pod and folded
+in Python. Called with ``tick`` (the runner's aligned schedule), the query is the namespace-wide
+one, and every rollout asking for it at the same tick gets the one answer - a single HTTP
+request per (template, namespace, window, tick). A failed group query is an error for every
+member. Without ``tick`` (an out-of-schedule evaluation) the rollout's own pods are queried in
+the same per-pod form, so both give identical numbers.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import json
 import math
-import re
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
-from pathlib import Path
 from typing import Any
 
-import requests
 import structlog
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests.adapters import HTTPAdapter
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    wait_exponential,
-    wait_random,
-)
-from urllib3.util.retry import Retry
 
 from controller.core.analysis.evaluate import Measurement, Sample
+from controller.core.analysis.grouping import (
+    ByOwner,
+    GroupedQuery,
+    PerPod,
+    by_owner,
+    fold,
+    grouped_for,
+    shareable,
+    side_deployments,
+)
 from controller.core.analysis.templates import CompiledQuery, QueryContext
 from controller.core.config.model import (
     Analysis,
@@ -62,103 +49,14 @@ from controller.core.config.model import (
     Side,
     Source,
 )
+from controller.shell.providers.promclient import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENCY,
+    PrometheusClient,
+    QueryFailed,
+)
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_ATTEMPTS = 3
-DEFAULT_MAX_CONCURRENCY = 8
-BACKOFF_INITIAL = 0.2  # seconds before the first retry; doubles per retry
-BACKOFF_MAX = 1.0  # a retry never waits longer than this
-BACKOFF_JITTER = 0.1
-# Don't start an attempt with less time than this left: it could only time out.
-MIN_ATTEMPT_SECONDS = 0.05
-# How long past the deadline the event loop waits for a worker before giving up on it. The
-# requests timeout normally ends the worker first; this only matters for a server that trickles
-# bytes (requests' read timeout is per read, not per response).
-BACKSTOP_GRACE = 1.0
-
-# urllib3 retries nothing: tenacity is the one retry layer. `read=False` re-raises read errors
-# as they are instead of wrapping them in MaxRetryError, as requests' own default does.
-_NO_RETRY = Retry(total=0, read=False, redirect=False, raise_on_status=False)
-_TRANSIENT_STATUS = frozenset({408, 429})
-_API_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
-
-
-class QueryFailed(Exception):
-    """One query attempt failed; `transient` failures are worth another attempt."""
-
-    def __init__(self, reason: str, *, transient: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.transient = transient
-
-
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, QueryFailed) and exc.transient
-
-
-class _BearerTokenFile(requests.auth.AuthBase):
-    """Sets ``Authorization: Bearer <token>`` from a file read at every request.
-
-    Kubernetes rotates projected service-account tokens in place; reading per request (a few
-    small reads per evaluation) means a rotated token is picked up without any cache logic.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        try:
-            token = Path(self.path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise QueryFailed(
-                f"cannot read bearer token file {self.path}: {reason}", transient=False
-            ) from exc
-        if not token:
-            raise QueryFailed(f"bearer token file {self.path} is empty", transient=False)
-        request.headers["Authorization"] = f"Bearer {token}"
-        return request
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost OS-level reason in a requests/urllib3 chain (e.g. 'connection refused')."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror[:1].lower() + current.strerror[1:]
-        for nested in (current.__cause__, current.__context__, getattr(current, "reason", None)):
-            if isinstance(nested, BaseException):
-                stack.append(nested)
-        stack.extend(a for a in current.args if isinstance(a, BaseException))
-    return str(exc)[:300]
-
-
-def _api_failure(exc: PrometheusApiClientException) -> QueryFailed:
-    """Translate the client's non-200 exception (status and body only live in its message)."""
-    text = str(exc)
-    match = _API_ERROR.match(text)
-    if match is None:
-        return QueryFailed(f"Prometheus API error: {text[:300]}", transient=False)
-    status = int(match.group(1))
-    body = match.group(2)
-    try:
-        raw = ast.literal_eval(body)
-        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    except (ValueError, SyntaxError):
-        pass
-    try:
-        payload = json.loads(body)
-        detail = f"{payload['errorType']}: {payload['error']}"
-    except (ValueError, KeyError, TypeError):
-        detail = body.strip()[:300] or "(empty body)"
-    transient = status >= 500 or status in _TRANSIENT_STATUS
-    return QueryFailed(f"HTTP {status} {detail}", transient=transient)
 
 
 def _labels(item: Any) -> str:
@@ -205,8 +103,33 @@ class _Outcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class _PerPodOutcome:
+    values: ByOwner  # indexed once, read by every member
+    error: str | None = None
+
+
+def per_pod(result: Any) -> PerPod:
+    """An instant vector grouped ``by (pod)`` or ``by (pod, le)`` as ``{(pod, le): value}``."""
+    if not isinstance(result, list) or any(
+        not isinstance(r, dict) or "value" not in r for r in result
+    ):
+        raise QueryFailed(f"expected an instant vector, got {str(result)[:200]}", transient=False)
+    out: dict[tuple[str, str], float] = {}
+    for item in result:
+        metric = item.get("metric") or {}
+        try:
+            value = float(item["value"][1])
+        except (TypeError, ValueError, IndexError):
+            raise QueryFailed(
+                f"result {item['value']!r} is not a number", transient=False
+            ) from None
+        out[(str(metric.get("pod", "")), str(metric.get("le", "")))] = value
+    return out
+
+
 class PrometheusProvider:
-    """`Provider` backed by prometheus-api-client (instant queries, ``custom_query``).
+    """`Provider` backed by Prometheus instant queries.
 
     `at` fixes the evaluation time: it is read once per ``measure()``/``capacity()`` and sent
     as ``time=`` with each of its queries (tests use it with backfilled data). Without it
@@ -215,6 +138,10 @@ class PrometheusProvider:
     stable are still compared over the same window.
     """
 
+    # Whether shareable sources are asked per pod (module doc). `ptc backtest` binds sides to
+    # other pods and replays recorded queries, so its subclass keeps the compiled ones.
+    shares_queries = True
+
     def __init__(
         self,
         settings: PrometheusSettings,
@@ -222,54 +149,32 @@ class PrometheusProvider:
         at: Callable[[], datetime] | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         attempts: int = DEFAULT_ATTEMPTS,
+        client: PrometheusClient | None = None,
     ) -> None:
-        if max_concurrency < 1 or attempts < 1:
-            raise ValueError("max_concurrency and attempts must be at least 1")
         self.settings = settings
-        self.url = settings.url.rstrip("/")
-        self.timeout = settings.timeout.total_seconds()
-        self.attempts = attempts
-        self._at = at
-        self._closed = False
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        # A private pool: a hung Prometheus then cannot starve the loop's default executor,
-        # which aiohttp uses for DNS; close() can also wait for exactly these threads.
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrency, thread_name_prefix="ptc-prometheus"
+        self.client = client or PrometheusClient(
+            settings, max_concurrency=max_concurrency, attempts=attempts
         )
-        session = requests.Session()
-        # No proxy/netrc lookups from the environment on every request (they cost more than the
-        # query at scale); settings say exactly how to reach Prometheus.
-        session.trust_env = False
-        session.verify = settings.ca_file or True
-        session.headers.update(settings.headers)
-        if settings.bearer_token_file:
-            # Applied after headers, so the token file wins over a static Authorization header.
-            session.auth = _BearerTokenFile(settings.bearer_token_file)
-        self._client = PrometheusConnect(url=self.url, session=session, retry=_NO_RETRY)
-        # Re-mount after the client (which mounts its own adapter on the URL) so the pool is
-        # as large as the concurrency and no adapter anywhere retries on its own.
-        adapter = HTTPAdapter(max_retries=_NO_RETRY, pool_maxsize=max_concurrency)
-        for prefix in ("http://", "https://", self.url):
-            session.mount(prefix, adapter)
-        self._session = session
+        self.url = self.client.url
+        self.timeout = self.client.timeout
+        self._at = at
+        # The newest tick's answer per shared query (a late member of an older tick asks on
+        # its own): one entry per distinct group query, however many rollouts share it.
+        self._shared: dict[str, tuple[float, asyncio.Task[_PerPodOutcome]]] = {}
 
     # -- the Provider protocol ------------------------------------------------------------
 
-    async def measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def measure(
+        self, rollout: Rollout, analysis: Analysis, *, tick: datetime | None = None
+    ) -> dict[str, Measurement]:
         """Canary (and, with ``compare``, stable) samples for every metric, in parallel."""
-        deadline = time.monotonic() + self.timeout
-        params = self._time_params()
-        context = self.query_context(rollout, analysis.window)
+        call = self._call(rollout, analysis.window, tick)
 
         async def one(metric_index: int) -> Measurement:
             metric = analysis.metrics[metric_index]
             sides = [Side.CANARY] + ([Side.STABLE] if metric.compare is not None else [])
             samples = await asyncio.gather(
-                *(
-                    self._sample(context, metric, side, metric.sample_query, deadline, params)
-                    for side in sides
-                )
+                *(self._sample(call, metric, side, metric.sample_query) for side in sides)
             )
             return Measurement(metric.name, samples[0], samples[1] if len(samples) > 1 else None)
 
@@ -277,25 +182,27 @@ class PrometheusProvider:
         return {m.metric: m for m in results}
 
     async def capacity(
-        self, rollout: Rollout, gate: CapacityGate, window: timedelta
+        self,
+        rollout: Rollout,
+        gate: CapacityGate,
+        window: timedelta,
+        *,
+        tick: datetime | None = None,
     ) -> tuple[Sample, Sample]:
         """Canary capacity (canary side) and Service demand (service side), in parallel."""
-        deadline = time.monotonic() + self.timeout
-        params = self._time_params()
-        context = self.query_context(rollout, window)
+        call = self._call(rollout, window, tick)
         capacity, demand = await asyncio.gather(
-            self._sample(context, gate.capacity, Side.CANARY, None, deadline, params),
-            self._sample(context, gate.demand, Side.SERVICE, None, deadline, params),
+            self._sample(call, gate.capacity, Side.CANARY, None),
+            self._sample(call, gate.demand, Side.SERVICE, None),
         )
         return capacity, demand
 
     async def close(self) -> None:
-        """Close the HTTP session; wait (at most one timeout) for running worker threads."""
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-        self._session.close()
+        """Close the HTTP session; queries still waiting end with an error."""
+        # Shared queries are not cancelled: their members would get a CancelledError instead
+        # of a sample. Closing the client ends them at once with "provider is closed".
+        self._shared.clear()
+        await self.client.close()
 
     def query_context(self, rollout: Rollout, window: timedelta) -> QueryContext:
         """The templates' variables for one call (``ptc backtest`` binds other pods here)."""
@@ -305,7 +212,7 @@ class PrometheusProvider:
 
     async def query(self, promql: str) -> Sample:
         """Evaluate one instant query that yields one number (no request count)."""
-        outcome = await self._query(promql, time.monotonic() + self.timeout, self._time_params())
+        outcome = await self._query(promql, self.client.deadline(), self._time_params())
         return Sample(outcome.value, error=outcome.error)
 
     def _time_params(self) -> dict[str, str]:
@@ -313,22 +220,33 @@ class PrometheusProvider:
             return {}
         return {"time": f"{self._at().timestamp():.3f}"}
 
+    def _call(self, rollout: Rollout, window: timedelta, tick: datetime | None) -> _Call:
+        return _Call(
+            self.query_context(rollout, window),
+            self.client.deadline(),
+            self._time_params(),
+            tick.timestamp() if tick is not None else None,
+        )
+
     async def _sample(
-        self,
-        context: QueryContext,
-        source: Source,
-        side: Side,
-        sample_query: str | None,
-        deadline: float,
-        params: dict[str, str],
+        self, call: _Call, source: Source, side: Side, sample_query: str | None
     ) -> Sample:
         """One side of one source: its value and, where the source has one, its request count."""
+        context = call.context
+        if (
+            self.shares_queries
+            and type(context) is QueryContext
+            and shareable(context.rollout.analysis.selectors, source)
+        ):
+            return await self._grouped_sample(call, source, side)
         try:
             compiled: CompiledQuery = context.compile(source, side, sample_query)
         except ValueError as exc:  # TemplateError included; config validation should prevent it
             return Sample(None, error=f"cannot build the {side} query: {exc}")
         queries = [compiled.value] + ([compiled.sample] if compiled.sample else [])
-        outcomes = await asyncio.gather(*(self._query(q, deadline, params) for q in queries))
+        outcomes = await asyncio.gather(
+            *(self._query(q, call.deadline, call.params) for q in queries)
+        )
         value = outcomes[0]
         if value.error is not None:
             return Sample(None, error=value.error)
@@ -341,106 +259,81 @@ class PrometheusProvider:
         # No series matched the count: that is zero requests, not unknown.
         return Sample(value.value, requests=count.value if count.value is not None else 0.0)
 
+    async def _grouped_sample(self, call: _Call, source: Source, side: Side) -> Sample:
+        rollout = call.context.rollout
+        grouped: GroupedQuery = grouped_for(
+            rollout, source, side, call.context.variables(side)["window"], call.tick is not None
+        )
+        queries = grouped.queries()
+        outcomes = dict(
+            zip(
+                queries,
+                await asyncio.gather(*(self._per_pod(q, call) for q in queries)),
+                strict=True,
+            )
+        )
+        for key in (grouped.numerator, grouped.value):
+            if key is not None and outcomes[key].error is not None:
+                return Sample(None, error=outcomes[key].error)
+        count_error = outcomes[grouped.sample].error if grouped.sample is not None else None
+        answers = {q: o.values for q, o in outcomes.items()}
+        if count_error is not None:
+            answers[grouped.sample or ""] = {}
+        value, requests = fold(grouped, answers, side_deployments(rollout, side))
+        if count_error is not None:
+            return Sample(value, error=f"request count: {count_error}")
+        return Sample(value, requests=requests)
+
+    async def _per_pod(self, promql: str, call: _Call) -> _PerPodOutcome:
+        """A per-pod query's answer; shared with every caller of the same tick."""
+        held = self._shared.get(promql)
+        if call.tick is None or (held is not None and held[0] > call.tick):
+            # Out of schedule, or a late member of an older tick: this call's own query (asked
+            # once however many of its metrics and sides need it).
+            task = call.own.get(promql)
+            if task is None:
+                task = call.own[promql] = asyncio.ensure_future(
+                    self._ask_per_pod(promql, call.deadline, call.params)
+                )
+            return await asyncio.shield(task)
+        if held is None or held[0] != call.tick:
+            task = asyncio.get_running_loop().create_task(
+                self._ask_per_pod(promql, call.deadline, call.params),
+                name="prometheus-shared-query",
+            )
+            held = self._shared[promql] = (call.tick, task)
+        # shield: a member cancelled (its rollout stopped) must not cancel the others' query
+        return await asyncio.shield(held[1])
+
+    async def _ask_per_pod(
+        self, promql: str, deadline: float, params: dict[str, str]
+    ) -> _PerPodOutcome:
+        at = float(params["time"]) if "time" in params else None
+        try:
+            answer = per_pod(await self.client.instant(promql, deadline, at))
+            return _PerPodOutcome(by_owner(answer))
+        except QueryFailed as exc:
+            return _PerPodOutcome({}, f"{exc.reason} (query: {promql})")
+
     async def _query(self, promql: str, deadline: float, params: dict[str, str]) -> _Outcome:
         """Run one query with retries until `deadline`; the outcome, never an exception."""
-        if self._closed:
-            return _Outcome(None, f"provider is closed (query: {promql})")
-        attempts = 0
-
-        def stop(state: RetryCallState) -> bool:
-            if state.attempt_number >= self.attempts:
-                return True
-            return time.monotonic() + state.upcoming_sleep + MIN_ATTEMPT_SECONDS >= deadline
-
-        def note_retry(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            log.info(
-                "prometheus query retry",
-                attempt=state.attempt_number,
-                reason=str(exc),
-                backoff_s=round(state.upcoming_sleep, 3),
-                query=promql,
-            )
-
+        at = float(params["time"]) if "time" in params else None
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop,
-                # wait_exponential + wait_random rather than wait_exponential_jitter, whose
-                # arguments changed between tenacity 8 and 9.
-                wait=wait_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
-                + wait_random(0, BACKOFF_JITTER),
-                retry=retry_if_exception(_is_transient),
-                before_sleep=note_retry,
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    result = await self._attempt(promql, deadline, params)
-        except QueryFailed as exc:
-            tried = f" after {attempts} attempts" if attempts > 1 else ""
-            return _Outcome(None, f"{exc.reason}{tried} (query: {promql})")
-        try:
+            result = await self.client.instant(promql, deadline, at)
             return _Outcome(single_value(result))
         except QueryFailed as exc:
             return _Outcome(None, f"{exc.reason} (query: {promql})")
 
-    async def _attempt(self, promql: str, deadline: float, params: dict[str, str]) -> Any:
-        """One HTTP request on the worker pool."""
-        if deadline - time.monotonic() < MIN_ATTEMPT_SECONDS:
-            raise QueryFailed(self._budget_spent(), transient=False)
-        async with self._semaphore:
-            loop = asyncio.get_running_loop()
-            try:
-                future = loop.run_in_executor(
-                    self._executor, partial(self._blocking_query, promql, deadline, params)
-                )
-            except RuntimeError:  # close() shut the pool down while this query waited
-                raise QueryFailed("provider is closed", transient=False) from None
-            backstop = max(0.0, deadline - time.monotonic()) + BACKSTOP_GRACE
-            try:
-                return await asyncio.wait_for(future, backstop)
-            except TimeoutError:
-                raise QueryFailed(
-                    f"no complete answer from {self.url} within {self.timeout:g}s (timeout)",
-                    transient=False,
-                ) from None
 
-    def _budget_spent(self) -> str:
-        return f"timeout: the {self.timeout:g}s budget was spent before the query could run"
+@dataclass(frozen=True)
+class _Call:
+    """What one measure()/capacity() call shares among its queries."""
 
-    def _blocking_query(self, promql: str, deadline: float, params: dict[str, str]) -> Any:
-        """In a worker thread: one request with the time left as its timeout."""
-        remaining = deadline - time.monotonic()
-        if remaining < MIN_ATTEMPT_SECONDS:  # waited in the pool's queue until too late
-            raise QueryFailed(self._budget_spent(), transient=False)
-        try:
-            return self._client.custom_query(promql, params=dict(params), timeout=remaining)
-        except PrometheusApiClientException as exc:
-            raise _api_failure(exc) from exc
-        except requests.exceptions.SSLError as exc:
-            raise QueryFailed(f"TLS error talking to {self.url}: {exc}", transient=False) from exc
-        except requests.exceptions.ConnectTimeout as exc:
-            raise QueryFailed(
-                f"timeout: could not connect to {self.url} within {remaining:.3g}s",
-                transient=True,
-            ) from exc
-        except requests.exceptions.ReadTimeout as exc:
-            raise QueryFailed(
-                f"timeout: no answer from {self.url} within {remaining:.3g}s", transient=True
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise QueryFailed(
-                f"cannot connect to {self.url}: {_root_cause(exc)}", transient=True
-            ) from exc
-        except requests.exceptions.JSONDecodeError as exc:
-            raise QueryFailed(f"invalid JSON from {self.url}: {exc}", transient=False) from exc
-        except requests.exceptions.RequestException as exc:
-            raise QueryFailed(f"request to {self.url} failed: {exc}", transient=False) from exc
-        except (KeyError, TypeError, ValueError) as exc:
-            # A 200 that is not a Prometheus API answer (e.g. a proxy's HTML page).
-            raise QueryFailed(
-                f"unexpected response from {self.url}: {exc!r}", transient=False
-            ) from exc
+    context: QueryContext
+    deadline: float
+    params: dict[str, str]
+    tick: float | None  # the scheduled tick (Unix seconds): the shared form; None: own pods
+    own: dict[str, asyncio.Future[_PerPodOutcome]] = field(default_factory=dict)
 
 
-__all__ = ["PrometheusProvider", "QueryFailed", "single_value"]
+__all__ = ["PrometheusProvider", "QueryFailed", "per_pod", "single_value"]

@@ -9,7 +9,7 @@ and programming errors propagate.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from controller.core.analysis.evaluate import Measurement, Sample
@@ -19,17 +19,25 @@ from controller.core.config.model import Analysis, CapacityGate, Rollout
 class Provider(Protocol):
     """A metrics backend for the analysis runner (Prometheus, or a fake in tests)."""
 
-    async def measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def measure(
+        self, rollout: Rollout, analysis: Analysis, *, tick: datetime | None = None
+    ) -> dict[str, Measurement]:
         """One `Measurement` per metric of `analysis`, keyed by metric name.
 
         The canary side is always measured; the stable side only when the metric sets
         ``compare``. ``Sample.requests`` comes from the metric's request-count query where it
-        has one.
+        has one. `tick` is the scheduled evaluation time the call belongs to (None: out of
+        schedule): calls of the same tick may share their queries.
         """
         ...
 
     async def capacity(
-        self, rollout: Rollout, gate: CapacityGate, window: timedelta
+        self,
+        rollout: Rollout,
+        gate: CapacityGate,
+        window: timedelta,
+        *,
+        tick: datetime | None = None,
     ) -> tuple[Sample, Sample]:
         """(canary capacity, demand on the whole Service), both in requests per second."""
         ...

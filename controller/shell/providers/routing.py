@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from controller.core.analysis.evaluate import Measurement, Sample
 from controller.core.config.model import Analysis, CapacityGate, Rollout
@@ -26,15 +26,22 @@ class RoutingProvider:
             provider = self._providers[kind] = self._factories[kind]()
         return provider
 
-    async def measure(self, rollout: Rollout, analysis: Analysis) -> dict[str, Measurement]:
+    async def measure(
+        self, rollout: Rollout, analysis: Analysis, *, tick: datetime | None = None
+    ) -> dict[str, Measurement]:
         """Measure with the rollout's provider."""
-        return await self._for(rollout).measure(rollout, analysis)
+        return await self._for(rollout).measure(rollout, analysis, tick=tick)
 
     async def capacity(
-        self, rollout: Rollout, gate: CapacityGate, window: timedelta
+        self,
+        rollout: Rollout,
+        gate: CapacityGate,
+        window: timedelta,
+        *,
+        tick: datetime | None = None,
     ) -> tuple[Sample, Sample]:
         """Capacity and demand from the rollout's provider."""
-        return await self._for(rollout).capacity(rollout, gate, window)
+        return await self._for(rollout).capacity(rollout, gate, window, tick=tick)
 
     async def close(self) -> None:
         """Close every provider made."""
