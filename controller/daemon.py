@@ -26,10 +26,12 @@ from controller.analysis.routing import RoutingProvider
 from controller.config import ConfigError, load_config
 from controller.config.model import Config, Rollout, Side
 from controller.config.yamlread import MAX_BYTES
+from controller.gate import PriorityGate
 from controller.kube import Kube, ObjectRef
 from controller.leader import LeaderElector, LeaderSettings
 from controller.metrics import Metrics
 from controller.observe import Caches
+from controller.priority import GatePolicy
 from controller.reconciler import RolloutReconciler
 from controller.server import Server
 from controller.state import Phase, RolloutState, StateError, read_state
@@ -41,6 +43,11 @@ RouteKey = tuple[str, str, str | None]  # namespace, kind, the name an event is 
 SYNC_TIMEOUT = 60.0
 STOP_GRACE = 20.0
 RELOAD_INTERVAL = 2.0  # seconds between looks at the config file
+# Evaluations in flight at once. Queries beyond that only queue deeper in the HTTP client or
+# thread pool, where a breaching rollout's evaluation would wait behind every routine one; at
+# the gate it goes first, and 8 slots stay free for it (controller.priority).
+EVALUATIONS_IN_FLIGHT = 24
+ROUTINE_EVALUATIONS = 16
 # Nothing has moved yet in these phases: a rollout removed from the config is simply let go.
 _NOT_STARTED = (Phase.PENDING, Phase.PREFLIGHT)
 
@@ -87,6 +94,8 @@ class Controller:
         self.provider: Provider | None = None
         self.kube: Kube | None = None
         self.reconcilers: list[RolloutReconciler] = []
+        # Evaluations in flight at once, breaching ones first (see controller.priority).
+        self.evaluations = PriorityGate(GatePolicy(EVALUATIONS_IN_FLIGHT, ROUTINE_EVALUATIONS))
         self.caches: dict[str, Caches] = {}
         self.server = Server(self, options.listen_host, options.listen_port)
         self._stop = asyncio.Event()
@@ -450,6 +459,7 @@ class Controller:
             clock=self.clock,
             may_write=self.is_leader,
             on_spec_change=self._invalidate_routes,
+            evaluation_gate=self.evaluations,
         )
         return reconciler
 

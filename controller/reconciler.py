@@ -32,6 +32,7 @@ from controller.analysis.provider import Provider
 from controller.analysis.runner import AnalysisReport, AnalysisRunner, restored
 from controller.commands import parse_command
 from controller.config.model import Rollout
+from controller.gate import PriorityGate, urgency
 from controller.history import HistoryWriter
 from controller.kube import (
     DELETED,
@@ -48,6 +49,7 @@ from controller.lag import LagMeter, Wake
 from controller.metrics import Metrics
 from controller.observe import Caches, observe, preflight_pods
 from controller.preflight import check_autoscalers, check_world, probe_pods
+from controller.priority import Urgency, reconcile_urgency
 from controller.rollout import (
     Command,
     Decision,
@@ -109,8 +111,10 @@ class RolloutReconciler:
         may_write: Callable[[], bool] = lambda: True,
         on_spec_change: Callable[[], None] = lambda: None,
         expectation_ttl: timedelta = DEFAULT_TTL,
+        evaluation_gate: PriorityGate | None = None,
     ) -> None:
         self.spec = spec
+        self.evaluation_gate = evaluation_gate  # shared by every rollout's analysis runner
         self.kube = kube
         self.caches = caches
         self.provider = provider
@@ -222,7 +226,8 @@ class RolloutReconciler:
         svc = self.service()
         if svc is None:
             raise NotFound(f"Service {self.spec.namespace}/{self.spec.service} not found")
-        return await deliver_command(self.kube, self.spec, svc, command)
+        with urgency(Urgency.COMMAND):
+            return await deliver_command(self.kube, self.spec, svc, command)
 
     def stop(self) -> None:
         """Ask the loop to end after the action in flight."""
@@ -384,7 +389,12 @@ class RolloutReconciler:
         structlog.contextvars.bind_contextvars(
             phase=decision.state.phase.value, step=decision.state.step
         )
-        await self._execute(decision, svc, state, observed)
+        # When the controller is behind, a rollback's or a command's writes go first.
+        level = reconcile_urgency(
+            rolling_back=decision.state.phase is Phase.ROLLING_BACK, command=command is not None
+        )
+        with urgency(level):
+            await self._execute(decision, svc, state, observed)
         return decision.action if isinstance(decision.action, Wait) else None
 
     async def after_api_error(self, exc: KubeError, failures: int) -> AfterError:
@@ -596,6 +606,7 @@ class RolloutReconciler:
                     previous=previous,
                     clock=self.clock,
                     spread=True,
+                    gate=self.evaluation_gate,
                 )
                 self._runner.start()
             elif self._runner.step != step:

@@ -13,6 +13,10 @@ through hours of intervals without waiting. One evaluation can be asked for out 
 (`evaluate_soon`): a step passes only on an evaluation taken at or after its hold's end, which
 the grid may reach an interval later; the grid itself is not moved.
 
+When the controller is behind, evaluations queue at an optional shared gate (``gate``): one
+whose previous summary has a breach clock running (it may confirm a rollback) goes before
+routine ones, and routine evaluations beyond a budget wait (:mod:`controller.priority`).
+
 The capacity gate's verdict needs the *next* step's weight, which only the reconciler knows;
 the runner therefore reports the raw (capacity, demand) samples and the reconciler calls
 `check_capacity`.
@@ -21,6 +25,7 @@ the runner therefore reports the raw (capacity, demand) samples and the reconcil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import math
@@ -42,6 +47,8 @@ from controller.analysis.evaluate import (
 from controller.analysis.provider import Provider
 from controller.analysis.share import ShareReading
 from controller.config.model import Analysis, CapacityGate, Rollout
+from controller.gate import PriorityGate
+from controller.priority import evaluation_urgency
 
 log = structlog.get_logger(__name__)
 
@@ -104,8 +111,10 @@ class AnalysisRunner:
         clock: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
         spread: bool = False,
+        gate: PriorityGate | None = None,
     ) -> None:
         """`previous` restores ``for:`` state (e.g. persisted before a controller restart)."""
+        self._gate = gate
         self._rollout = rollout
         self._step = step
         self._provider = provider
@@ -289,11 +298,15 @@ class AnalysisRunner:
             at = at or self._clock()
             self._started_at = at
             gate = analysis.capacity_gate
-            measurements, capacity, share = await asyncio.gather(
-                self._measure(rollout, analysis),
-                self._capacity(rollout, analysis) if gate is not None else _none(),
-                self._share(rollout, analysis, at),
-            )
+            level = evaluation_urgency(breaching=bool(self.breach_since))
+            async with (
+                self._gate.slot(level) if self._gate is not None else contextlib.nullcontext()
+            ):
+                measurements, capacity, share = await asyncio.gather(
+                    self._measure(rollout, analysis),
+                    self._capacity(rollout, analysis) if gate is not None else _none(),
+                    self._share(rollout, analysis, at),
+                )
             summary = evaluate(
                 analysis.metrics,
                 measurements,
