@@ -6,7 +6,7 @@ it creates N Services with a stable Deployment of one pod and a canary Deploymen
 until every stable pod is Ready, then scales every canary to 1 (what a rollout's first step
 does) and waits for those pods. Printed: CPU seconds of each phase (getrusage).
 
-Usage: python bench/sandbox_cost.py [--sizes 100,300,1000]
+Usage: python bench/sandbox_cost.py [--quick] [--sizes 100,300,1000]
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ def main() -> int:
     parser.add_argument(
         "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 300, 1000]
     )
+    parser.add_argument("--quick", action="store_true", help="sizes 100,300")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes = [100, 300]
     print(f"machine: {machine()}")
     for n in args.sizes:
         up, canaries = asyncio.run(measure(n))
