@@ -18,6 +18,7 @@ from controller.analysis.runner import AnalysisReport, AnalysisRunner, restored
 from controller.config.model import Analysis, Rollout
 from controller.gate import URGENCY, PriorityGate
 from controller.priority import GatePolicy, Urgency
+from controller.rollout.types import Command, CommandKind
 from controller.state import Phase
 from tests.unit.fake_cluster import FakeKube, SteppedClock, until
 from tests.unit.rollout_model import T0, make_spec
@@ -141,3 +142,12 @@ async def test_a_reconcile_sends_its_writes_at_the_urgency_of_its_decision(
         assert kube.urgencies, "the reconcile wrote nothing"
         assert {u for _, u in kube.urgencies} == {expected}
         assert URGENCY.get() is Urgency.ROUTINE  # nothing leaks past the reconcile
+
+
+async def test_an_alert_routes_its_command_write_as_a_command() -> None:
+    async with world(state(), stable=3, canary=1) as w:
+        kube = RecordingKube(w.kube)
+        w.reconciler.kube = kube  # type: ignore[assignment]
+        await w.reconciler.alert(Command(CommandKind.ABORT, "alert-1", by="alertmanager"))
+        assert kube.urgencies == [("patch_service", Urgency.COMMAND)]
+        assert URGENCY.get() is Urgency.ROUTINE
