@@ -50,6 +50,10 @@ RELOAD_INTERVAL = 2.0  # seconds between looks at the config file
 # rollouts every 10 s and 0.5 s per evaluation, 25 are in flight).
 EVALUATIONS_IN_FLIGHT = 64
 ROUTINE_EVALUATIONS = 48
+# Reconciles in progress at once (each mostly waits on its writes): routine ones beyond 48 wait
+# cheaply, so a rollout with a command or a rollback to execute starts at once.
+RECONCILES_IN_FLIGHT = 64
+ROUTINE_RECONCILES = 48
 # Nothing has moved yet in these phases: a rollout removed from the config is simply let go.
 _NOT_STARTED = (Phase.PENDING, Phase.PREFLIGHT)
 
@@ -98,6 +102,7 @@ class Controller:
         self.reconcilers: list[RolloutReconciler] = []
         # Evaluations in flight at once, breaching ones first (see controller.priority).
         self.evaluations = PriorityGate(GatePolicy(EVALUATIONS_IN_FLIGHT, ROUTINE_EVALUATIONS))
+        self.reconciles = PriorityGate(GatePolicy(RECONCILES_IN_FLIGHT, ROUTINE_RECONCILES))
         self.caches: dict[str, Caches] = {}
         self.server = Server(self, options.listen_host, options.listen_port)
         self._stop = asyncio.Event()
@@ -462,6 +467,7 @@ class Controller:
             may_write=self.is_leader,
             on_spec_change=self._invalidate_routes,
             evaluation_gate=self.evaluations,
+            reconcile_gate=self.reconciles,
         )
         return reconciler
 

@@ -151,3 +151,43 @@ async def test_an_alert_routes_its_command_write_as_a_command() -> None:
         await w.reconciler.alert(Command(CommandKind.ABORT, "alert-1", by="alertmanager"))
         assert kube.urgencies == [("patch_service", Urgency.COMMAND)]
         assert URGENCY.get() is Urgency.ROUTINE
+
+
+async def test_an_applied_command_left_on_the_service_is_routine_again() -> None:
+    # the annotation stays after it is applied: its later reconciles must not jump the queue
+    async with world(state(last_command="pause-1"), stable=3, canary=1) as w:
+        kube = RecordingKube(w.kube)
+        w.reconciler.kube = kube  # type: ignore[assignment]
+        w.cluster.write_command("pause", "pause-1")
+        await w.deliver()
+        assert w.reconciler._urgency() is Urgency.ROUTINE
+        await w.reconciler.reconcile_once()  # the step is reached: a routine Persist
+        assert kube.urgencies and {u for _, u in kube.urgencies} == {Urgency.ROUTINE}
+
+
+async def test_a_command_reconcile_starts_while_routine_reconciles_fill_their_budget() -> None:
+    gate = PriorityGate(GatePolicy(capacity=3, routine_budget=2))
+    release = asyncio.Event()
+
+    async def routine_reconcile() -> None:  # another rollout's, stuck on a slow API server
+        async with gate.slot(Urgency.ROUTINE):
+            await release.wait()
+
+    others = [asyncio.create_task(routine_reconcile()) for _ in range(10)]
+    await until(lambda: gate.waiting() == {Urgency.ROUTINE: 8})
+    async with world(state(), stable=3, canary=1) as w:
+        w.reconciler.reconcile_gate = gate
+        routine = asyncio.create_task(w.reconciler.reconcile_once())
+        await until(lambda: gate.waiting() == {Urgency.ROUTINE: 9})  # it queues behind them
+        routine.cancel()
+        await asyncio.gather(routine, return_exceptions=True)
+
+        w.cluster.write_command("abort", "abort-1")
+        await w.deliver()
+        assert w.reconciler._urgency() is Urgency.COMMAND
+        async with asyncio.timeout(5):  # queued behind the routine ones, it would never start
+            await w.reconciler.reconcile_once()
+        assert w.state().phase is Phase.ROLLING_BACK
+        assert gate.waiting() == {Urgency.ROUTINE: 8}
+    release.set()
+    await asyncio.gather(*others)
