@@ -6,10 +6,14 @@ Service, ``addressType: IPv4``, ports carry the *target* (pod) port, and every p
 matches that has an IP is an endpoint with ``ready`` (Ready and not terminating), ``serving``
 (Ready) and ``terminating`` conditions and a ``targetRef`` to the pod. A Service whose pods are
 all gone keeps an empty placeholder slice with ``endpoints: null``, as the real controller does.
+
+Lookups go through store indexes (pods by label, Services by selector label, slices by Service),
+so one pod event costs the Services that select it, not every Service of the namespace.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from controller.sandbox import apierrors as errors
@@ -22,6 +26,27 @@ Obj = dict[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
+
+POD_LABELS = "labels"  # (namespace, key, value) of each pod label
+SERVICE_SELECTOR = "selector"  # (namespace, key, value) of each Service selector entry
+SLICE_SERVICE = "service"  # (namespace, service-name label) of each slice, managed or not
+
+
+def _label_pairs(obj: Obj) -> Iterable[Hashable]:
+    ns = obj["metadata"].get("namespace", "")
+    return [(ns, k, v) for k, v in (obj["metadata"].get("labels") or {}).items()]
+
+
+def _selector_pairs(svc: Obj) -> Iterable[Hashable]:
+    ns = svc["metadata"].get("namespace", "")
+    return [(ns, k, v) for k, v in ((svc.get("spec") or {}).get("selector") or {}).items()]
+
+
+def _slice_service(slice_: Obj) -> Iterable[Hashable]:
+    labels = slice_["metadata"].get("labels") or {}
+    if SERVICE_NAME_LABEL not in labels:
+        return []
+    return [(slice_["metadata"].get("namespace", ""), labels[SERVICE_NAME_LABEL])]
 
 
 def pod_ready(pod: Obj) -> bool:
@@ -49,15 +74,51 @@ class EndpointSliceController:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        store = registry.store
+        store.add_index(PODS.key, POD_LABELS, _label_pairs)
+        store.add_index(SERVICES.key, SERVICE_SELECTOR, _selector_pairs)
+        store.add_index(ENDPOINTSLICES.key, SLICE_SERVICE, _slice_service)
+        # the pods each Service's slice lists: a pod whose labels stop matching must still
+        # bring its old Service's slice up to date, and a watch event carries only the new labels
+        self._members: dict[tuple[str, str], set[str]] = {}
+        self._member_of: dict[tuple[str, str], set[str]] = {}
+
+    def slices(self, namespace: str, service: str) -> list[Obj]:
+        """Every slice labelled with the Service's name (what kube-proxy reads)."""
+        return self.registry.store.by_index(ENDPOINTSLICES.key, SLICE_SERVICE, (namespace, service))
 
     def managed_slices(self, namespace: str, service: str) -> list[Obj]:
         """Slices this controller owns for a Service."""
         return [
             s
-            for s in self.registry.store.list(ENDPOINTSLICES.key, namespace)
-            if (s["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) == service
-            and (s["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+            for s in self.slices(namespace, service)
+            if (s["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
         ]
+
+    def services_of_pod(self, pod: Obj) -> set[tuple[str, str]]:
+        """(namespace, name) of the Services whose slice a change of ``pod`` may alter."""
+        meta = pod["metadata"]
+        ns, labels = meta.get("namespace", ""), meta.get("labels") or {}
+        out = {(ns, name) for name in self._member_of.get((ns, meta["name"]), ())}
+        store = self.registry.store
+        for pair in _label_pairs(pod):
+            for svc in store.by_index(SERVICES.key, SERVICE_SELECTOR, pair):
+                if selector_from_map(svc["spec"]["selector"]).matches(labels):
+                    out.add((ns, svc["metadata"]["name"]))
+        return out
+
+    def _remember(self, namespace: str, service: str, pods: set[str]) -> None:
+        old = self._members.pop((namespace, service), set())
+        for name in old - pods:
+            services = self._member_of.get((namespace, name))
+            if services is not None:
+                services.discard(service)
+                if not services:
+                    del self._member_of[(namespace, name)]
+        for name in pods - old:
+            self._member_of.setdefault((namespace, name), set()).add(service)
+        if pods:
+            self._members[(namespace, service)] = pods
 
     def sync(self, namespace: str, service: str) -> None:
         """Create, update or delete the managed slice of one Service."""
@@ -65,10 +126,16 @@ class EndpointSliceController:
         existing = self.managed_slices(namespace, service)
         spec = (svc or {}).get("spec") or {}
         if svc is None or not spec.get("selector") or spec.get("type") == "ExternalName":
+            self._remember(namespace, service, set())
             for s in existing:
                 self._delete(namespace, s["metadata"]["name"])
             return
         desired = self._desired(svc)
+        self._remember(
+            namespace,
+            service,
+            {e["targetRef"]["name"] for e in desired["endpoints"] or ()},
+        )
         if not existing:
             self.registry.create(ENDPOINTSLICES, namespace, desired)
             return
@@ -97,9 +164,11 @@ class EndpointSliceController:
         namespace, name = meta["namespace"], meta["name"]
         spec = svc["spec"]
         selector = selector_from_map(spec["selector"])
+        # every selected pod carries the selector's first label: start from those
+        first = min(spec["selector"].items())
         pods = [
             p
-            for p in self.registry.store.list(PODS.key, namespace)
+            for p in self.registry.store.by_index(PODS.key, POD_LABELS, (namespace, *first))
             if selector.matches(p["metadata"].get("labels"))
             and (p.get("status") or {}).get("podIP")
             and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")

@@ -110,6 +110,17 @@ def _now() -> str:
     return rfc3339(datetime.now(UTC))
 
 
+OWNER_DEPLOYMENT = "owner-deployment"  # (namespace, Deployment) of a pod's ReplicaSet owner
+
+
+def _owner_deployment(pod: Obj) -> list[tuple[str, str]]:
+    # a ReplicaSet here is named <deployment>-<pod-template-hash>
+    ref = owner_replica_set(pod)
+    if ref is None or "-" not in ref["name"]:
+        return []
+    return [(pod["metadata"].get("namespace", ""), ref["name"].rsplit("-", 1)[0])]
+
+
 class Workload:
     """Deployment controller + scheduler + kubelet + EndpointSlice controller; see module doc."""
 
@@ -127,6 +138,7 @@ class Workload:
         self.runtime: PodRuntime = runtime or NullPodRuntime()
         self.kubelet = Kubelet(registry, self.runtime, node_name, ready_delay, termination_grace)
         self.endpoints = EndpointSliceController(registry)
+        self.store.add_index(PODS.key, OWNER_DEPLOYMENT, _owner_deployment)
         self._watch: Watch | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._seq = 0
@@ -219,7 +231,7 @@ class Workload:
             owner = owner_replica_set(obj)
             if owner is not None:
                 deployments.add((ns, owner["name"].rsplit("-", 1)[0]))
-            services.update((ns, s["metadata"]["name"]) for s in self.store.list(SERVICES.key, ns))
+            services.update(self.endpoints.services_of_pod(obj))
             if ev_type == "DELETED":
                 self._created.pop((ns, name), None)
                 self.kubelet.forget(ns, name)
@@ -235,15 +247,11 @@ class Workload:
     # --- deployment controller --------------------------------------------------------------
 
     def _owned_pods(self, dep: Obj) -> list[Obj]:
-        prefix = f"{dep['metadata']['name']}-"
         out = []
-        for pod in self.store.list(PODS.key, dep["metadata"]["namespace"]):
+        key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+        for pod in self.store.by_index(PODS.key, OWNER_DEPLOYMENT, key):
             ref = owner_replica_set(pod)
-            if (
-                ref
-                and ref["name"].startswith(prefix)
-                and ref.get("uid") == replica_set_uid(dep, ref["name"])
-            ):
+            if ref and ref.get("uid") == replica_set_uid(dep, ref["name"]):
                 out.append(pod)
         return out
 

@@ -35,8 +35,6 @@ from controller.sandbox.traffic import TrafficGenerator
 from controller.sandbox.workload import Workload
 from controller.sandbox.zaiproxy import ProxyTuning
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-
 
 @dataclass
 class SandboxOptions:
@@ -182,9 +180,7 @@ class Sandbox:
         if target is None:
             return []
         namespace, service = target
-        slices = self.api.list(
-            "endpointslices", namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
-        )
+        slices = self.workload.endpoints.slices(namespace, service)
         ips: list[str] = []
         for s in slices:
             for endpoint in s.get("endpoints") or ():

@@ -16,6 +16,10 @@ and `sleep`, so tests step through hours of intervals without waiting. One evalu
 asked for out of schedule (`evaluate_soon`): a step passes only on an evaluation taken at or
 after its hold's end, which the grid may reach an interval later; the grid itself is not moved.
 
+When the controller is behind, evaluations queue at an optional shared gate (``gate``): one
+whose previous summary has a breach clock running (it may confirm a rollback) goes before
+routine ones, and routine evaluations beyond a budget wait (:mod:`controller.core.priority`).
+
 The capacity gate's verdict needs the *next* step's weight, which only the reconciler knows;
 the runner therefore reports the raw (capacity, demand) samples and the reconciler calls
 `check_capacity`.
@@ -24,6 +28,7 @@ the runner therefore reports the raw (capacity, demand) samples and the reconcil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,6 +49,8 @@ from controller.core.analysis.evaluate import (
 from controller.core.analysis.grid import next_tick, template_offset
 from controller.core.analysis.share import ShareReading
 from controller.core.config.model import Analysis, CapacityGate, Rollout
+from controller.core.priority import evaluation_urgency
+from controller.shell.gate import PriorityGate
 from controller.shell.providers.provider import Provider
 
 log = structlog.get_logger(__name__)
@@ -102,8 +109,10 @@ class AnalysisRunner:
         clock: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
         spread: bool = False,
+        gate: PriorityGate | None = None,
     ) -> None:
         """`previous` restores ``for:`` state (e.g. persisted before a controller restart)."""
+        self._gate = gate
         self._rollout = rollout
         self._step = step
         self._provider = provider
@@ -323,11 +332,15 @@ class AnalysisRunner:
             self._started_at = at
             shared = at if tick else None
             gate = analysis.capacity_gate
-            measurements, capacity, share = await asyncio.gather(
-                self._measure(rollout, analysis, shared),
-                self._capacity(rollout, analysis, shared) if gate is not None else _none(),
-                self._share(rollout, analysis, at, shared),
-            )
+            level = evaluation_urgency(breaching=bool(self.breach_since))
+            async with (
+                self._gate.slot(level) if self._gate is not None else contextlib.nullcontext()
+            ):
+                measurements, capacity, share = await asyncio.gather(
+                    self._measure(rollout, analysis, shared),
+                    self._capacity(rollout, analysis, shared) if gate is not None else _none(),
+                    self._share(rollout, analysis, at, shared),
+                )
             summary = evaluate(
                 analysis.metrics,
                 measurements,

@@ -26,8 +26,9 @@ import structlog
 
 from controller.core.alerts.routing import Delivery
 from controller.core.analysis.demand import DemandWindow
-from controller.core.analysis.evaluate import AnalysisSummary
+from controller.core.analysis.evaluate import AnalysisSummary, Verdict
 from controller.core.config.model import Rollout
+from controller.core.priority import Urgency, reconcile_urgency
 from controller.core.rollout import (
     Command,
     Decision,
@@ -61,6 +62,7 @@ from controller.core.status import iso, status_document
 from controller.shell.alertmanager.deliver import deliver_command
 from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner, restored
 from controller.shell.command_annotation import parse_command
+from controller.shell.gate import PriorityGate, urgency
 from controller.shell.history import HistoryWriter
 from controller.shell.kube import (
     DELETED,
@@ -113,8 +115,12 @@ class RolloutReconciler:
         may_write: Callable[[], bool] = lambda: True,
         on_spec_change: Callable[[], None] = lambda: None,
         expectation_ttl: timedelta = DEFAULT_TTL,
+        evaluation_gate: PriorityGate | None = None,
+        reconcile_gate: PriorityGate | None = None,
     ) -> None:
         self.spec = spec
+        self.evaluation_gate = evaluation_gate  # shared by every rollout's analysis runner
+        self.reconcile_gate = reconcile_gate  # shared by every rollout's reconciler
         self.kube = kube
         self.caches = caches
         self.provider = provider
@@ -235,7 +241,8 @@ class RolloutReconciler:
         svc = self.service()
         if svc is None:
             raise NotFound(f"Service {self.spec.namespace}/{self.spec.service} not found")
-        return await deliver_command(self.kube, self.spec, svc, command)
+        with urgency(Urgency.COMMAND):
+            return await deliver_command(self.kube, self.spec, svc, command)
 
     def stop(self) -> None:
         """Ask the loop to end after the action in flight."""
@@ -377,7 +384,33 @@ class RolloutReconciler:
             )
 
     async def reconcile_once(self) -> Wait | None:
-        """One decide() and its action; the Wait to sleep on, or None to go again at once."""
+        """One decide() and its action; the Wait to sleep on, or None to go again at once.
+
+        With a shared reconcile gate, a reconcile waits for a slot first: one that must act (a
+        pending command, a rollback under way or a failed verdict) takes a reserved one at once,
+        routine ones beyond their budget wait (controller.core.priority).
+        """
+        if self.reconcile_gate is None:
+            return await self._reconcile()
+        async with self.reconcile_gate.slot(self._urgency()):
+            return await self._reconcile()
+
+    def _urgency(self) -> Urgency:
+        """How urgent the next reconcile is, from the cached Service and the latest verdict."""
+        svc = self.service()
+        if svc is None:
+            return Urgency.ROUTINE
+        try:
+            state = read_state(svc.annotations)
+        except StateError:
+            return Urgency.ROUTINE
+        failed = self._report is not None and self._report.verdict is Verdict.FAIL
+        return reconcile_urgency(
+            rolling_back=failed or (state is not None and state.phase is Phase.ROLLING_BACK),
+            command=command_pending(parse_command(svc.annotations.get(COMMAND_ANNOTATION)), state),
+        )
+
+    async def _reconcile(self) -> Wait | None:
         svc = self.service()
         if svc is None:
             return self._problem(f"Service {self.spec.namespace}/{self.spec.service} not found")
@@ -407,7 +440,13 @@ class RolloutReconciler:
         structlog.contextvars.bind_contextvars(
             phase=decision.state.phase.value, step=decision.state.step
         )
-        await self._execute(decision, svc, state, observed)
+        # When the controller is behind, a rollback's or a command's writes go first.
+        level = reconcile_urgency(
+            rolling_back=decision.state.phase is Phase.ROLLING_BACK,
+            command=command_pending(command, state),
+        )
+        with urgency(level):
+            await self._execute(decision, svc, state, observed)
         return decision.action if isinstance(decision.action, Wait) else None
 
     def _must_claim(self, state: RolloutState, decision: Decision) -> bool:
@@ -639,6 +678,7 @@ class RolloutReconciler:
                     previous=previous,
                     clock=self.clock,
                     spread=True,
+                    gate=self.evaluation_gate,
                 )
                 self._runner.start()
             elif self._runner.step != step:
@@ -718,6 +758,11 @@ class RolloutReconciler:
             lag=self.lag.latest.document(),
             observed_share=report.share.percent() if report and report.share else None,
         )
+
+
+def command_pending(command: Command | None, state: RolloutState | None) -> bool:
+    """A command annotation not applied yet (it stays on the Service once applied)."""
+    return command is not None and (state is None or state.last_command != command.id)
 
 
 def _clock_fields(state: RolloutState) -> dict[str, str | None]:

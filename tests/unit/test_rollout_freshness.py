@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from controller.core.analysis.evaluate import AnalysisSummary, Verdict
 from controller.core.rollout import Decision, Wait, decide
+from controller.core.rollout.steps import VERDICT_GRACE
 from controller.core.state import Phase
 from tests.unit.rollout_model import Driver, make_spec
 
@@ -116,7 +117,9 @@ class LaggingDriver(Driver):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lags=st.lists(st.integers(0, 30), min_size=1, max_size=8))
+# lags within interval + grace: older passes never advance (the next tests), so the run would
+# pause at maxHold instead of completing
+@given(lags=st.lists(st.integers(0, 15), min_size=1, max_size=8))
 def test_no_step_or_bake_ever_passes_on_a_verdict_from_before_its_end(lags: list[int]) -> None:
     driver = LaggingDriver(make_spec())
     driver.lags = tuple(lags)
@@ -135,3 +138,75 @@ def test_no_step_or_bake_ever_passes_on_a_verdict_from_before_its_end(lags: list
             assert summary is not None
             end = ends[s.step - 1] if passed else ends[s.step]
             assert summary.at >= end, (d.reason, summary.at, end)
+
+
+# -- issue 14 item 3: no verdict older than its interval (plus a grace) advances -------------
+
+
+def test_a_pass_older_than_its_interval_holds_the_step_until_a_fresh_one() -> None:
+    driver = Driver(make_spec())
+    end = reached(driver)
+    # the pass was taken right at the hold's end, but this reconcile runs 40 s later (the
+    # controller is behind): the canary may have been failing for 39 s
+    driver.now = end + timedelta(seconds=40)
+    held = decide_with(driver, Verdict.PASS, end)
+    assert held.state.phase is Phase.HOLDING and held.state.step == 0
+    assert "the latest analysis is 40s old, more than its interval (10s) + 5s" in held.reason
+    assert "not used to advance" in held.reason
+    # still only that verdict: the hold goes on (a wait, no new record)
+    driver.now += timedelta(seconds=5)
+    waiting = decide_with(driver, Verdict.PASS, end)
+    assert isinstance(waiting.action, Wait) and waiting.state.step == 0
+    # a fresh pass advances
+    driver.now += timedelta(seconds=1)
+    advanced = decide_with(driver, Verdict.PASS, driver.now - timedelta(seconds=1))
+    assert advanced.state.step == 1
+
+
+def test_a_pass_just_within_interval_and_grace_still_advances() -> None:
+    driver = Driver(make_spec())
+    end = reached(driver)
+    driver.now = end + INTERVAL + VERDICT_GRACE
+    assert decide_with(driver, Verdict.PASS, end).state.step == 1
+
+
+def test_a_stale_pass_does_not_end_the_bake() -> None:
+    driver = Driver(make_spec())
+    driver.run(Phase.BAKING)
+    assert driver.state is not None and driver.state.bake_started_at is not None
+    end = driver.state.bake_started_at + BAKE
+    driver.now = end + timedelta(minutes=1)
+    d = decide_with(driver, Verdict.PASS, end + timedelta(seconds=1))
+    assert d.state.phase is Phase.BAKING and "not used to advance" in d.reason
+
+
+def test_a_stale_fail_still_rolls_back() -> None:
+    driver = Driver(make_spec())
+    end = reached(driver)
+    driver.now = end + timedelta(minutes=3)
+    failed = decide_with(driver, Verdict.FAIL, end - timedelta(seconds=30))
+    assert failed.state.phase is Phase.ROLLING_BACK
+
+
+@settings(max_examples=60, deadline=None)
+@given(lags=st.lists(st.integers(0, 120), min_size=1, max_size=8))
+def test_no_step_or_bake_ever_passes_on_a_verdict_older_than_interval_and_grace(
+    lags: list[int],
+) -> None:
+    driver = LaggingDriver(make_spec())
+    driver.lags = tuple(lags)
+    driver.used = []
+    # lags past the grace may keep it from ever completing (it pauses at maxHold): walk a
+    # bounded number of decisions instead of running to an end
+    for _ in range(400):
+        d = driver.step()
+        if d.state.phase in (Phase.COMPLETED, Phase.PAUSED):
+            break
+        if isinstance(d.action, Wait):
+            driver.cluster.ready_up(99, 99)
+            driver.now = d.action.until if d.action.until else driver.now + timedelta(seconds=5)
+    for d, summary in zip(driver.decisions, driver.used, strict=True):
+        if d.event is not None and d.event.reason in ("StepAdvanced", "FlipStarted", "BakePassed"):
+            assert summary is not None
+            age = d.state.history[-1].at - summary.at
+            assert age <= INTERVAL + VERDICT_GRACE, (d.reason, age)

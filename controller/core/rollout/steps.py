@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.core.analysis.evaluate import (
     CapacityResult,
@@ -33,6 +33,11 @@ from controller.core.rollout.types import (
     PatchService,
 )
 from controller.core.state import Phase
+
+# How much older than its analysis interval a pass may be and still advance a step: the verdict
+# is stamped with its evaluation's start, so a just-delivered one is already as old as the
+# evaluation took, and the next is due an interval after it.
+VERDICT_GRACE = timedelta(seconds=5)
 
 
 def _analysis_failed(ctx: Ctx) -> Decision | None:
@@ -132,7 +137,8 @@ def _release(ctx: Ctx, what: str) -> Decision:
 
 
 def _judged_at_end(ctx: Ctx, end: datetime, label: str, period: str) -> Decision | None:
-    """None if analysis passed on an evaluation taken at or after `end`; else wait or hold.
+    """None if analysis passed on an evaluation taken at or after `end`, and recently; else
+    wait or hold.
 
     `end` is when a hold (or the bake) is over. A verdict evaluated before it judged a window
     that can predate a fault that began since - with a 30 s interval a step advanced 22 s into
@@ -140,11 +146,17 @@ def _judged_at_end(ctx: Ctx, end: datetime, label: str, period: str) -> Decision
     counts. Until it arrives the decision waits, asking the shell for an evaluation at once
     (`Wait.fresh_after`); if none has come within one analysis interval (the runner's next
     scheduled evaluation), the step holds as on any missing verdict, and maxHold applies.
+
+    Nor does a pass older than the interval (plus :data:`VERDICT_GRACE`) advance: when the
+    controller is behind, the newest verdict can be minutes old by the time this reconcile
+    runs, and the canary may have started failing since. The step holds until a fresh
+    evaluation passes. A *fail*, however old, still rolls back (`_analysis_failed`): it already
+    held for its `for:`, and acting late on a confirmed breach beats not acting.
     """
     analysis = ctx.spec.step_analysis(ctx.state.step)
     if not analysis.metrics:
         return None
-    verdict = ctx.fresh_verdict(end)
+    verdict = ctx.fresh_verdict(max(end, ctx.now - analysis.interval - VERDICT_GRACE))
     if verdict is Verdict.PASS:
         return None
     if verdict is None and ctx.now < end + analysis.interval:
@@ -153,11 +165,16 @@ def _judged_at_end(ctx: Ctx, end: datetime, label: str, period: str) -> Decision
             end + analysis.interval,
             fresh_after=end,
         )
-    why = (
-        ctx.verdicts.explain()
-        if verdict is not None and ctx.verdicts is not None
-        else f"no analysis result since the {period} ended"
-    )
+    if verdict is not None and ctx.verdicts is not None:
+        why = ctx.verdicts.explain()
+    elif ctx.verdicts is not None and ctx.verdicts.at >= end:
+        age = (ctx.now - ctx.verdicts.at).total_seconds()
+        why = (
+            f"the latest analysis is {age:.0f}s old, more than its interval "
+            f"({dur(analysis.interval)}) + {dur(VERDICT_GRACE)}: not used to advance"
+        )
+    else:
+        why = f"no analysis result since the {period} ended"
     return _hold(
         ctx, f"{label}: analysis {verdict or 'pending'}: {why}", verdict or Verdict.INCONCLUSIVE
     )

@@ -14,8 +14,12 @@ reconnect loop). What kr8s does that shapes this module (kr8s 0.20, ``kr8s/_api.
 - httpcore's pool matches *every* queued request against *every* connection each time a request
   starts or ends (``_assign_requests_to_connections``): with hundreds of reconcilers writing at
   once through one client, that is quadratic and saturated a core at 300 rollouts. At most
-  :data:`MAX_IN_FLIGHT` requests per Transport reach the pool; the rest wait on a semaphore
+  :data:`MAX_IN_FLIGHT` requests per Transport reach the pool; the rest wait at a priority gate
   (constant cost each), within the same request timeout.
+- That wait is where a behind controller queues its writes, so it is ordered: a rollback's or a
+  command's requests (the reconcile sets :data:`controller.shell.gate.URGENCY`) go before routine
+  ones, and routine requests hold at most :data:`ROUTINE_IN_FLIGHT` slots, keeping the rest
+  free for urgent work (:mod:`controller.core.priority`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 import httpx
 from kr8s.asyncio import Api
 
+from controller.core.priority import GatePolicy
+from controller.shell.gate import PriorityGate
 from controller.shell.kube.errors import KubeError, translate
 from controller.shell.kube.resources import Resource
 
@@ -37,6 +43,8 @@ MERGE_PATCH = "application/merge-patch+json"
 # httpx keeps 20 idle connections alive by default: more in flight would open and close extra
 # connections, and lengthen the pool's scans (see the module docstring).
 MAX_IN_FLIGHT = 20
+# A rollback's four or so writes (scale, scale, state, Event) find a free slot at once.
+ROUTINE_IN_FLIGHT = 16
 
 
 class Transport:
@@ -46,7 +54,8 @@ class Transport:
         self._api = api
         self.kubeconfig = kubeconfig
         self.timeout = timeout
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)  # watch streams are not counted
+        # watch streams are not counted
+        self.slots = PriorityGate(GatePolicy(MAX_IN_FLIGHT, ROUTINE_IN_FLIGHT))
 
     @classmethod
     async def open(cls, kubeconfig: str | None, request_timeout: float) -> Transport:
@@ -97,7 +106,7 @@ class Transport:
         try:
             async with (
                 asyncio.timeout(self.timeout),
-                self._slots,
+                self.slots.slot(),
                 self._api.call_api(
                     method,
                     version=resource.api_version,
