@@ -33,8 +33,8 @@ from enum import StrEnum
 from controller.core.config.model import Rollout, Shifting
 
 
-class Role(StrEnum):
-    """Which of the two Deployments."""
+class DeploymentRole(StrEnum):
+    """Which of the two Deployments (not a query `Side`, which also has the whole Service)."""
 
     STABLE = "stable"
     CANARY = "canary"
@@ -210,7 +210,7 @@ class Counts:
 class Move:
     """Set one Deployment's replicas."""
 
-    role: Role
+    role: DeploymentRole
     replicas: int
 
 
@@ -234,17 +234,23 @@ def next_move(counts: Counts, target: Split, limits: Limits) -> Move | Blocked |
         return Blocked("waiting for pods to become Ready", waiting_for_pods=True)
     room = limits.cap - (counts.canary_spec + counts.stable_spec)
     if counts.canary_spec < target.canary and room > 0:
-        return Move(Role.CANARY, counts.canary_spec + min(room, target.canary - counts.canary_spec))
+        return Move(
+            DeploymentRole.CANARY,
+            counts.canary_spec + min(room, target.canary - counts.canary_spec),
+        )
     if counts.stable_spec < target.stable and room > 0:
-        return Move(Role.STABLE, counts.stable_spec + min(room, target.stable - counts.stable_spec))
+        return Move(
+            DeploymentRole.STABLE,
+            counts.stable_spec + min(room, target.stable - counts.stable_spec),
+        )
     if counts.stable_spec > target.stable:
         lowest = max(target.stable, limits.floor - counts.canary_ready)
         if lowest < counts.stable_spec:
-            return Move(Role.STABLE, lowest)
+            return Move(DeploymentRole.STABLE, lowest)
     if counts.canary_spec > target.canary:
         lowest = max(target.canary, limits.floor - counts.stable_ready)
         if lowest < counts.canary_spec:
-            return Move(Role.CANARY, lowest)
+            return Move(DeploymentRole.CANARY, lowest)
     if counts.canary_spec != target.canary or counts.stable_spec != target.stable:
         return Blocked(
             f"cannot reach {target.canary} canary / {target.stable} stable within "
@@ -266,7 +272,7 @@ def moves_between(start: Split, target: Split, limits: Limits) -> tuple[list[Mov
         if isinstance(step, Blocked):
             raise ValueError(step.reason)
         moves.append(step)
-        if step.role is Role.CANARY:
+        if step.role is DeploymentRole.CANARY:
             canary = step.replicas
         else:
             stable = step.replicas
@@ -331,7 +337,7 @@ def flip_split(rollout: Rollout, limits: Limits, before: Split) -> Split:
 
 def serving_terminations(start: Split, moves: list[Move]) -> int:
     """Pods the moves remove while both versions are behind the shared selector."""
-    current = {Role.CANARY: start.canary, Role.STABLE: start.stable}
+    current = {DeploymentRole.CANARY: start.canary, DeploymentRole.STABLE: start.stable}
     removed = 0
     for move in moves:
         removed += max(current[move.role] - move.replicas, 0)

@@ -15,7 +15,7 @@ from typing import Any
 from controller.core.analysis.evaluate import AnalysisSummary, Sample, Verdict
 from controller.core.analysis.share import ShareReading
 from controller.core.config.model import Rollout
-from controller.core.plan import Limits, Role
+from controller.core.plan import DeploymentRole, Limits
 from controller.core.rollout import (
     ACTIVE_TRAFFIC_PHASES,
     Command,
@@ -160,12 +160,12 @@ class Driver:
             canary_behind, stable_behind = self.cluster.behind_service()
             spec, behind = (
                 (self.cluster.canary_spec, canary_behind)
-                if a.role is Role.CANARY
+                if a.role is DeploymentRole.CANARY
                 else (self.cluster.stable_spec, stable_behind)
             )
             if a.replicas < spec and behind > 0:
                 self.serving_stopped.append((d.state.phase, min(spec - a.replicas, behind)))
-            if a.role is Role.CANARY:
+            if a.role is DeploymentRole.CANARY:
                 self.cluster.canary_spec = a.replicas
                 self.cluster.canary_ready = min(self.cluster.canary_ready, a.replicas)
             else:
@@ -174,7 +174,7 @@ class Driver:
         elif isinstance(a, PatchService):
             self.cluster.selector = dict(a.selector)
         elif isinstance(a, DeleteDeployment):
-            assert a.role is Role.STABLE
+            assert a.role is DeploymentRole.STABLE
             self.cluster.stable_exists = False
             self.cluster.stable_spec = self.cluster.stable_ready = 0
         elif isinstance(a, RunPreflight | Wait):
@@ -199,7 +199,7 @@ class Driver:
                     )
         if (
             isinstance(d.action, Scale)
-            and d.action.role is Role.CANARY
+            and d.action.role is DeploymentRole.CANARY
             and d.action.replicas > self.cluster.canary_ready
             and d.state.phase not in (*ACTIVE_TRAFFIC_PHASES, Phase.ROLLING_BACK)
         ):

@@ -10,9 +10,9 @@ from controller.core.config.model import Rollout
 from controller.core.plan import (
     Blocked,
     Counts,
+    DeploymentRole,
     Limits,
     Move,
-    Role,
     Split,
     achievable_splits,
     moves_between,
@@ -105,10 +105,10 @@ def test_moves_canary_up_first_then_stable_down() -> None:
     limits = Limits(4, 1, 0)
     moves, peak = moves_between(Split(0, 4), Split(2, 2), limits)
     assert moves == [
-        Move(Role.CANARY, 1),  # 5 pods: the surge
-        Move(Role.STABLE, 3),
-        Move(Role.CANARY, 2),
-        Move(Role.STABLE, 2),
+        Move(DeploymentRole.CANARY, 1),  # 5 pods: the surge
+        Move(DeploymentRole.STABLE, 3),
+        Move(DeploymentRole.CANARY, 2),
+        Move(DeploymentRole.STABLE, 2),
     ]
     assert peak == 5
 
@@ -116,10 +116,10 @@ def test_moves_canary_up_first_then_stable_down() -> None:
 def test_moves_without_surge_go_down_first_within_unavailability() -> None:
     moves, peak = moves_between(Split(0, 4), Split(2, 2), Limits(4, 0, 1))
     assert moves == [
-        Move(Role.STABLE, 3),
-        Move(Role.CANARY, 1),
-        Move(Role.STABLE, 2),
-        Move(Role.CANARY, 2),
+        Move(DeploymentRole.STABLE, 3),
+        Move(DeploymentRole.CANARY, 1),
+        Move(DeploymentRole.STABLE, 2),
+        Move(DeploymentRole.CANARY, 2),
     ]
     assert peak == 4
 
@@ -221,7 +221,7 @@ def test_moves_respect_cap_and_floor(limits: Limits, data: st.DataObject) -> Non
     canary, stable = start.canary, start.stable
     for move in moves:
         before_ready = canary + stable
-        if move.role is Role.CANARY:
+        if move.role is DeploymentRole.CANARY:
             canary = move.replicas
         else:
             stable = move.replicas

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from controller.core.analysis.evaluate import AnalysisSummary, MetricResult, Verdict
-from controller.core.plan import Role
+from controller.core.plan import DeploymentRole
 from controller.core.rollout import (
     Command,
     CommandKind,
@@ -270,7 +270,11 @@ def test_capacity_gate_holds_while_canary_is_cold_then_proceeds() -> None:
     d = driver.step()
     assert d.state.phase is Phase.PROGRESSING and d.state.holding_since is None  # released first
     d = driver.step()
-    assert isinstance(d.action, Scale) and d.action.role is Role.CANARY and d.action.replicas == 2
+    assert (
+        isinstance(d.action, Scale)
+        and d.action.role is DeploymentRole.CANARY
+        and d.action.replicas == 2
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,7 +429,10 @@ def test_drift_is_restored_during_a_hold() -> None:
         driver.cluster.ready_up(9, 9)
     driver.cluster.stable_spec = driver.cluster.stable_ready = 4  # someone scaled v1 by hand
     d = driver.step()
-    assert isinstance(d.action, Scale) and (d.action.role, d.action.replicas) == (Role.STABLE, 3)
+    assert isinstance(d.action, Scale) and (d.action.role, d.action.replicas) == (
+        DeploymentRole.STABLE,
+        3,
+    )
 
 
 def test_missing_canary_rolls_back_missing_stable_fails() -> None:
@@ -606,7 +613,7 @@ def test_invariant_checker_catches_a_bad_action() -> None:
     driver = Driver(make_spec())
     driver.run(Phase.PROGRESSING, first=True)
     assert driver.state is not None
-    bad = Decision(Scale(Role.STABLE, "zai-proxy", 0), driver.state, "bad")
+    bad = Decision(Scale(DeploymentRole.STABLE, "zai-proxy", 0), driver.state, "bad")
     driver.cluster.canary_spec = driver.cluster.canary_ready = 0
     with pytest.raises(InvariantViolation):
         before = sum(driver.cluster.behind_service())
@@ -631,7 +638,7 @@ def test_surge_mode_keeps_stable_at_n_until_the_pin_then_scales_it_down() -> Non
     down = next(
         i
         for i, d in enumerate(decisions)
-        if isinstance(d.action, Scale) and d.action.role is Role.STABLE
+        if isinstance(d.action, Scale) and d.action.role is DeploymentRole.STABLE
     )
     assert pin < down
     assert decisions[down].state.phase is Phase.SCALING_DOWN

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from controller.core.analysis.evaluate import AnalysisSummary, Verdict
 from controller.core.config.model import Rollout, canonical_hash
 from controller.core.durations import format_duration
-from controller.core.plan import Limits, Move, Role
+from controller.core.plan import DeploymentRole, Limits, Move
 from controller.core.rollout.types import (
     Action,
     Decision,
@@ -115,7 +115,9 @@ class Ctx:
 
     def scale(self, move: Move, why: str) -> Decision:
         name = (
-            self.spec.canary.deployment if move.role is Role.CANARY else self.spec.stable.deployment
+            self.spec.canary.deployment
+            if move.role is DeploymentRole.CANARY
+            else self.spec.stable.deployment
         )
         reason = f"scale {move.role.value} {name} to {move.replicas}: {why}"
         new = self.state.with_record(self.record(f"scale-{move.role.value}", reason))

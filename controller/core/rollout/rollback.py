@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.core.plan import Move, Role, rollback_split
+from controller.core.plan import DeploymentRole, Move, rollback_split
 from controller.core.rollout.context import Ctx, dur, pinned_selector, shared_selector
 from controller.core.rollout.types import Decision, DecisionKind, PatchService
 from controller.core.state import Phase
@@ -35,7 +35,7 @@ def rolling_back(ctx: Ctx) -> Decision:
     wanted = rollback_selector(ctx)
     selector = dict(obs.selector) if obs.selector is not None else None
     if obs.stable.exists and obs.stable.spec_replicas < target.stable:
-        return ctx.scale(Move(Role.STABLE, target.stable), "rollback")
+        return ctx.scale(Move(DeploymentRole.STABLE, target.stable), "rollback")
     on_canary_only = (
         selector is not None and selector.get(ctx.spec.version_label) == ctx.spec.canary.version
     )
@@ -53,7 +53,7 @@ def rolling_back(ctx: Ctx) -> Decision:
     if obs.canary.exists and obs.canary.spec_replicas > target.canary:
         if obs.stable.ready_replicas == 0 and obs.canary.ready_replicas > 0:
             return ctx.wait("rollback: waiting for a Ready stable pod before removing canary")
-        return ctx.scale(Move(Role.CANARY, target.canary), "rollback")
+        return ctx.scale(Move(DeploymentRole.CANARY, target.canary), "rollback")
     if obs.stable.ready_replicas < target.stable:
         return ctx.wait(f"rollback: {obs.stable.ready_replicas}/{target.stable} stable pods Ready")
     auto = ctx.spec.rollback.auto_retry and ctx.state.attempt < ctx.spec.rollback.max_attempts

@@ -15,8 +15,8 @@ from controller.core.analysis.share import check_share
 from controller.core.config.model import Policy
 from controller.core.plan import (
     Blocked,
+    DeploymentRole,
     Move,
-    Role,
     Split,
     flip_split,
     next_move,
@@ -84,7 +84,7 @@ def _shift(ctx: Ctx, target: Split, weight: float, what: str) -> Decision | None
         return None
     if isinstance(move, Blocked):
         return ctx.wait(f"{what}: {move.reason}")
-    if move.role is Role.CANARY and move.replicas > counts.canary_spec:
+    if move.role is DeploymentRole.CANARY and move.replicas > counts.canary_spec:
         closed = _capacity_gate(ctx, weight)
         if closed is not None and ctx.state.promoted_step != ctx.state.step:
             return _hold(ctx, f"capacity gate: {closed.reason}", closed.verdict, "capacity")
@@ -385,7 +385,7 @@ def scaling_down(ctx: Ctx) -> Decision:
     stable = ctx.observed.stable
     if st.scaled_down_at is None:
         if stable.exists and stable.spec_replicas > 0:
-            return ctx.scale(Move(Role.STABLE, 0), "bake passed, retention starts")
+            return ctx.scale(Move(DeploymentRole.STABLE, 0), "bake passed, retention starts")
         return ctx.transition(
             Phase.SCALING_DOWN,
             DecisionKind.RETENTION_STARTED,
@@ -433,7 +433,7 @@ def _delete_stable(ctx: Ctx) -> Decision:
     )
     new = st.with_record(ctx.record(DecisionKind.STABLE_DELETED.decision, reason))
     return Decision(
-        DeleteDeployment(Role.STABLE, name, uid=kept),
+        DeleteDeployment(DeploymentRole.STABLE, name, uid=kept),
         new,
         reason,
         Event(DecisionKind.STABLE_DELETED, reason),

@@ -9,7 +9,7 @@ from enum import Enum, StrEnum
 
 from controller.core.analysis.evaluate import Sample
 from controller.core.analysis.share import ShareReading
-from controller.core.plan import Counts, Role
+from controller.core.plan import Counts, DeploymentRole
 from controller.core.state import RolloutState
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class Observed:
 class Scale:
     """Set a Deployment's replicas (through the scale subresource)."""
 
-    role: Role
+    role: DeploymentRole
     deployment: str
     replicas: int
 
@@ -124,7 +124,7 @@ class DeleteDeployment:
     another one); "" when unknown.
     """
 
-    role: Role
+    role: DeploymentRole
     deployment: str
     uid: str = ""
 
