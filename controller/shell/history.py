@@ -20,7 +20,9 @@ from typing import Protocol
 
 import structlog
 
+from controller.core.priority import Urgency
 from controller.core.state import DecisionRecord, StateError, cut_text, decode_record, record_json
+from controller.shell.gate import urgency
 from controller.shell.kube import Conflict, KubeError, NotFound
 from controller.tasks import cancel_and_wait
 
@@ -155,9 +157,12 @@ class HistoryWriter:
             self._target = target
         self._pending.extend(records)
         if self._pending and (self._task is None or self._task.done()):
-            self._task = asyncio.get_running_loop().create_task(
-                self._drain(), name=f"history:{self._name}"
-            )
+            # Best-effort bookkeeping: routine, whatever the urgency of the write that added
+            # the records (a task copies the context it is created in).
+            with urgency(Urgency.ROUTINE):
+                self._task = asyncio.get_running_loop().create_task(
+                    self._drain(), name=f"history:{self._name}"
+                )
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been written (or given up on)."""

@@ -434,16 +434,18 @@ class RolloutReconciler:
         self._last_problem = None
         if not self.may_write() and not isinstance(decision.action, Wait | RunPreflight):
             return Wait(None)  # a follower watches but never writes
-        if state is not None and self._must_claim(state, decision) and self.may_write():
-            await self._claim(svc, state)
-            return None  # decide again on the Service as claimed
-        structlog.contextvars.bind_contextvars(
-            phase=decision.state.phase.value, step=decision.state.step
-        )
-        # When the controller is behind, a rollback's or a command's writes go first.
+        # When the controller is behind, a rollback's or a command's writes go first (a
+        # takeover's claim too: it is the first write of whatever the decision is).
         level = reconcile_urgency(
             rolling_back=decision.state.phase is Phase.ROLLING_BACK,
             command=command_pending(command, state),
+        )
+        if state is not None and self._must_claim(state, decision) and self.may_write():
+            with urgency(level):
+                await self._claim(svc, state)
+            return None  # decide again on the Service as claimed
+        structlog.contextvars.bind_contextvars(
+            phase=decision.state.phase.value, step=decision.state.step
         )
         with urgency(level):
             await self._execute(decision, svc, state, observed)
