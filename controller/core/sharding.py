@@ -1,7 +1,7 @@
 """Sharding (pure): which shard a rollout belongs to, and which shards a replica should lead.
 
 With ``--shards S`` every rollout belongs to exactly one of S shards and each shard has its own
-Lease (``<lease-name>-shard-<i>``); see :mod:`controller.shards` for the shell that contends
+Lease (``<lease-name>-shard-<i>``); see :mod:`controller.shell.shards` for the shell that contends
 for them. Two rules live here, free of I/O so they can be tested exhaustively:
 
 - :func:`shard_of`: the first 8 bytes of ``sha256("<namespace>/<name>")`` as a big-endian

@@ -47,8 +47,8 @@ RouteKey = tuple[str, str, str | None]  # namespace, kind, the name an event is 
 SYNC_TIMEOUT = 60.0
 STOP_GRACE = 20.0
 RELOAD_INTERVAL = 2.0  # seconds between looks at the config file
-# Evaluations in flight at once. Beyond that they only queue deeper (the provider's thread pool
-# or HTTP client), where a breaching rollout's evaluation would wait behind every routine one;
+# Evaluations in flight at once. Beyond that they only queue deeper (the Prometheus client's
+# request limit), where a breaching rollout's evaluation would wait behind every routine one;
 # at the gate it goes first and finds one of 16 slots kept free. Sized well above what one
 # Prometheus answers concurrently, so the budget orders work without capping throughput (at 500
 # rollouts every 10 s and 0.5 s per evaluation, 25 are in flight).

@@ -155,7 +155,7 @@ def fleet_lag(rollouts: Iterable[tuple[str, RolloutLag]]) -> dict[str, Any]:
         behind.append(
             f"a reconcile started {reconcile[0]:.1f}s after it was due ({reconcile[1]}): this "
             "controller cannot keep up (CPU, or a slow API server: see "
-            "ptc_action_duration_seconds); shard rollouts over more controllers (--namespace)"
+            "ptc_action_duration_seconds); shard the rollouts over more replicas (ptc run --shards)"
         )
     if late_verdicts:
         behind.append(

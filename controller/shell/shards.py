@@ -4,7 +4,7 @@ Each shard ``i`` has its own :class:`~controller.shell.leader.LeaderElector` on 
 ``<lease-name>-shard-<i>``, with the same protocol and fencing as the single Lease (a write for
 a rollout is sent only within :meth:`ShardManager.time_left` of *its* shard). Every replica runs
 an elector for every shard, so it watches each Lease's expiry on its own clock; whether it
-*tries* to take a free one is gated by :func:`controller.sharding.plan_shards`.
+*tries* to take a free one is gated by :func:`controller.core.sharding.plan_shards`.
 
 Which replicas are alive comes from a heartbeat ConfigMap, ``<lease-name>-members``: each
 replica writes its key (its identity, the value the time of the beat) every retry period. A key
@@ -149,8 +149,8 @@ class ShardManager:
 
     async def run(self) -> None:
         """Beat, plan and gate each retry period until :meth:`stop`."""
-        for i, elector in enumerate(self.electors):
-            self._tasks[i] = asyncio.create_task(elector.run(), name=f"shard-election:{i}")
+        for i in range(len(self.electors)):
+            self._start_election(i)
         period = self.settings.retry_period.total_seconds()
         await self._beat()
         # One period to hear from replicas starting alongside: the first plan counts them.
@@ -243,9 +243,26 @@ class ShardManager:
             return
         # A stopped elector does not run again: a fresh one stands by for the shard.
         self.electors[shard] = self._elector(shard)
-        self._tasks[shard] = asyncio.create_task(
-            self.electors[shard].run(), name=f"shard-election:{shard}"
+        self._start_election(shard)
+
+    def _start_election(self, shard: int) -> None:
+        task = asyncio.create_task(self.electors[shard].run(), name=f"shard-election:{shard}")
+        self._tasks[shard] = task
+        task.add_done_callback(lambda t: self._election_ended(shard, t))
+
+    def _election_ended(self, shard: int, task: asyncio.Task[None]) -> None:
+        """An elector that crashed is logged and replaced, so the shard is not left unled."""
+        if task.cancelled() or task.exception() is None or self._stopping:
+            return
+        if self._tasks.get(shard) is not task:
+            return  # already replaced (a hand-off)
+        self._log.error(
+            "shard election crashed; a fresh elector stands by",
+            shard=shard,
+            exc_info=task.exception(),
         )
+        self.electors[shard] = self._elector(shard)
+        self._start_election(shard)
 
     async def _beat(self) -> None:
         """Write our heartbeat, read the others'; any failure is logged and tried next period."""

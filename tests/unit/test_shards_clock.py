@@ -202,3 +202,35 @@ async def test_the_shard_of_a_silent_holder_is_taken_after_the_lease_duration() 
     finally:
         manager.stop()
         await task
+
+
+async def test_a_crashed_shard_election_is_replaced_and_the_shard_led_again() -> None:
+    # An elector that raises (a bug, an unexpected answer) must not leave its shard unled by
+    # this replica for the life of the process: it is logged and a fresh elector stands by.
+    api, clock = FakeApi(), Clock()
+    manager = ShardManager(
+        api,  # type: ignore[arg-type]
+        ShardSettings(
+            namespace="ptc",
+            lease_name="ptc-leader",
+            shards=SHARDS,
+            identity="ptc-a",
+            retry_period=timedelta(milliseconds=20),
+        ),
+        on_change=lambda *_: None,
+        before_handoff=lambda shard: asyncio.sleep(0),
+        clock=clock,
+    )
+    crashing = manager.electors[1]
+
+    async def crash() -> None:
+        raise RuntimeError("elector bug")
+
+    crashing.run = crash  # type: ignore[method-assign]
+    task = asyncio.create_task(manager.run())
+    try:
+        await until(lambda: manager.electors[1] is not crashing, "a fresh elector for shard 1")
+        await until(lambda: manager.led() == [0, 1, 2], "a to lead every shard, 1 included")
+    finally:
+        manager.stop()
+        await task

@@ -105,7 +105,7 @@ def test_status_from_the_controller_shows_its_lag_under_the_table() -> None:
     # the caption wraps to the table's width: compare words, not lines
     text = " ".join(render_text([calm, late], now, width=200).split())
     assert "controller lag: reconcile 7.5s (devpod/slow), verdict age 14s (devpod/slow)" in text
-    assert "shard rollouts over more controllers (--namespace)" in text
+    assert "shard the rollouts over more replicas (ptc run --shards)" in text
     assert "1 rollout(s) received verdicts older than their analysis interval" in text
     # from the cluster (no controller): no lag to show, and no line for it
     assert "controller lag" not in render_text([document(now)], now, width=200)
