@@ -427,7 +427,7 @@ def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -464,13 +464,17 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the largest N")
     parser.add_argument("--profile-seconds", type=int, default=20)
     parser.add_argument("--workdir", help="keep the sandbox, configs and logs here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.shards < 0:
         parser.error("--shards: 0 (one controller) or more")
     if args.quick:
         args.sizes, args.measure = args.sizes or [10, 50], 30.0
     args.sizes = args.sizes or [10, 100, 500]
-    return asyncio.run(run(args))
+    return args
+
+
+def main() -> int:
+    return asyncio.run(run(parse_args()))
 
 
 if __name__ == "__main__":
