@@ -38,6 +38,7 @@ import json
 import math
 import os
 import resource
+import shlex
 import sys
 import tempfile
 import time
@@ -113,7 +114,10 @@ async def measure_size(
     n = len(members)
     prom = sandbox.prometheus.url
     prom_pid = sandbox.prometheus.pid
-    async with start_controllers(work, sandbox, members, n, args.timeout, args.shards) as (
+    run_args = shlex.split(args.run_args)
+    async with start_controllers(
+        work, sandbox, members, n, args.timeout, args.shards, run_args
+    ) as (
         ctls,
         ready_s,
     ):
@@ -222,6 +226,7 @@ async def run(args: argparse.Namespace) -> int:
         f"setup: sizes {sizes}, analysis every {INTERVAL:g}s with 3 metrics "
         f"({QUERIES_PER_EVALUATION} queries), scrape {args.scrape:g}s, measure {args.measure:g}s"
         + (f", {args.shards} replicas of `ptc run --shards {args.shards}`" if args.shards else "")
+        + (f", ptc run {args.run_args}" if args.run_args else "")
     )
     loads = LoadSampler()
     loads.start()
@@ -411,7 +416,7 @@ def replica_report(rows: list[dict[str, Any]]) -> None:
         )
         headers = (
             "replica",
-            "rollouts",
+            "rollouts when spread",
             "cores",
             "peak RSS MB",
             "evaluations",
@@ -447,6 +452,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="K",
         help="K replicas of `ptc run --shards K` instead of one controller; per-replica\n"
         "CPU, peak RSS and analysis, and totals (0: one controller, the default)",
+    )
+    parser.add_argument(
+        "--run-args",
+        default="",
+        metavar="FLAGS",
+        help="more `ptc run` flags for every controller, e.g.\n"
+        "'--lease-duration 30s --renew-deadline 20s' (none)",
     )
     parser.add_argument(
         "--ramp",

@@ -136,8 +136,11 @@ async def start_controllers(
     n: int,
     ready_timeout: float,
     shards: int = 0,
+    run_args: Sequence[str] = (),
 ) -> AsyncIterator[tuple[Controllers, float]]:
     """Start the controller(s) of size `n`; yields them and seconds to the last /readyz.
+
+    `run_args`: more `ptc run` flags for every process (e.g. longer Lease timings).
 
     `shards` 0: one `ptc run` (the default bench). K > 0: K `ptc run --shards K` replicas, yielded
     once every shard is led and spread evenly (`Controllers.led_s`).
@@ -147,14 +150,16 @@ async def start_controllers(
     kubeconfig = controller_kubeconfig(sandbox)
     if not shards:
         log = work / f"controller-{n}.log"
-        async with controller_process(config, kubeconfig, log, identity=f"scale-{n}") as ctl:
+        async with controller_process(
+            config, kubeconfig, log, identity=f"scale-{n}", args=run_args
+        ) as ctl:
             ready_s = await ctl.wait_ready(ready_timeout)
             yield Controllers([ctl], [f"scale-{n}"], [log]), ready_s
         return
     lease_ns = members[0].namespace
     identities = [f"scale-{n}-r{i}" for i in range(shards)]
     logs = [work / f"controller-{n}-r{i}.log" for i in range(shards)]
-    flags = ("--shards", str(shards), "--leader-namespace", lease_ns)
+    flags = ("--shards", str(shards), "--leader-namespace", lease_ns, *run_args)
     async with AsyncExitStack() as stack:
         procs = [
             await stack.enter_async_context(

@@ -21,6 +21,7 @@ def test_default_arguments_are_one_controller_over_the_usual_sizes() -> None:
 def test_quick_keeps_the_sizes_asked_for_with_shards() -> None:
     args = parse_args(["--sizes", "100", "--shards", "2", "--quick"])
     assert (args.sizes, args.shards, args.measure) == ([100], 2, 30.0)
+    assert parse_args(["--run-args", "--lease-duration 30s"]).run_args == "--lease-duration 30s"
 
 
 def test_negative_shards_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
