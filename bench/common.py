@@ -390,10 +390,14 @@ async def controller_process(
     *,
     identity: str = "ptc-bench",
     log_level: str = "info",
+    args: Sequence[str] = (),
 ) -> AsyncIterator[ControllerProcess]:
-    """Start `ptc run` (the tests' launcher); SIGTERM (then SIGKILL after 20 s) at the end."""
+    """Start `ptc run` (the tests' launcher); SIGTERM (then SIGKILL after 20 s) at the end.
+
+    `args`: more `ptc run` flags (a sharded bench passes `--shards`).
+    """
     async with harness.controller_process(
-        config, kubeconfig, log, identity=identity, args=("--log-level", log_level)
+        config, kubeconfig, log, identity=identity, args=("--log-level", log_level, *args)
     ) as started:
         yield started
 

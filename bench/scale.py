@@ -18,10 +18,16 @@ and their latency (median, p95) from the controller's "analysis evaluated" log l
 fits how each grows with N (least squares slope, and the log-log exponent). --profile records
 py-spy flame graphs (SVG and collapsed stacks) of the largest N after its measurement window.
 
-The controller side is a list of processes (`Controllers`), summed: a sharded run adds one
-process per shard there without touching the measurement.
+--shards K runs K replicas of `ptc run --shards K` (distinct identities, the same config and
+sandbox) instead of one controller (bench/scale_controllers.py). It waits until every shard's
+Lease is held, spread evenly over the replicas (printed: seconds from spawn), then times the ramp
+from there (rollouts of shards taken earlier may already be on their way) and measures as above.
+It prints per-replica figures (CPU cores, peak RSS, evaluations and their share and latency,
+metric errors) and totals: CPU, RSS, queries and evaluations summed, latency pooled; the
+0.25-core and 200 MB targets are checked against the busiest replica.
 
-Usage: python bench/scale.py [--quick] [--sizes 10,100,500,2000] [--measure S] [--profile]
+Usage: python bench/scale.py [--quick] [--sizes 10,100,500,2000] [--shards K] [--measure S]
+       [--ramp S] [--profile]
 """
 
 from __future__ import annotations
@@ -32,12 +38,10 @@ import json
 import math
 import os
 import resource
+import shlex
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +51,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PROFILES,
-    ControllerProcess,
     FleetMember,
     LoadSampler,
     bench_sandbox,
-    controller_kubeconfig,
-    controller_process,
     cpu_seconds,
     create_fleet,
-    fleet_spec,
     linear_fit,
     loglog_exponent,
     machine,
-    median,
-    memory_kb,
-    percentile,
     profile,
     prometheus_query_total,
     state_of,
     table,
     top_frames,
     wait_fleet_ready,
-    write_config,
 )
+from bench.scale_controllers import analysis_health, read_analysis, readyz_lag, start_controllers
 
 INTERVAL = 10.0
 QUERIES_PER_EVALUATION = 7  # 502 ratio: value+count; 429 ratio: 2 per side; gauge: 1
@@ -100,100 +97,6 @@ async def wait_all_reached(sandbox: Any, members: list[FleetMember], timeout: fl
     return len(members) - len(pending)
 
 
-async def readyz_lag(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
-    """The controller's own lag summary (None from a controller without one)."""
-    try:
-        async with session.get(f"{url}/readyz") as response:
-            body = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    lag = body.get("lag") if isinstance(body, dict) else None
-    return lag if isinstance(lag, dict) else None
-
-
-def analysis_health(log: Path, offset: int) -> dict[str, float]:
-    """From the controller's log after `offset`: evaluations, their latency, metric errors."""
-    evaluations, errors, durations = 0, 0, []
-    with log.open("rb") as handle:
-        handle.seek(offset)
-        for line in handle:
-            if b'"analysis evaluated"' not in line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            evaluations += 1
-            durations.append(float(record.get("duration_s") or 0.0))
-            errors += sum(1 for m in record.get("metrics", ()) if m.get("verdict") == "error")
-    return {
-        "evaluations": evaluations,
-        "eval_median_s": median(durations) if durations else math.nan,
-        "eval_p95_s": percentile(durations, 95) if durations else math.nan,
-        "metric_errors": errors,
-    }
-
-
-@dataclass
-class Controllers:
-    """The controller processes of one size (one today; one per shard in a sharded run)."""
-
-    procs: list[ControllerProcess]
-
-    @property
-    def pids(self) -> list[int]:
-        return [c.pid for c in self.procs]
-
-    def cpu(self) -> float:
-        return sum(cpu_seconds(pid) for pid in self.pids)
-
-    def rss_kb(self) -> int:
-        return sum(memory_kb(pid)["VmRSS"] for pid in self.pids)
-
-    def hwm_kb(self) -> int:
-        return sum(memory_kb(pid)["VmHWM"] for pid in self.pids)
-
-
-# What `defaults:` may carry (controller.core.config.model.DEFAULTABLE), in the file's spelling.
-SHARED = ("namespace", "maxSurge", "maxUnavailable", "steps", "analysis", "preflight")
-
-
-def fleet_config(path: Path, prometheus_url: str, members: Sequence[FleetMember]) -> Path:
-    """The fleet's config, what it shares under `defaults:` (as a real fleet's would be).
-
-    Written out in full, 2000 rollouts take 2.1 MB: over the 1 MiB a config (and a ConfigMap)
-    may hold. With the shared part once, each rollout is its name and targets.
-    """
-    specs = [fleet_spec(m) for m in members]
-    if not specs:
-        return write_config(path, prometheus_url, specs)
-    defaults = {k: specs[0][k] for k in SHARED}
-    rollouts = [
-        {k: v for k, v in spec.items() if k not in SHARED or spec[k] != defaults[k]}
-        for spec in specs
-    ]
-    write_config(path, prometheus_url, rollouts)
-    body = json.loads(path.read_text())
-    body["defaults"] = defaults
-    path.write_text(json.dumps(body, separators=(",", ":")))
-    return path
-
-
-@asynccontextmanager
-async def start_controllers(
-    work: Path, sandbox: Any, members: Sequence[FleetMember], n: int, ready_timeout: float
-) -> AsyncIterator[tuple[Controllers, float, list[Path]]]:
-    """Start the controllers of size `n`; yields them, seconds to /readyz, their logs."""
-    assert sandbox.prometheus is not None
-    config = fleet_config(work / f"config-{n}.yaml", sandbox.prometheus.url, members)
-    log = work / f"controller-{n}.log"
-    async with controller_process(
-        config, controller_kubeconfig(sandbox), log, identity=f"scale-{n}"
-    ) as ctl:
-        ready_s = await ctl.wait_ready(ready_timeout)
-        yield Controllers([ctl]), ready_s, [log]
-
-
 async def measure_size(
     args: argparse.Namespace,
     sandbox: Any,
@@ -201,19 +104,32 @@ async def measure_size(
     work: Path,
     members: list[FleetMember],
     t0: float,
-) -> dict[str, float]:
-    """Start the controller(s) for the fleet, wait for the ramp, measure one window."""
+) -> dict[str, Any]:
+    """Start the controller(s) for the fleet, wait for the ramp, measure one window.
+
+    Sharded (--shards K), the row also has `replicas`: per process CPU cores, peak RSS and
+    analysis figures; the row's own figures are the totals (CPU, queries, evaluations) or
+    pooled (evaluation latency).
+    """
     n = len(members)
     prom = sandbox.prometheus.url
     prom_pid = sandbox.prometheus.pid
-    async with start_controllers(work, sandbox, members, n, args.timeout) as (ctls, ready_s, logs):
+    run_args = shlex.split(args.run_args)
+    async with start_controllers(
+        work, sandbox, members, n, args.timeout, args.shards, run_args
+    ) as (
+        ctls,
+        ready_s,
+    ):
+        if args.shards:
+            print(f"N={n}: every shard led, spread evenly, {ctls.led_s:.1f}s after spawn")
         ramp_start = time.monotonic()
-        done = await wait_all_reached(sandbox, members, ramp_timeout(n, args.timeout))
+        done = await wait_all_reached(sandbox, members, args.ramp or ramp_timeout(n, args.timeout))
         ramp_s = time.monotonic() - ramp_start
         if done < n:
             print(f"N={n}: only {done}/{n} rollouts reached their step in {ramp_s:.0f}s")
-        offsets = [log.stat().st_size for log in logs]
-        cpu0, q0 = ctls.cpu(), await prometheus_query_total(session, prom)
+        offsets = [log.stat().st_size for log in ctls.logs]
+        cpu0, q0 = ctls.cpu_each(), await prometheus_query_total(session, prom)
         prom0 = cpu_seconds(prom_pid) if prom_pid else math.nan
         bench0 = cpu_seconds(os.getpid())
         t1 = time.monotonic()
@@ -222,18 +138,19 @@ async def measure_size(
             await asyncio.sleep(2.0)
             rss_samples.append(ctls.rss_kb())
         elapsed = time.monotonic() - t1
-        cpu1, q1 = ctls.cpu(), await prometheus_query_total(session, prom)
+        cpu1, q1 = ctls.cpu_each(), await prometheus_query_total(session, prom)
         prom1 = cpu_seconds(prom_pid) if prom_pid else math.nan
         bench1 = cpu_seconds(os.getpid())
         in_step = sum(1 for m in members if reached(state_of(sandbox, m.namespace, m.service)))
-        row: dict[str, float] = {
+        cores = [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
+        row: dict[str, Any] = {
             "n": n,
             "reached": in_step,
             "setup_s": ramp_start - t0,
             "ready_s": ready_s,
             "ramp_s": ramp_s if done == n else math.nan,
-            "cpu_per_min": (cpu1 - cpu0) / elapsed * 60,
-            "cores": (cpu1 - cpu0) / elapsed,
+            "cpu_per_min": sum(cores) * 60,
+            "cores": sum(cores),
             "hwm_mb": ctls.hwm_kb() / 1024,
             "rss_mb": max(rss_samples or [ctls.rss_kb()]) / 1024,
             "q_per_min": (q1 - q0) / elapsed * 60,
@@ -241,12 +158,33 @@ async def measure_size(
             "sandbox_cores": (bench1 - bench0) / elapsed,
         }
         row["q_per_interval"] = row["q_per_min"] * INTERVAL / 60
-        health = [analysis_health(log, off) for log, off in zip(logs, offsets, strict=True)]
-        row.update(health[0])  # one log per controller; summing shards comes with them
+        parts = [read_analysis(log, off) for log, off in zip(ctls.logs, offsets, strict=True)]
+        row.update(analysis_health(parts))
         row["evals_per_interval"] = row["evaluations"] / elapsed * INTERVAL / n
-        lag = await readyz_lag(session, ctls.procs[0].url)
-        if lag is not None:
-            print(f"N={n}: /readyz lag {json.dumps(lag)}", flush=True)
+        if args.shards:
+            row["led_s"] = ctls.led_s
+            row["replicas"] = [
+                {
+                    "identity": ident,
+                    "rollouts": count,
+                    "cores": c,
+                    "hwm_mb": hwm / 1024,
+                    **analysis_health([part]),
+                }
+                for ident, count, c, hwm, part in zip(
+                    ctls.identities,
+                    ctls.rollouts_each or [n],
+                    cores,
+                    ctls.hwm_kb_each(),
+                    parts,
+                    strict=True,
+                )
+            ]
+        for ident, proc in zip(ctls.identities, ctls.procs, strict=True):
+            lag = await readyz_lag(session, proc.url)
+            if lag is not None:
+                who = f" {ident}" if args.shards else ""
+                print(f"N={n}:{who} /readyz lag {json.dumps(lag)}", flush=True)
         if args.profile and n == max(args.sizes):
             files = await profile(ctls.pids[0], f"scale-{n}", args.profile_seconds)
             print(f"profiles: {', '.join(files)}")
@@ -287,10 +225,12 @@ async def run(args: argparse.Namespace) -> int:
     print(
         f"setup: sizes {sizes}, analysis every {INTERVAL:g}s with 3 metrics "
         f"({QUERIES_PER_EVALUATION} queries), scrape {args.scrape:g}s, measure {args.measure:g}s"
+        + (f", {args.shards} replicas of `ptc run --shards {args.shards}`" if args.shards else "")
+        + (f", ptc run {args.run_args}" if args.run_args else "")
     )
     loads = LoadSampler()
     loads.start()
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ptc-bench-scale-") as tmp:
         work = Path(args.workdir or tmp)
         async with (
@@ -333,7 +273,7 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(rows: list[dict[str, float]]) -> None:
+def report(rows: list[dict[str, Any]]) -> None:
     print()
     print(
         table(
@@ -396,7 +336,13 @@ def report(rows: list[dict[str, float]]) -> None:
             slope, intercept = linear_fit(xs, ys)
             fits.append((label, slope, intercept, loglog_exponent(xs, ys)))
         print(table(("figure", "slope per rollout", "intercept", "log-log exponent"), fits))
+    replica_report(rows)
     last = rows[-1]
+    # Sharded: the per-process targets hold for the busiest replica (totals are above).
+    replicas = last.get("replicas") or [last]
+    each = " per replica (max)" if "replicas" in last else ""
+    top_cores = max(r["cores"] for r in replicas)
+    top_hwm = max(r["hwm_mb"] for r in replicas)
     exponent = loglog_exponent([r["n"] for r in rows], [r["q_per_interval"] for r in rows])
     # Fewer evaluations or queries than scheduled means the controller could not keep up:
     # a flat query count is then a ceiling, not sharing.
@@ -407,14 +353,14 @@ def report(rows: list[dict[str, float]]) -> None:
             ("target", "measured", "met"),
             [
                 (
-                    f"N={int(last['n'])}: < 0.25 core",
-                    f"{last['cores']:.3f} cores",
-                    _ok(last["cores"] < 0.25),
+                    f"N={int(last['n'])}: < 0.25 core{each}",
+                    f"{top_cores:.3f} cores",
+                    _ok(top_cores < 0.25),
                 ),
                 (
-                    f"N={int(last['n'])}: < 200 MB RSS",
-                    f"{last['hwm_mb']:.1f} MB",
-                    _ok(last["hwm_mb"] < 200),
+                    f"N={int(last['n'])}: < 200 MB RSS{each}",
+                    f"{top_hwm:.1f} MB",
+                    _ok(top_hwm < 200),
                 ),
                 (
                     f"N={int(last['n'])}: every rollout in step",
@@ -432,20 +378,93 @@ def report(rows: list[dict[str, float]]) -> None:
     )
 
 
+def replica_report(rows: list[dict[str, Any]]) -> None:
+    """Sharded runs: each replica's CPU, peak RSS and analysis, then the totals."""
+    for r in rows:
+        if "replicas" not in r:
+            continue
+        n, each = int(r["n"]), r["replicas"]
+        print()
+        led = f"every shard led {r['led_s']:.1f}s after spawn"
+        print(f"N={n} on {len(each)} sharded replicas ({led}):")
+        lines = [
+            (
+                x["identity"],
+                x["rollouts"],
+                x["cores"],
+                x["hwm_mb"],
+                int(x["evaluations"]),
+                x["evaluations"] / r["evaluations"] if r["evaluations"] else math.nan,
+                x["eval_median_s"],
+                x["eval_p95_s"],
+                int(x["metric_errors"]),
+            )
+            for x in each
+        ]
+        lines.append(
+            (
+                "total",
+                n,
+                r["cores"],
+                r["hwm_mb"],
+                int(r["evaluations"]),
+                1.0,
+                r["eval_median_s"],
+                r["eval_p95_s"],
+                int(r["metric_errors"]),
+            )
+        )
+        headers = (
+            "replica",
+            "rollouts when spread",
+            "cores",
+            "peak RSS MB",
+            "evaluations",
+            "share",
+            "eval median s",
+            "eval p95 s",
+            "metric errors",
+        )
+        print(table(headers, lines))
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="sizes 10,50; 30 s windows")
+    parser.add_argument(
+        "--quick", action="store_true", help="sizes 10,50 (unless --sizes); 30 s windows"
+    )
     parser.add_argument(
         "--sizes",
         type=lambda s: [int(x) for x in s.split(",")],
-        default=[10, 100, 500],
+        default=None,
         help="rollout counts (10,100,500)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K replicas of `ptc run --shards K` instead of one controller; per-replica\n"
+        "CPU, peak RSS and analysis, and totals (0: one controller, the default)",
+    )
+    parser.add_argument(
+        "--run-args",
+        default="",
+        metavar="FLAGS",
+        help="more `ptc run` flags for every controller, e.g.\n"
+        "'--lease-duration 30s --renew-deadline 20s' (none)",
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=None,
+        help="ramp timeout, s (default: --timeout, at least 0.3 s/rollout)",
     )
     parser.add_argument("--measure", type=float, default=60.0, help="window per size, s (60)")
     parser.add_argument(
@@ -457,10 +476,17 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the largest N")
     parser.add_argument("--profile-seconds", type=int, default=20)
     parser.add_argument("--workdir", help="keep the sandbox, configs and logs here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.shards < 0:
+        parser.error("--shards: 0 (one controller) or more")
     if args.quick:
-        args.sizes, args.measure = [10, 50], 30.0
-    return asyncio.run(run(args))
+        args.sizes, args.measure = args.sizes or [10, 50], 30.0
+    args.sizes = args.sizes or [10, 100, 500]
+    return args
+
+
+def main() -> int:
+    return asyncio.run(run(parse_args()))
 
 
 if __name__ == "__main__":
