@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from datetime import datetime, timedelta
+from typing import Any
 
 from controller.shell.kube import Conflict, LeaseInfo, NotFound
 from controller.shell.shards import ShardManager, ShardSettings
@@ -116,6 +117,25 @@ class Clock:
         return self.now
 
 
+def manager_for(api: FakeApi, clock: Clock, on_change: Any = lambda *_: None) -> ShardManager:
+    """Replica ptc-a over SHARDS shards: 15 s Leases, 10 s renew deadline, 20 ms between tries."""
+    return ShardManager(
+        api,  # type: ignore[arg-type]
+        ShardSettings(
+            namespace="ptc",
+            lease_name="ptc-leader",
+            shards=SHARDS,
+            identity="ptc-a",
+            lease_duration=timedelta(seconds=15),
+            renew_deadline=timedelta(seconds=10),
+            retry_period=timedelta(milliseconds=20),  # real time between attempts
+        ),
+        on_change=on_change,
+        before_handoff=lambda shard: asyncio.sleep(0),
+        clock=clock,
+    )
+
+
 async def until(predicate: object, what: str, timeout: float = 5.0) -> None:
     assert callable(predicate)
     async with asyncio.timeout(timeout):
@@ -128,20 +148,8 @@ async def until(predicate: object, what: str, timeout: float = 5.0) -> None:
 async def test_a_paused_replica_stops_leading_every_shard_before_any_call() -> None:
     api, clock = FakeApi(), Clock()
     changes: list[tuple[int, bool]] = []
-    manager = ShardManager(
-        api,  # type: ignore[arg-type]
-        ShardSettings(
-            namespace="ptc",
-            lease_name="ptc-leader",
-            shards=SHARDS,
-            identity="ptc-a",
-            lease_duration=timedelta(seconds=15),
-            renew_deadline=timedelta(seconds=10),
-            retry_period=timedelta(milliseconds=20),  # real time between attempts
-        ),
-        on_change=lambda shard, leading, _holder: changes.append((shard, leading)),
-        before_handoff=lambda shard: asyncio.sleep(0),
-        clock=clock,
+    manager = manager_for(
+        api, clock, lambda shard, leading, _holder: changes.append((shard, leading))
     )
     task = asyncio.create_task(manager.run())
     try:
@@ -164,21 +172,7 @@ async def test_the_shard_of_a_silent_holder_is_taken_after_the_lease_duration() 
     # ptc-b held shard 1 and went silent: its Lease and heartbeat stop changing.
     api._put("ptc-leader-shard-1", "ptc-b", 15, None, None, 0)
     api.maps["ptc-leader-members"] = ({"ptc-b": "t0"}, "0")
-    manager = ShardManager(
-        api,  # type: ignore[arg-type]
-        ShardSettings(
-            namespace="ptc",
-            lease_name="ptc-leader",
-            shards=SHARDS,
-            identity="ptc-a",
-            lease_duration=timedelta(seconds=15),
-            renew_deadline=timedelta(seconds=10),
-            retry_period=timedelta(milliseconds=20),
-        ),
-        on_change=lambda *_: None,
-        before_handoff=lambda shard: asyncio.sleep(0),
-        clock=clock,
-    )
+    manager = manager_for(api, clock)
     task = asyncio.create_task(manager.run())
     try:
         # b still counts as live: a takes its fair share of the free shards and no more
@@ -208,19 +202,7 @@ async def test_a_crashed_shard_election_is_replaced_and_the_shard_led_again() ->
     # An elector that raises (a bug, an unexpected answer) must not leave its shard unled by
     # this replica for the life of the process: it is logged and a fresh elector stands by.
     api, clock = FakeApi(), Clock()
-    manager = ShardManager(
-        api,  # type: ignore[arg-type]
-        ShardSettings(
-            namespace="ptc",
-            lease_name="ptc-leader",
-            shards=SHARDS,
-            identity="ptc-a",
-            retry_period=timedelta(milliseconds=20),
-        ),
-        on_change=lambda *_: None,
-        before_handoff=lambda shard: asyncio.sleep(0),
-        clock=clock,
-    )
+    manager = manager_for(api, clock)
     crashing = manager.electors[1]
 
     async def crash() -> None:
