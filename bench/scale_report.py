@@ -38,9 +38,12 @@ class QueryPlan:
     unshared_per_rollout: int  # queries of sources that cannot be shared, per rollout
     compiled_per_rollout: int  # one rollout's compiled queries per evaluation, if not shared
 
-    def per_tick(self, n: int) -> int:
-        """Queries per interval for N rollouts of the fleet's template (one namespace)."""
-        return self.shared + self.unshared_per_rollout * n
+    def per_tick(self, n: int, replicas: int = 1) -> int:
+        """Queries per interval for N rollouts of the fleet's template (one namespace).
+
+        Sharded, each replica asks the shared queries for the rollouts of the shards it leads.
+        """
+        return self.shared * replicas + self.unshared_per_rollout * n
 
     def describe(self) -> str:
         own = (
@@ -185,8 +188,7 @@ def targets(rows: list[dict[str, Any]], plan: QueryPlan) -> list[tuple[str, str,
     ]
     exponent = loglog_exponent([r["n"] for r in rows], [r["q_per_interval"] for r in rows])
     expected = ", ".join(
-        f"{r['q_per_interval']:.1f} at {int(r['n'])} (plan {plan.per_tick(int(r['n']))})"
-        for r in rows
+        f"{r['q_per_interval']:.1f} at {int(r['n'])} (plan {_planned(plan, r)})" for r in rows
     )
     out = [
         (f"N={n}: < {MAX_CORES:g} core{each}", f"{top_cores:.3f} cores", top_cores < MAX_CORES),
@@ -204,7 +206,7 @@ def targets(rows: list[dict[str, Any]], plan: QueryPlan) -> list[tuple[str, str,
         (
             "queries/interval as planned (shared per template and namespace)",
             expected,
-            all(r["q_per_interval"] <= plan.per_tick(int(r["n"])) * 1.1 for r in rows),
+            all(r["q_per_interval"] <= _planned(plan, r) * 1.1 for r in rows),
         ),
     ]
     if len(rows) >= 2:
@@ -219,6 +221,10 @@ def targets(rows: list[dict[str, Any]], plan: QueryPlan) -> list[tuple[str, str,
             )
         )
     return out
+
+
+def _planned(plan: QueryPlan, row: dict[str, Any]) -> int:
+    return plan.per_tick(int(row["n"]), len(row.get("replicas") or [row]))
 
 
 def replica_report(rows: list[dict[str, Any]]) -> None:

@@ -93,6 +93,7 @@ def test_the_fleet_shares_four_queries_per_tick_where_each_rollout_had_seven(
     plan = fleet_plan(tmp_path)
     assert plan == QueryPlan(shared=4, unshared_per_rollout=0, compiled_per_rollout=7)
     assert plan.per_tick(10) == plan.per_tick(2000) == 4
+    assert plan.per_tick(2000, replicas=4) == 16  # each replica asks for its own shards
 
 
 def test_a_raw_query_metric_is_planned_per_rollout(tmp_path: Path) -> None:
@@ -143,3 +144,13 @@ def test_targets_missed(rows: list[dict[str, object]], missed: set[str]) -> None
     failed = {name for name, _, met in found if not met}
     assert {key for key in missed if any(key in name for name in failed)} == missed
     assert len(failed) == len(missed)
+
+
+def test_a_sharded_run_plans_the_shared_queries_once_per_replica() -> None:
+    row = _row(1000, 15.8) | {"replicas": [{"cores": 0.2, "hwm_mb": 150.0}] * 4}
+    found = {name: (measured, met) for name, measured, met in targets([row], PLAN)}
+    assert found["queries/interval as planned (shared per template and namespace)"] == (
+        "15.8 at 1000 (plan 16)",
+        True,
+    )
+    assert "N=1000: < 0.25 core per replica (max)" in found
