@@ -24,7 +24,11 @@ queries it during the window), the Prometheus server's own CPU and the bench pro
 sandbox: API server, simulated pods, traffic) from /proc, evaluations per interval per rollout
 and their latency (median, p95) from the controller's "analysis evaluated" log lines. Then it
 fits how each grows with N (least squares slope, and the log-log exponent). --profile records
-py-spy flame graphs (SVG and collapsed stacks) of the largest N after its measurement window.
+py-spy flame graphs (SVG and collapsed stacks) of the largest N after its measurement window
+(py-spy stops the process it samples: do not sample the bench process during a timed run).
+Once the fleet is ready, the bench process freezes it out of its garbage collector
+(bench/gcpause.py; --no-gc-freeze not), and prints its full collections: at 2000 Services each
+stopped the sandbox for seconds, long enough for every controller's Lease renewal to time out.
 
 --shards K runs K replicas of `ptc run --shards K` (distinct identities, the same config and
 sandbox) instead of one controller (bench/scale_controllers.py). It waits until every shard's
@@ -75,6 +79,7 @@ from bench.common import (
     top_frames,
     wait_fleet_ready,
 )
+from bench.gcpause import GcPauses, freeze
 from bench.scale_controllers import analysis_health, read_analysis, readyz_lag, start_controllers
 from bench.scale_report import fleet_plan, report
 
@@ -268,7 +273,15 @@ async def run(args: argparse.Namespace) -> int:
                 except TimeoutError as exc:
                     print(f"N={n}: {exc}; stopping here")
                     break
-                row = await measure_size(args, sandbox, session, work, members, t0)
+                if not args.no_gc_freeze:
+                    print(f"N={n}: sandbox gc.freeze(): {freeze()} objects", flush=True)
+                pauses = GcPauses()
+                pauses.start()
+                try:
+                    row = await measure_size(args, sandbox, session, work, members, t0)
+                finally:
+                    pauses.stop()
+                print(f"N={n}: sandbox process from spawn to the end: {pauses.summary()}")
                 rows.append(row)
                 print(
                     f"N={n}: fleet {row['setup_s']:.0f}s, ready {row['ready_s']:.2f}s, "
@@ -329,6 +342,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="per phase, s (300; at least 0.3 s/rollout)"
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="leave the fleet in the sandbox's garbage collector (bench/gcpause.py)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the largest N")
     parser.add_argument("--profile-seconds", type=int, default=20)
