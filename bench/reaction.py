@@ -49,10 +49,10 @@ from bench.common import (
     parse_time,
     percentile,
     prometheus_value,
-    state_of,
     table,
     write_config,
 )
+from bench.fleet import state_of
 from controller.core.analysis.templates import QueryContext
 from controller.core.config.model import Config, Side
 from controller.sandbox.rollouts import bad_gateway_ratio, zai_proxy_rollout

@@ -67,18 +67,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PROFILES,
-    FleetMember,
     LoadSampler,
     bench_sandbox,
     cpu_seconds,
-    create_fleet,
     machine,
     profile,
     prometheus_query_total,
-    state_of,
     top_frames,
-    wait_fleet_ready,
 )
+from bench.fleet import FleetMember, create_fleet, state_of, wait_fleet_ready
 from bench.gcpause import GcPauses, freeze
 from bench.scale_controllers import analysis_health, read_analysis, readyz_lag, start_controllers
 from bench.scale_report import fleet_plan, report

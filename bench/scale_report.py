@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import fleet_names, linear_fit, loglog_exponent, table
+from bench.common import (
+    linear_fit,
+    loglog_exponent,
+    table,
+)
+from bench.fleet import fleet_names
 from bench.scale_controllers import fleet_config
 from controller.core.analysis.grouping import grouped_for, shareable
 from controller.core.analysis.templates import QueryContext

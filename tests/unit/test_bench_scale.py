@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import fleet_names
+from bench.fleet import fleet_names
 from bench.scale import parse_args
 from bench.scale_controllers import analysis_health, fleet_config, read_analysis, spread_evenly
 from bench.scale_report import QueryPlan, fleet_plan, query_plan, targets
