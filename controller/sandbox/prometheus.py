@@ -86,10 +86,9 @@ def write_atomic(path: Path, text: str) -> None:
 class FileSDTargets:
     """Keeps a file_sd JSON file in step with the running pods of a runtime.
 
-    Each pod's entry is serialised once, when it starts, and the file is rewritten from those
-    pieces on every change: rebuilding every entry from every pod on each start or stop made
-    a fleet's ramp cost O(pods) per pod - a third of the scale bench's sandbox CPU at 2000
-    pods (`bench/results/sandbox_cost.txt`). The file's content is the same either way.
+    Each pod's entry is serialised once, when it starts; the file is rewritten from those
+    pieces on every change (rebuilding every entry each time was O(pods) per pod event: a
+    third of the sandbox's CPU in the scale bench's ramp, `bench/results/sandbox_cost.txt`).
     """
 
     def __init__(self, path: Path, runtime: SimulatedPodRuntime | None = None) -> None:
@@ -115,8 +114,7 @@ class FileSDTargets:
         if self._runtime is None:
             return
         key = (event.pod.namespace, event.pod.name)
-        # Events come in order (a restarted process is "stopped" then "started").
-        if event.kind == "started":
+        if event.kind == "started":  # a restarted process: "stopped", then "started"
             self._entries[key] = _entry(event.pod)
         else:
             self._entries.pop(key, None)
