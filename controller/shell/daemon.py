@@ -29,7 +29,6 @@ from controller.shell.gate import PriorityGate
 from controller.shell.kube import Kube, ObjectRef
 from controller.shell.leader import LeaderElector, LeaderSettings
 from controller.shell.metrics import Metrics
-from controller.shell.observe import Caches
 from controller.shell.providers.direct import DirectProvider, PodTarget
 from controller.shell.providers.prometheus import PrometheusProvider
 from controller.shell.providers.provider import Provider
@@ -38,6 +37,7 @@ from controller.shell.reconciler import RolloutReconciler
 from controller.shell.server import Server
 from controller.shell.shard_owner import ShardOwnership
 from controller.shell.shards import ShardManager, ShardSettings
+from controller.shell.snapshot import Caches
 from controller.tasks import cancel_and_wait
 
 log = structlog.get_logger("ptc.daemon")

@@ -323,13 +323,13 @@ class LeaderElector:
                     # an earlier write of ours may have landed after all: release that one
                     current = await self._api.get_lease(self.settings.namespace, self.settings.name)
                     if current.holder != self.identity:
-                        self._observe(current)
+                        self._remember(current)
                         return False
                     released = await self._write_released(current)
         except (KubeError, TimeoutError) as e:
             self._log.warning("leadership release failed", error=str(e) or type(e).__name__)
             return False
-        self._observe(released)
+        self._remember(released)
         self._log.info("leadership released", holder=None, transitions=released.transitions)
         self._publish()
         return True
@@ -399,7 +399,7 @@ class LeaderElector:
             )
             self._won(created, start)
             return
-        self._observe(current)
+        self._remember(current)
         if current.holder != self.identity:
             if self._leading:
                 self._step_down(f"lease now held by {current.holder or 'nobody'}")
@@ -444,7 +444,7 @@ class LeaderElector:
 
     def _won(self, lease: LeaseInfo, start: float) -> None:
         """Our write (sent at ``start``) landed: leader until ``start + renew_deadline``."""
-        self._observe(lease)
+        self._remember(lease)
         if self._stopping:
             return
         self._deadline = start + self._renew_deadline
@@ -453,7 +453,7 @@ class LeaderElector:
             self._step_down("renew deadline passed")
         self._publish()
 
-    def _observe(self, lease: LeaseInfo) -> None:
+    def _remember(self, lease: LeaseInfo) -> None:
         """Remember the record; a new version restarts its expiry on our clock."""
         if self._record is None or lease.resource_version != self._record.resource_version:
             self._observed_at = self._clock()

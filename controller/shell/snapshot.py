@@ -114,7 +114,7 @@ def preflight_pods(spec: Rollout, caches: Caches, shared: Mapping[str, str]) -> 
     return [found[name] for name in sorted(found)]
 
 
-def observe(
+def read_observed(
     spec: Rollout,
     caches: Caches,
     svc: ServiceInfo,
