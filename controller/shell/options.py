@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from controller.core.config.model import Rollout
-from controller.shell.leader import LeaderSettings
+from controller.shell.lease import LeaderSettings
 from controller.shell.shards import ShardSettings
 
 
