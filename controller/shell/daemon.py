@@ -27,10 +27,11 @@ from controller.shell.kube import Kube, ObjectRef
 from controller.shell.leader import LeaderElector
 from controller.shell.metrics import Metrics
 from controller.shell.options import DaemonOptions
-from controller.shell.providers.direct import DirectProvider, PodTarget
+from controller.shell.providers.direct import DirectProvider
 from controller.shell.providers.prometheus import PrometheusProvider
 from controller.shell.providers.provider import Provider
 from controller.shell.providers.routing import RoutingProvider
+from controller.shell.providers.scrape import PodTarget
 from controller.shell.reconciler import RolloutReconciler
 from controller.shell.reload import ConfigReloader
 from controller.shell.server import Server

@@ -15,7 +15,7 @@ from controller.core.analysis.share import ShareReading
 from controller.core.config.model import Rollout, Side
 from controller.core.rollout import DeploymentView, Endpoints, Observed, PreflightResult
 from controller.shell.kube import DeploymentInfo, EndpointSliceInfo, Informer, PodInfo, ServiceInfo
-from controller.shell.providers.direct import PodTarget
+from controller.shell.providers.scrape import PodTarget
 
 POD_BY_DEPLOYMENT = "deployment"
 POD_BY_LABEL = "label"
