@@ -442,7 +442,7 @@ async def test_report_reads_the_full_history_from_the_history_configmap(
     )
     state = replace(base, history=(*early, *base.history))
     api_server.create(_annotated_service(encode_state(state)))
-    data = {"target": state.target, "history": history.encode(state.history)}
+    data = {"target": state.revision, "history": history.encode(state.history)}
     api_server.create(
         {
             "apiVersion": "v1",
@@ -456,7 +456,7 @@ async def test_report_reads_the_full_history_from_the_history_configmap(
         loaded, _ = await load_state(kube, "default", "web", "web")
         assert loaded.history == state.history  # all of them, readings included
         # A ConfigMap of another rollout target is not this rollout's history.
-        other = replace(state, target="another")
+        other = replace(state, identity=replace(state.identity, revision="another"))
         api_server.patch(
             "services",
             "web",

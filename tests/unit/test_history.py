@@ -12,12 +12,12 @@ from controller.core.state import (
     DecisionRecord,
     MetricRecord,
     Phase,
-    RolloutState,
     StateError,
     compact,
 )
 from controller.shell import history
 from controller.shell.kube import Conflict, NotFound, Unavailable
+from tests.unit.states import state as make_state
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NAME = history.configmap_name("zai-proxy")
@@ -154,7 +154,7 @@ async def test_decisions_a_killed_leader_left_out_are_filled_in_from_the_state()
 def test_merge_knows_a_record_whose_long_texts_the_annotation_cut() -> None:
     """The annotation cuts a long `by` (an alert's): its copy is still the same decision."""
     full = replace(record(1, metrics=1), by="alert:" + "x" * 400)
-    annotated = compact(RolloutState(Phase.HOLDING, "t", history=(full,))).history[0]
+    annotated = compact(make_state(Phase.HOLDING, history=(full,))).history[0]
     assert annotated.by != full.by
     assert history.merge([full], [annotated]) == (full,)
 

@@ -32,7 +32,7 @@ from controller.core.rollout.types import (
     Event,
     PatchService,
 )
-from controller.core.state import Phase
+from controller.core.state import Bake, End, Hold, Holding, HoldKind, Pause, Phase, Retention
 
 # How much older than its analysis interval a pass may be and still advance a step: the verdict
 # is stamped with its evaluation's start, so a just-delivered one is already as old as the
@@ -46,7 +46,7 @@ def _analysis_failed(ctx: Ctx) -> Decision | None:
     Only a verdict from this attempt counts: after a rollback and `retry`, the last verdict of
     the failed attempt must not roll the new one back before it has been judged at all.
     """
-    started = ctx.state.started_at
+    started = ctx.state.progress.started_at
     if (
         ctx.verdict is Verdict.FAIL
         and ctx.verdicts is not None
@@ -86,29 +86,29 @@ def _shift(ctx: Ctx, target: Split, weight: float, what: str) -> Decision | None
         return ctx.wait(f"{what}: {move.reason}")
     if move.role is DeploymentRole.CANARY and move.replicas > counts.canary_spec:
         closed = _capacity_gate(ctx, weight)
-        if closed is not None and ctx.state.promoted_step != ctx.state.step:
-            return _hold(ctx, f"capacity gate: {closed.reason}", closed.verdict, "capacity")
-    if ctx.state.holding_since is not None:
+        if closed is not None and ctx.state.progress.promoted_step != ctx.state.step:
+            return _hold(ctx, f"capacity gate: {closed.reason}", closed.verdict, HoldKind.CAPACITY)
+    if ctx.state.holding is not None:
         return _release(ctx, what)
     return ctx.scale(move, f"{what} ({target.canary} canary / {target.stable} stable)")
 
 
-def _hold(ctx: Ctx, reason: str, verdict: Verdict, kind: str = "analysis") -> Decision:
+def _hold(ctx: Ctx, reason: str, verdict: Verdict, kind: HoldKind = HoldKind.ANALYSIS) -> Decision:
     """Held past the plan: enter holding, or apply the maxHold policy once it is exceeded.
 
     The hold is recorded when it starts and when what it waits on (`kind`) changes, so the
     state says why; a reason whose numbers merely change is not rewritten each evaluation.
     """
     analysis = ctx.spec.step_analysis(ctx.state.step)
-    if ctx.state.holding_since is None or ctx.state.hold_kind != kind:
+    holding = ctx.state.holding
+    if holding is None or holding.kind != kind:
         return ctx.transition(
             Phase.HOLDING if ctx.state.phase is Phase.PROGRESSING else ctx.state.phase,
             DecisionKind.HOLD,
             reason,
-            holding_since=ctx.state.holding_since or ctx.now,
-            hold_kind=kind,
+            holding=Holding(holding.since if holding is not None else ctx.now, kind),
         )
-    held = ctx.now - ctx.state.holding_since
+    held = ctx.now - holding.since
     policy = analysis.on_error if verdict is Verdict.ERROR else analysis.on_inconclusive
     if held >= analysis.max_hold and policy is not Policy.HOLD:
         why = f"held {held.total_seconds():.0f}s > maxHold: {reason}"
@@ -118,21 +118,22 @@ def _hold(ctx: Ctx, reason: str, verdict: Verdict, kind: str = "analysis") -> De
             Phase.PAUSED,
             DecisionKind.PAUSED_AT_MAX_HOLD,
             why + " — resume or promote to go on, abort to roll back",
-            paused_from=ctx.state.phase,
+            pause=Pause(ctx.state.phase),
         )
-    until = ctx.state.holding_since + analysis.max_hold if policy is not Policy.HOLD else None
+    until = holding.since + analysis.max_hold if policy is not Policy.HOLD else None
     return ctx.wait(reason, until)
 
 
 def _release(ctx: Ctx, what: str) -> Decision:
     """Leave a hold: recorded before the move it allows."""
-    held = (ctx.now - ctx.state.holding_since).total_seconds() if ctx.state.holding_since else 0
+    holding = ctx.state.holding
+    held = (ctx.now - holding.since).total_seconds() if holding is not None else 0
     phase = Phase.PROGRESSING if ctx.state.phase is Phase.HOLDING else ctx.state.phase
     return ctx.transition(
         phase,
         DecisionKind.HOLD_RELEASED,
         f"{what}: hold released after {held:.0f}s",
-        holding_since=None,
+        holding=None,
     )
 
 
@@ -203,7 +204,7 @@ def _traffic_share(ctx: Ctx, end: datetime) -> Decision | None:
             )
         return None
     check = check_share(
-        ctx.state.weight,
+        ctx.state.progress.weight,
         ctx.observed.share,
         analysis.traffic_share.tolerance,
         analysis.min_requests,
@@ -211,7 +212,10 @@ def _traffic_share(ctx: Ctx, end: datetime) -> Decision | None:
     if not check.off:
         return None
     return _hold(
-        ctx, f"step {ctx.state.step + 1}: {check.reason}", Verdict.INCONCLUSIVE, "traffic-share"
+        ctx,
+        f"step {ctx.state.step + 1}: {check.reason}",
+        Verdict.INCONCLUSIVE,
+        HoldKind.TRAFFIC_SHARE,
     )
 
 
@@ -220,20 +224,19 @@ def progressing(ctx: Ctx) -> Decision:
     if failed is not None:
         return failed
     st = ctx.state
-    if ctx.observed.selector is not None and dict(ctx.observed.selector) != dict(
-        st.shared_selector
-    ):
+    shared = dict(st.progress.shared_selector)
+    if ctx.observed.selector is not None and dict(ctx.observed.selector) != shared:
         return ctx.transition(
             st.phase,
             DecisionKind.SELECT_SHARED,
-            f"Service selector set to the shared selector {dict(st.shared_selector)}",
-            action=PatchService(dict(st.shared_selector)),
+            f"Service selector set to the shared selector {shared}",
+            action=PatchService(shared),
         )
     step = ctx.spec.steps[min(st.step, len(ctx.spec.steps) - 1)]
     shortfall = surge_shortfall(ctx.spec, ctx.limits)
-    if shortfall is not None and st.step == 0 and st.step_reached_at is None:
+    if shortfall is not None and st.step == 0 and st.hold is None:
         # Found before any traffic moved: a rollout that could never flip does not start.
-        return ctx.transition(Phase.FAILED, DecisionKind.FAILED, shortfall, finished_at=ctx.now)
+        return ctx.transition(Phase.FAILED, DecisionKind.FAILED, shortfall, end=End(ctx.now))
     target = _step_target(ctx, st.step)
     if target is None:
         return ctx.transition(
@@ -241,9 +244,9 @@ def progressing(ctx: Ctx) -> Decision:
             DecisionKind.FAILED,
             f"step {st.step + 1}: no split of {ctx.limits.total} replicas reaches "
             f"{step.weight:g}%; raise maxSurge",
-            finished_at=ctx.now,
+            end=End(ctx.now),
         )
-    if st.step_reached_at is None:
+    if st.hold is None:
         shifted = _shift(ctx, target, target.weight, f"step {st.step + 1} to {step.weight:g}%")
         if shifted is not None:
             return shifted
@@ -252,17 +255,16 @@ def progressing(ctx: Ctx) -> Decision:
             DecisionKind.STEP_REACHED,
             f"step {st.step + 1}/{len(ctx.spec.steps)}: {target.canary} canary / "
             f"{target.stable} stable ({target.weight:.1f}%), holding {dur(step.hold)}",
-            step_reached_at=ctx.now,
-            holding_since=None,
+            hold=Hold(ctx.now, ctx.now + step.hold),
+            holding=None,
             weight=round(target.weight, 2),
-            hold_until=ctx.now + step.hold,
         )
     # Reached: keep the split true (someone may scale by hand), then hold and judge.
     drift = _shift(ctx, target, target.weight, f"restore step {st.step + 1}")
     if drift is not None:
         return drift
-    promoted = st.promoted_step == st.step
-    hold_end = st.step_reached_at + step.hold
+    promoted = st.progress.promoted_step == st.step
+    hold_end = st.hold.reached_at + step.hold
     if ctx.now < hold_end and not promoted:
         return ctx.wait(f"step {st.step + 1}: holding until {hold_end.isoformat()}", hold_end)
     if not promoted:
@@ -279,7 +281,7 @@ def progressing(ctx: Ctx) -> Decision:
                 Phase.PAUSED,
                 DecisionKind.MANUAL_GATE,
                 f"step {st.step + 1} passed; waiting at its manual gate: promote to go on",
-                paused_from=Phase.PROGRESSING,
+                pause=Pause(Phase.PROGRESSING),
             )
     return _advance(ctx)
 
@@ -293,18 +295,15 @@ def _advance(ctx: Ctx) -> Decision:
             DecisionKind.ADVANCE,
             f"step {st.step + 1} done; next: step {nxt + 1} at {ctx.spec.steps[nxt].weight:g}%",
             step=nxt,
-            step_reached_at=None,
-            holding_since=None,
-            hold_until=None,
+            hold=None,
+            holding=None,
         )
     return ctx.transition(
         Phase.FLIPPING,
         DecisionKind.FLIP,
         f"all {len(ctx.spec.steps)} steps done; scaling canary to full size for the flip",
         step=len(ctx.spec.steps),
-        step_reached_at=None,
-        holding_since=None,
-        hold_until=None,
+        holding=None,
     )
 
 
@@ -322,15 +321,14 @@ def flipping(ctx: Ctx) -> Decision:
     shifted = _shift(ctx, target, 100.0, "flip")
     if shifted is not None:
         return shifted
-    pinned = pinned_selector(ctx.state.shared_selector, ctx.spec, ctx.spec.canary.version)
+    pinned = pinned_selector(ctx.state.progress.shared_selector, ctx.spec, ctx.spec.canary.version)
     return ctx.transition(
         Phase.BAKING,
         DecisionKind.FLIPPED,
         f"Service selector pinned to {pinned}; baking {dur(ctx.spec.flip.bake)} with "
         f"{target.stable} stable pod(s) warm",
         action=PatchService(pinned),
-        flipped_at=ctx.now,
-        bake_started_at=None,
+        bake=Bake(flipped_at=ctx.now),
     )
 
 
@@ -342,7 +340,7 @@ def baking(ctx: Ctx) -> Decision:
     if failed is not None:
         return failed
     st = ctx.state
-    pinned = pinned_selector(st.shared_selector, ctx.spec, ctx.spec.canary.version)
+    pinned = pinned_selector(st.progress.shared_selector, ctx.spec, ctx.spec.canary.version)
     if ctx.observed.selector is not None and dict(ctx.observed.selector) != pinned:
         return ctx.transition(
             st.phase,
@@ -350,7 +348,8 @@ def baking(ctx: Ctx) -> Decision:
             f"Service selector re-pinned to {pinned}",
             action=PatchService(pinned),
         )
-    if st.bake_started_at is None:
+    bake = st.bake or Bake()
+    if bake.started_at is None:
         if ctx.observed.endpoints.stable > 0 or ctx.observed.endpoints.canary == 0:
             return ctx.wait("waiting until the Service's endpoints list only canary pods")
         return ctx.transition(
@@ -358,12 +357,11 @@ def baking(ctx: Ctx) -> Decision:
             DecisionKind.BAKE_STARTED,
             f"endpoints list only canary pods; baking until "
             f"{(ctx.now + ctx.spec.flip.bake).isoformat()}",
-            bake_started_at=ctx.now,
+            bake=Bake(bake.flipped_at, ctx.now, ctx.now + ctx.spec.flip.bake),
             weight=100.0,
-            hold_until=ctx.now + ctx.spec.flip.bake,
         )
-    bake_end = st.bake_started_at + ctx.spec.flip.bake
-    promoted = st.promoted_step == st.step
+    bake_end = bake.started_at + ctx.spec.flip.bake
+    promoted = st.progress.promoted_step == st.step
     if ctx.now < bake_end and not promoted:
         return ctx.wait(f"baking until {bake_end.isoformat()}", bake_end)
     if not promoted:
@@ -375,15 +373,13 @@ def baking(ctx: Ctx) -> Decision:
         DecisionKind.BAKE_PASSED,
         f"bake passed; scaling stable {ctx.spec.stable.deployment} to 0 and keeping it "
         f"{dur(ctx.spec.retention.scale_down_delay)}",
-        holding_since=None,
-        hold_until=None,
     )
 
 
 def scaling_down(ctx: Ctx) -> Decision:
     st = ctx.state
     stable = ctx.observed.stable
-    if st.scaled_down_at is None:
+    if st.retention is None:
         if stable.exists and stable.spec_replicas > 0:
             return ctx.scale(Move(DeploymentRole.STABLE, 0), "bake passed, retention starts")
         return ctx.transition(
@@ -391,11 +387,13 @@ def scaling_down(ctx: Ctx) -> Decision:
             DecisionKind.RETENTION_STARTED,
             f"stable at 0; kept until "
             f"{(ctx.now + ctx.spec.retention.scale_down_delay).isoformat()} for instant rollback",
-            scaled_down_at=ctx.now,
-            hold_until=ctx.now + ctx.spec.retention.scale_down_delay,
-            stable_uid=(stable.uid or None) if stable.exists else None,
+            retention=Retention(
+                ctx.now,
+                ctx.now + ctx.spec.retention.scale_down_delay,
+                stable_uid=(stable.uid or None) if stable.exists else None,
+            ),
         )
-    end = st.scaled_down_at + ctx.spec.retention.scale_down_delay
+    end = st.retention.scaled_down_at + ctx.spec.retention.scale_down_delay
     if ctx.now < end:
         return ctx.wait(f"retention: stable kept at 0 until {end.isoformat()}", end)
     if ctx.spec.retention.delete_stable and stable.exists:
@@ -405,7 +403,7 @@ def scaling_down(ctx: Ctx) -> Decision:
         DecisionKind.COMPLETED,
         f"rollout complete: {ctx.spec.canary.deployment} ({ctx.spec.canary.version}) serves all "
         "traffic",
-        finished_at=ctx.now,
+        end=End(ctx.now),
     )
 
 
@@ -418,15 +416,16 @@ def _delete_stable(ctx: Ctx) -> Decision:
     """
     st, name = ctx.state, ctx.spec.stable.deployment
     seen = ctx.observed.stable.uid
-    kept = st.stable_uid or seen
-    if st.stable_uid and seen and seen != st.stable_uid:
+    recorded = st.retention.stable_uid if st.retention is not None else None
+    kept = recorded or seen
+    if recorded and seen and seen != recorded:
         return ctx.transition(
             Phase.COMPLETED,
             DecisionKind.COMPLETED_STABLE_KEPT,
             f"rollout complete; stable Deployment {name} NOT deleted: it was replaced since "
-            f"retention started (uid {st.stable_uid} then, {seen} now), so it is not the one "
+            f"retention started (uid {recorded} then, {seen} now), so it is not the one "
             "ptc kept; delete it by hand if it is not wanted",
-            finished_at=ctx.now,
+            end=End(ctx.now),
         )
     reason = f"retention over: deleting stable Deployment {name}" + (
         f" (uid {kept})" if kept else ""
@@ -442,7 +441,8 @@ def _delete_stable(ctx: Ctx) -> Decision:
 
 def paused(ctx: Ctx) -> Decision:
     # Paused means "do not progress", not "ignore a failing canary".
-    if ctx.state.paused_from in ACTIVE_TRAFFIC_PHASES:
+    pause = ctx.state.pause
+    if pause is not None and pause.from_phase in ACTIVE_TRAFFIC_PHASES:
         failed = _analysis_failed(ctx)
         if failed is not None:
             return failed

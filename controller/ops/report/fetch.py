@@ -120,14 +120,15 @@ async def load_state(
         state = decode_state(raw)
     except StateError as exc:
         raise ReportError(f"Service {namespace}/{svc.name}: {exc}") from None
-    if state.rollout and state.rollout != rollout:
+    written_for = state.identity.rollout
+    if written_for and written_for != rollout:
         raise BadReportRequest(
-            f"Service {namespace}/{svc.name} carries the state of rollout {state.rollout!r}, "
+            f"Service {namespace}/{svc.name} carries the state of rollout {written_for!r}, "
             f"not {rollout!r}"
         )
     # The annotation keeps the last few decisions; the history ConfigMap has the rest.
     try:
-        recorded = await history.read(kube, namespace, svc.name, state.target)
+        recorded = await history.read(kube, namespace, svc.name, state.revision)
     except (KubeError, StateError) as exc:
         log.warning("decision history unreadable; the report shows the state's", error=str(exc))
         recorded = ()

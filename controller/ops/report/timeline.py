@@ -10,7 +10,9 @@ after the last record it is the state's current phase.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -227,13 +229,14 @@ def config_threshold(metric: Metric) -> Threshold:
 def time_span(state: RolloutState, now: datetime | None = None) -> tuple[datetime, datetime]:
     """The period a report covers: first record (or start) to finish (or `now` while running)."""
     times = [r.at for r in state.history]
-    for t in (state.started_at, state.finished_at):
+    finished = state.end.finished_at if state.end is not None else None
+    for t in (state.progress.started_at, finished):
         if t is not None:
             times.append(t)
     if not state.phase.terminal and now is not None:
         times.append(now)
     if not times:
-        reference = now or state.phase_since
+        reference = now or state.progress.phase_since
         if reference is None:
             raise ValueError("the state has no history and no timestamps to place it in time")
         times.append(reference)
@@ -427,6 +430,31 @@ def _with_end(points: list[Point], end: datetime) -> tuple[Point, ...]:
     return tuple(points)
 
 
+def config_note(state: RolloutState, rollout: Rollout) -> str | None:
+    """What the report says of the config given against the one the rollout started under.
+
+    A hash from a state v1 may be of an older canonical form of the config (ptc before
+    state v2 hashed compact JSON, and a config model with fewer fields): a mismatch there is
+    "unknown", not "differs". A match in either form is a match.
+    """
+    recorded = state.identity.spec_hash
+    if not recorded:
+        return None  # from before the hash was recorded: nothing either way
+    dump = rollout.model_dump(mode="json", by_alias=True)
+    compact = json.dumps(dump, sort_keys=True, separators=(",", ":"))
+    if recorded in (rollout.spec_hash(), hashlib.sha256(compact.encode()).hexdigest()[:16]):
+        return None
+    if state.identity.legacy_spec_hash:
+        return (
+            "whether the config given is the one this rollout started under is unknown "
+            "(written by an older ptc, which hashed the config differently)"
+        )
+    return (
+        "the config given differs from the one this rollout started under: its steps and "
+        "thresholds may not be those the rollout was judged by"
+    )
+
+
 def build_timeline(
     state: RolloutState,
     series: ReportSeries | None = None,
@@ -452,12 +480,10 @@ def build_timeline(
         )
     if not history:
         notes.append("no decisions recorded yet")
-    if rollout is not None and state.spec_hash and rollout.spec_hash() != state.spec_hash:
-        notes.append(
-            "the config given differs from the one this rollout started under: its steps and "
-            "thresholds may not be those the rollout was judged by"
-        )
-    weights = step_weights(rollout, state.replicas) if rollout is not None else None
+    note = config_note(state, rollout) if rollout is not None else None
+    if note is not None:
+        notes.append(note)
+    weights = step_weights(rollout, state.progress.replicas) if rollout is not None else None
     desired, at_record = _desired_weights(history, weights, truncated)
 
     markers: list[Marker] = []
@@ -482,7 +508,7 @@ def build_timeline(
     )
 
     return Timeline(
-        rollout=state.rollout or (rollout.name if rollout else ""),
+        rollout=state.identity.rollout or (rollout.name if rollout else ""),
         namespace=namespace or (rollout.namespace if rollout else ""),
         phase=state.phase.value,
         attempt=state.attempt,
