@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from controller.core.analysis.evaluate import Sample, Verdict
 from controller.core.analysis.share import ShareReading, check_share
 from controller.core.rollout import Wait
-from controller.core.state import HoldKind, Phase, decode_record, record_json
+from controller.core.state import Holding, HoldKind, Phase, decode_record, record_json
 from controller.core.status import status_document
 from controller.ops.status_view import render_text
 from controller.shell.metrics import Metrics
@@ -316,3 +316,20 @@ def test_metrics_gauge_follows_the_reading_and_goes_away_without_one() -> None:
     assert 'ptc_rollout_weight_observed_percent{namespace="devpod",rollout="zai-proxy"} 8.0' in text
     metrics.set_weight_observed("devpod", "zai-proxy", None)
     assert "ptc_rollout_weight_observed_percent{" not in metrics.render().decode()
+
+
+def test_a_hold_that_comes_to_wait_on_something_else_is_recorded_again_from_its_start() -> None:
+    """One hold, one start: when what it waits on changes, the state and an Event say so, and
+    maxHold still counts from when the step first held."""
+    driver = Driver(spec_with_share())
+    driver.share = reading(25.0, 100.0)  # the share is right: the metrics hold the step
+    driver.verdict = Verdict.INCONCLUSIVE
+    first = driver.run(Phase.HOLDING)[-1]
+    assert first.state.holding is not None and first.state.holding.kind is HoldKind.ANALYSIS
+    since = first.state.holding.since
+    driver.now += timedelta(seconds=30)
+    driver.share = reading(2.0, 100.0)  # now the share is off too, and it is judged first
+    again = driver.step()
+    assert again.event is not None and again.event.kind.decision == "hold"
+    assert again.state.holding == Holding(since, HoldKind.TRAFFIC_SHARE)
+    assert driver.step().event is None  # and only once: then it waits
