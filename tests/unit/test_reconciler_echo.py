@@ -77,7 +77,7 @@ class World:
 
 @asynccontextmanager
 async def world(
-    initial: RolloutState,
+    initial: RolloutState | str,  # a state, or an annotation's text as some ptc wrote it
     *,
     stable: int,
     canary: int,
@@ -87,7 +87,7 @@ async def world(
     cluster = FakeCluster()
     populate(
         cluster,
-        {STATE_ANNOTATION: encode_state(initial)},
+        {STATE_ANNOTATION: initial if isinstance(initial, str) else encode_state(initial)},
         stable=stable,
         canary=canary,
         selector=selector,

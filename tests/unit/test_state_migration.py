@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.core.rollout import target_hash
 from controller.core.state import (
     Bake,
     End,
@@ -37,6 +38,7 @@ from controller.core.state import (
     encode_state,
     format_timestamp,
 )
+from tests.unit.rollout_model import T0
 from tests.unit.state_walk import SEEDS, walk
 
 WALKS = Path(__file__).parent.parent / "data" / "state_v1_walks.json.gz"
@@ -282,3 +284,52 @@ def test_a_malformed_v1_state_names_the_field(text: str, message: str) -> None:
     with pytest.raises(StateError) as info:
         decode_state(text)
     assert str(info.value) == message
+
+
+# -- a v1 state on a Service, read by this ptc's reconciler --------------------------------------
+
+
+async def test_a_rollout_in_flight_under_v1_resumes_its_step_and_is_written_back_as_v2() -> None:
+    """Upgrading ptc mid-rollout: the step goes on where the v1 state left it; the next write
+    is v2 and keeps the v1 decisions."""
+    from tests.unit.test_reconciler_echo import SPEC, world
+
+    v1 = json.dumps(
+        {
+            "v": 1,
+            "phase": "progressing",
+            "target": target_hash(SPEC),
+            "rollout": SPEC.name,
+            "stable": SPEC.stable.deployment,
+            "canary": SPEC.canary.deployment,
+            "steps": len(SPEC.steps),
+            "specHash": "0123456789abcdef",
+            "step": 0,
+            "replicas": 4,
+            "sharedSelector": {"app": "zai-proxy"},
+            "attempt": 2,
+            "startedAt": "2026-11-27T11:50:00Z",
+            "phaseSince": "2026-11-27T11:50:00Z",
+            "stepReachedAt": None,
+            "holdUntil": None,
+            "pausedFrom": None,
+            "writer": "ptc-old",
+            "history": [
+                {"at": "2026-11-27T11:50:00Z", "phase": "pending", "step": 0,
+                 "decision": "started", "reason": "started, attempt 2", "metrics": [],
+                 "by": "ptc"},
+            ],
+        }
+    )  # fmt: skip
+    async with world(v1, stable=3, canary=1) as w:  # the cluster is at step 1's split
+        await w.reconciler.reconcile_once()  # the takeover's claim: the state as it was, v2
+        raw = w.cluster.objects["services"]["zai-proxy"]["metadata"]["annotations"]
+        assert json.loads(raw["ptc.dev/state"])["v"] == 2
+        assert w.state().hold is None and w.state().writer == "ptc-test"
+        await w.reconciler.reconcile_once()
+        s = w.state()
+        assert (s.phase, s.step, s.attempt) == (Phase.PROGRESSING, 0, 2)
+        assert s.hold == Hold(T0, T0 + SPEC.steps[0].hold)  # reached now, on the v1 split
+        assert s.identity.spec_hash == "0123456789abcdef" and s.identity.legacy_spec_hash
+        assert s.history[0].decision == "started"
+        assert s.writer == "ptc-test"
