@@ -178,3 +178,23 @@ async def test_a_newer_format_is_refused_and_the_current_one_is_written() -> Non
 def test_hostile_json_is_a_state_error_not_a_crash(text: str) -> None:
     with pytest.raises(StateError):
         history.decode(text)
+
+
+def test_records_older_ptc_wrote_to_the_configmap_still_read() -> None:
+    """ConfigMaps persist for months: records as ptc wrote them before state v2 (asdict order,
+    null readings, no `by` or share in the oldest) read unchanged, and are written back alike."""
+    written = (
+        '[{"at":"2026-11-27T12:00:00Z","phase":"pending","step":0,"decision":"started",'
+        '"reason":"started","metrics":[]},'
+        '{"at":"2026-11-27T12:01:00Z","phase":"holding","step":1,"decision":"hold",'
+        '"reason":"held","metrics":[{"name":"err","verdict":"inconclusive","value":null,'
+        '"stable":null,"threshold":"<= 0.05","detail":"no data"}],"by":"ptc",'
+        '"weight_observed":12.5}]'
+    )
+    first, second = history.decode(written)
+    assert first == DecisionRecord(T0, "pending", 0, "started", "started")
+    assert second.metrics == (
+        MetricRecord("err", "inconclusive", None, None, "<= 0.05", "no data"),
+    )
+    assert second.weight_observed == 12.5
+    assert json.loads(history.encode((first, second)))[1] == json.loads(written)[1]

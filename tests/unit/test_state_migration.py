@@ -40,6 +40,7 @@ from controller.core.state import (
 )
 from tests.unit.rollout_model import T0
 from tests.unit.state_walk import SEEDS, walk
+from tests.unit.test_reconciler_echo import SPEC, world
 
 WALKS = Path(__file__).parent.parent / "data" / "state_v1_walks.json.gz"
 
@@ -292,8 +293,6 @@ def test_a_malformed_v1_state_names_the_field(text: str, message: str) -> None:
 async def test_a_rollout_in_flight_under_v1_resumes_its_step_and_is_written_back_as_v2() -> None:
     """Upgrading ptc mid-rollout: the step goes on where the v1 state left it; the next write
     is v2 and keeps the v1 decisions."""
-    from tests.unit.test_reconciler_echo import SPEC, world
-
     v1 = json.dumps(
         {
             "v": 1,
