@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from controller.core.analysis.evaluate import AnalysisSummary, Verdict
 from controller.core.rollout import Decision, Wait, decide
-from controller.core.rollout.steps import VERDICT_GRACE
+from controller.core.rollout.holds import VERDICT_GRACE
 from controller.core.state import Phase
 from tests.unit.rollout_model import Driver, make_spec
 

@@ -23,10 +23,11 @@ from controller.core.analysis.evaluate import AnalysisSummary
 from controller.core.config.model import Rollout
 from controller.core.rollout.commands import apply_command
 from controller.core.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx, target_hash
+from controller.core.rollout.finish import baking, scaling_down
 from controller.core.rollout.lifecycle import idle, pending, preflight, rolled_back, start
 from controller.core.rollout.reload import WAITS_REASON, waits_for_rollout_in_flight
 from controller.core.rollout.rollback import begin_rollback, rolling_back
-from controller.core.rollout.steps import baking, flipping, paused, progressing, scaling_down
+from controller.core.rollout.steps import flipping, paused, progressing
 from controller.core.rollout.types import Command, Decision, DecisionKind, Observed
 from controller.core.state import End, Phase, RolloutState
 
