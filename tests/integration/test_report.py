@@ -36,7 +36,8 @@ from controller.ops.report.chart import build_figure
 from controller.ops.report.command import make_report
 from controller.ops.report.errors import BadReportRequest
 from controller.ops.report.fetch import ReportRequest, load_state
-from controller.ops.report.timeline import MetricSeries, Point, build_timeline
+from controller.ops.report.model import MetricSeries, Point
+from controller.ops.report.timeline import build_timeline
 from controller.sandbox.apiserver import ApiServer
 from controller.shell import history
 from controller.shell.kube import Kube

@@ -22,15 +22,14 @@ from controller.core.state import (
     decode_state,
     encode_state,
 )
-from controller.ops.report.timeline import (
+from controller.ops.report.model import (
     MarkerKind,
     MetricSeries,
     Point,
     ReportSeries,
-    build_timeline,
     parse_threshold,
-    time_span,
 )
+from controller.ops.report.timeline import build_timeline, time_span
 from tests.unit.states import state as make_state
 
 T0 = datetime(2026, 11, 3, 10, 0, 0, tzinfo=UTC)

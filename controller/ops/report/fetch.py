@@ -22,13 +22,8 @@ from controller.core.analysis.templates import QueryContext, matcher_text
 from controller.core.config.model import Config, PrometheusSettings, Rollout, Side
 from controller.core.state import STATE_ANNOTATION, RolloutState, StateError, decode_state
 from controller.ops.report.errors import BadReportRequest, ReportError
-from controller.ops.report.timeline import (
-    MetricSeries,
-    Point,
-    ReportSeries,
-    configured_metrics,
-    time_span,
-)
+from controller.ops.report.model import MetricSeries, Point, ReportSeries
+from controller.ops.report.timeline import configured_metrics, time_span
 from controller.shell import history
 from controller.shell.command_annotation import RolloutNotFound, find_service
 from controller.shell.kube import Kube, KubeError, NotFound
