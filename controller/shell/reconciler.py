@@ -564,7 +564,7 @@ class RolloutReconciler:
         # The state is written: its records go to the history ConfigMap, in the background. All
         # of them, not only the new one: those a killed leader wrote to the state but not to the
         # ConfigMap are filled in (the ConfigMap's fuller copies of the others win).
-        self.history.add(new_state.target, decision.state.history)
+        self.history.add(new_state.revision, decision.state.history)
         # The state is written: metrics say so now, not after the Event (its answer may be slow).
         self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)
@@ -701,7 +701,7 @@ class RolloutReconciler:
         total = observed.endpoints.canary + observed.endpoints.stable
         actual = 100.0 * observed.endpoints.canary / total if total else 0.0
         self.metrics.weight_actual.labels(ns, name).set(actual)
-        self.metrics.weight_desired.labels(ns, name).set(state.weight)
+        self.metrics.weight_desired.labels(ns, name).set(state.progress.weight)
         share = observed.share.percent() if observed.share is not None else None
         self.metrics.set_weight_observed(ns, name, share)
 

@@ -59,9 +59,7 @@ async def test_every_bad_edit_is_refused_and_the_controller_goes_on(
         sandbox_world(tmp_path, prometheus=False) as world,
         running_controller(world, spec, config_file=config_file) as ctl,
     ):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 60, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 60, "step 1")
         good = config_document(world, spec)
         edits = bad_edits(good)
         for what, content in edits:
@@ -113,9 +111,7 @@ async def test_a_rollout_removed_while_in_flight_is_driven_to_a_safe_end(
         sandbox_world(tmp_path, prometheus=False) as world,
         running_controller(world, spec, config_file=config_file) as ctl,
     ):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 60, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 60, "step 1")
         config_file.write_text(json.dumps(config_document(world)))  # rollouts: []
         await world.wait_for(
             lambda _s: any(e.get("reason") == "NoLongerConfigured" for e in world.events()),
