@@ -18,8 +18,6 @@ LIMIT = 450
 NOT_SPLIT_YET = {
     "shell/reconciler.py": "split on the fence-all branch (issue 12/17)",
     "shell/kube/client.py": "split on the fence-all branch (issue 12/17)",
-    "core/state.py": "reshaped on the state-v2 branch (issue 12)",
-    "ops/report/timeline.py": "its record decoding changes on the state-v2 branch (issue 12)",
 }
 
 
