@@ -38,15 +38,17 @@ def parse_iso(value: str | None) -> datetime | None:
 
 
 def hold_window(state: RolloutState | None) -> tuple[datetime, datetime] | None:
-    """The running hold, bake or retention window, if any."""
-    if state is None or state.hold_until is None:
+    """The running step hold, bake or retention window, if any (not while paused)."""
+    if state is None:
         return None
-    if state.phase in (Phase.PROGRESSING, Phase.HOLDING) and state.step_reached_at:
-        return state.step_reached_at, state.hold_until
-    if state.phase is Phase.BAKING and state.bake_started_at:
-        return state.bake_started_at, state.hold_until
-    if state.phase is Phase.SCALING_DOWN and state.scaled_down_at:
-        return state.scaled_down_at, state.hold_until
+    if state.stepping and state.hold is not None and state.hold.until is not None:
+        return state.hold.reached_at, state.hold.until
+    bake = state.bake
+    if state.phase is Phase.BAKING and bake is not None and bake.started_at and bake.until:
+        return bake.started_at, bake.until
+    kept = state.retention
+    if state.phase is Phase.SCALING_DOWN and kept is not None and kept.until is not None:
+        return kept.scaled_down_at, kept.until
     return None
 
 
@@ -108,7 +110,7 @@ def status_document(
         "message": state.message if state else (problem or ""),
         "waiting": waiting,
         "weight": {
-            "desired": state.weight if state else 0.0,
+            "desired": state.progress.weight if state else 0.0,
             "actual": actual,
             "observed": round(observed_share, 2) if observed_share is not None else None,
         },

@@ -148,7 +148,7 @@ class ClusterStatus:
         self.history_reads += 1
         try:
             async with asyncio.timeout(HISTORY_TIMEOUT):
-                records = await history.read(self.kube, svc.namespace, svc.name, state.target)
+                records = await history.read(self.kube, svc.namespace, svc.name, state.revision)
         except (KubeError, StateError) as exc:
             return _Recorded(svc.resource_version, (), _history_problem(svc, str(exc)), now)
         except TimeoutError:
@@ -159,14 +159,15 @@ class ClusterStatus:
     def _document(
         self, svc: ServiceInfo, state: RolloutState, now: datetime, recorded: _Recorded
     ) -> dict[str, Any]:
-        stable = self.deployments.get(state.stable) if state.stable else None
-        canary = self.deployments.get(state.canary) if state.canary else None
+        who = state.identity
+        stable = self.deployments.get(who.stable) if who.stable else None
+        canary = self.deployments.get(who.canary) if who.canary else None
         replicas = {
             role: {"spec": dep.spec_replicas, "ready": dep.ready_replicas}
             for role, dep in (("stable", stable), ("canary", canary))
             if dep is not None
         }
-        pinned = dict(svc.selector) != dict(state.shared_selector)
+        pinned = dict(svc.selector) != dict(state.progress.shared_selector)
         ready_canary = canary.ready_replicas if canary else 0
         ready_stable = stable.ready_replicas if stable else 0
         after_flip = state.phase in (Phase.BAKING, Phase.SCALING_DOWN, Phase.COMPLETED)
@@ -176,12 +177,12 @@ class ClusterStatus:
         else:
             endpoints = {"canary": ready_canary, "stable": ready_stable}
         return status_document(
-            name=state.rollout or svc.name,
+            name=who.rollout or svc.name,
             namespace=svc.namespace,
             service=svc.name,
-            stable=state.stable or "?",
-            canary=state.canary or "?",
-            steps=state.steps,
+            stable=who.stable or "?",
+            canary=who.canary or "?",
+            steps=who.steps,
             state=state,
             replicas=replicas or None,
             endpoints=endpoints,

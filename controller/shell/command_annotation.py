@@ -79,7 +79,7 @@ def find_service(services: list[ServiceInfo], rollout: str) -> ServiceInfo:
             state = read_state(svc.annotations)
         except StateError:
             continue
-        if state is not None and state.rollout == rollout:
+        if state is not None and state.identity.rollout == rollout:
             return svc
     for svc in services:
         if svc.name == rollout:

@@ -77,9 +77,9 @@ from controller.shell.kube.expectations import DEFAULT_TTL, Expectations
 from controller.shell.kube.retrying import AfterError, after_api_error
 from controller.shell.lag import LagMeter, Wake
 from controller.shell.metrics import Metrics
-from controller.shell.observe import Caches, observe, preflight_pods
 from controller.shell.preflight import check_autoscalers, check_world, probe_pods
 from controller.shell.providers.provider import Provider
+from controller.shell.snapshot import Caches, preflight_pods, read_observed
 
 log = structlog.get_logger("ptc.reconciler")
 
@@ -163,9 +163,9 @@ class RolloutReconciler:
         """Informer callback: meet the expectations of our writes this event echoes; wake."""
         deleted = event_type == DELETED
         if kind == "services":
-            self._own_service.observe(obj.name, obj.resource_version, deleted=deleted)
+            self._own_service.saw_event(obj.name, obj.resource_version, deleted=deleted)
         elif kind == "deployments":
-            self._own_scale.observe(obj.name, obj.resource_version, deleted=deleted)
+            self._own_scale.saw_event(obj.name, obj.resource_version, deleted=deleted)
         self.wake.set()
 
     async def _on_report(self, report: AnalysisReport) -> None:
@@ -273,7 +273,7 @@ class RolloutReconciler:
             # the watch echo overtook the response: the cache already has this write
             self._log.debug("service write already echoed", resource_version=svc.resource_version)
 
-    def observe(self, svc: ServiceInfo) -> Observed:
+    def read_observed(self, svc: ServiceInfo) -> Observed:
         """Everything decide() needs, from the caches (no API calls)."""
         capacity = demand = None
         if self._report is not None:
@@ -281,7 +281,7 @@ class RolloutReconciler:
             peak = self._demand.peak()
             if demand is not None and demand.value is not None and peak is not None:
                 demand = replace(demand, value=peak)
-        return observe(
+        return read_observed(
             self.spec,
             self.caches,
             svc,
@@ -423,7 +423,7 @@ class RolloutReconciler:
             self._log.info("applying the deferred config: a new rollout target")
             self._apply_spec(pending, self._pending_generation)
         self._sync_runner(state)
-        observed = self.observe(svc)
+        observed = self.read_observed(svc)
         now = self.clock()
         command = parse_command(svc.annotations.get(COMMAND_ANNOTATION))
         decision = decide(self.spec, state, observed, self._summary(state), now, command)
@@ -564,7 +564,7 @@ class RolloutReconciler:
         # The state is written: its records go to the history ConfigMap, in the background. All
         # of them, not only the new one: those a killed leader wrote to the state but not to the
         # ConfigMap are filled in (the ConfigMap's fuller copies of the others win).
-        self.history.add(new_state.target, decision.state.history)
+        self.history.add(new_state.revision, decision.state.history)
         # The state is written: metrics say so now, not after the Event (its answer may be slow).
         self._export(decision.state, observed)
         self.metrics.actions.labels(name).observe(time.perf_counter() - started)
@@ -701,7 +701,7 @@ class RolloutReconciler:
         total = observed.endpoints.canary + observed.endpoints.stable
         actual = 100.0 * observed.endpoints.canary / total if total else 0.0
         self.metrics.weight_actual.labels(ns, name).set(actual)
-        self.metrics.weight_desired.labels(ns, name).set(state.weight)
+        self.metrics.weight_desired.labels(ns, name).set(state.progress.weight)
         share = observed.share.percent() if observed.share is not None else None
         self.metrics.set_weight_observed(ns, name, share)
 
@@ -717,7 +717,7 @@ class RolloutReconciler:
                 state = read_state(svc.annotations)
             except StateError as exc:
                 error = str(exc)
-        observed = self.observe(svc) if svc is not None else None
+        observed = self.read_observed(svc) if svc is not None else None
         report = self._report
         analysis = None
         if report is not None:

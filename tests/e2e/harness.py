@@ -23,14 +23,17 @@ from typing import Any
 
 import aiohttp
 from kr8s._api import Api as _KrApi
+from pydantic import TypeAdapter
 
 from controller.core.config.model import Config
+from controller.core.state import RolloutState, decode_state
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
-from controller.shell.daemon import Controller, DaemonOptions
+from controller.shell.daemon import Controller
+from controller.shell.options import DaemonOptions
 
 NS, SERVICE, STABLE, CANARY = "devpod", "zai-proxy", "zai-proxy", "zai-proxy-v2"
 FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)
@@ -77,6 +80,18 @@ def fast_options(workdir: Path, **overrides: Any) -> SandboxOptions:
     return SandboxOptions(workdir=workdir, **{**base, **overrides})
 
 
+_STATE_JSON: TypeAdapter[RolloutState] = TypeAdapter(RolloutState)
+
+
+def state_view(raw: str) -> dict[str, Any]:
+    """A state annotation as the tests read it: decoded (so v1 and v2 alike, defaults filled
+    in), the `identity` and `progress` fields at the top level (``s["phase"]``, ``s["step"]``,
+    ``s["revision"]``), the phase records as they are written (``s["hold"]["reachedAt"]``, None
+    when absent), and ``message``, ``writer``, ``lastCommand``, ``history``."""
+    data: dict[str, Any] = _STATE_JSON.dump_python(decode_state(raw), mode="json", by_alias=True)
+    return {**data.pop("identity"), **data.pop("progress"), **data}
+
+
 @dataclass
 class World:
     """What a scenario test gets."""
@@ -88,9 +103,9 @@ class World:
         return self.sandbox.api.get("services", SERVICE, NS)
 
     def annotation(self) -> dict[str, Any] | None:
-        """The state annotation as written (its history: the last few decisions only)."""
+        """The state annotation as a view (`state_view`; its history: the last few decisions)."""
         raw = (self.service()["metadata"].get("annotations") or {}).get("ptc.dev/state")
-        return json.loads(raw) if raw else None
+        return state_view(raw) if raw else None
 
     def state(self) -> dict[str, Any] | None:
         """The state with its full decision history (the history ConfigMap's, then the rest)."""
@@ -102,7 +117,7 @@ class World:
         except Exception:
             return state
         data = cm.get("data") or {}
-        if data.get("target") != state.get("target"):
+        if data.get("target") != state.get("revision"):
             return state
         seen: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in [*json.loads(data.get("history", "[]")), *state.get("history", [])]:

@@ -105,7 +105,7 @@ async def wait_server(ctl: Controller, timeout: float = 30) -> str:
 
 async def in_flight(world: World) -> dict[str, Any]:
     state = await world.wait_for(
-        lambda s: s is not None and s.get("stepReachedAt") is not None, 90, "step 1 reached"
+        lambda s: s is not None and s.get("hold") is not None, 90, "step 1 reached"
     )
     assert state is not None
     return state

@@ -87,9 +87,7 @@ async def test_fleet_wide_502s_on_a_one_pod_canary_hold(tmp_path: Path, seed: in
         sandbox_world(tmp_path, seed=seed) as world,
         running_controller(world, one_pod_canary_spec()),
     ):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 120, "step 1")
         assert world.replicas(CANARY) == (1, 1)
         with capture_logs() as logs:
             for deployment in (STABLE, CANARY):
@@ -116,9 +114,7 @@ async def test_a_canary_only_502_burst_on_a_one_pod_canary_rolls_back(tmp_path: 
         sandbox_world(tmp_path, seed=1) as world,
         running_controller(world, one_pod_canary_spec()),
     ):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 120, "step 1")
         world.sandbox.faults.update("devpod", CANARY, error_502=0.3)
         state = await world.wait_phase("rolled-back", timeout=60)
         rollback = next(h for h in state["history"] if h["decision"] == "rollback")

@@ -46,7 +46,7 @@ async def test_one_writer_and_takeover_after_sigkill(tmp_path: Path) -> None:
             controller_process(world, config, log, "ctl-b", b) as proc_b,
         ):
             state = await world.wait_for(
-                lambda s: s is not None and s["step"] == 1 and s.get("stepReachedAt"),
+                lambda s: s is not None and s["step"] == 1 and s.get("hold"),
                 120,
                 "step 2 reached",
             )
@@ -82,7 +82,7 @@ async def test_a_stalled_leader_writes_nothing_after_it_resumes(tmp_path: Path) 
             controller_process(world, config, log, "ctl-b", b) as proc_b,
         ):
             state = await world.wait_for(
-                lambda s: s is not None and s.get("stepReachedAt"), 120, "step 1 reached"
+                lambda s: s is not None and s.get("hold"), 120, "step 1 reached"
             )
             assert state is not None
             leader = state["writer"]

@@ -56,9 +56,7 @@ async def test_pause_resume_promote_abort_retry_through_the_cli(tmp_path: Path) 
         rollback={"cooldown": "1s", "maxAttempts": 3},
     )
     async with sandbox_world(tmp_path, prometheus=False) as world, running_controller(world, spec):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 60, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 60, "step 1")
         code, out, _ = await ptc(world, "pause", "zai-proxy")
         assert code == 0 and "pause applied" in out and "paused" in out
         state = world.state()
@@ -105,9 +103,7 @@ async def test_status_json_mid_rollout_from_the_cluster_and_the_controller(
         sandbox_world(tmp_path, prometheus=False) as world,
         running_controller(world, spec) as ctl,
     ):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 60, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 60, "step 1")
         code, out, err = await ptc(world, "status", "zai-proxy", "-o", "json")
         assert code == 0, err
         doc = json.loads(out)
@@ -171,7 +167,7 @@ async def test_a_command_is_applied_once_across_a_restart(tmp_path: Path) -> Non
     async with sandbox_world(tmp_path, prometheus=False) as world:
         async with running_controller(world, spec, identity="first"):
             await world.wait_for(
-                lambda s: s is not None and s.get("stepReachedAt") is not None, 60, "step 1"
+                lambda s: s is not None and s.get("hold") is not None, 60, "step 1"
             )
             code, _, _ = await ptc(world, "pause", "zai-proxy")
             assert code == 0
@@ -195,9 +191,7 @@ async def test_hot_reload_bad_config_is_refused_and_thresholds_apply(tmp_path: P
         sandbox_world(tmp_path) as world,
         running_controller(world, spec, config_file=config_file) as ctl,
     ):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 120, "step 1")
         # An invalid edit: refused, the last good config stays, an Event names the problem.
         bad = config_document(world, {**spec, "steps": [{"weight": 25, "holdd": "1m"}]})
         config_file.write_text(json.dumps(bad))
@@ -241,9 +235,7 @@ async def test_reload_with_a_new_canary_is_deferred_until_the_rollout_ends(tmp_p
         sandbox_world(tmp_path, prometheus=False) as world,
         running_controller(world, spec, config_file=config_file),
     ):
-        await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 60, "step 1"
-        )
+        await world.wait_for(lambda s: s is not None and s.get("hold") is not None, 60, "step 1")
         # v3 does not exist: if it were applied now, the rollout in flight would be lost.
         v3 = {**spec, "canary": {"deployment": "zai-proxy-v3", "version": "v3"}}
         config_file.write_text(json.dumps(config_document(world, v3)))

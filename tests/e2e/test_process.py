@@ -115,7 +115,7 @@ async def test_sigterm_finishes_and_exits_zero(tmp_path: Path) -> None:
         log = tmp_path / "controller.shell.log"
         async with controller_process(world, config, log, "ctl") as proc:
             await world.wait_for(
-                lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1"
+                lambda s: s is not None and s.get("hold") is not None, 120, "step 1"
             )
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), timeout=30)

@@ -101,7 +101,7 @@ async def test_requests_total_at_start_waits_visibly_then_fails_and_retry_is_fre
         assert code == 0 and "lacks zai_proxy_requests_total" in out
 
         failed = await world.wait_phase("failed", timeout=30)
-        assert failed["failedIn"] == "preflight"
+        assert failed["end"]["failedIn"] == "preflight"
         assert "preflight still waiting after 6s (preflight.timeout)" in failed["message"]
         assert world.replicas(CANARY) == (1, 1)  # nothing was acted on
         assert world.service()["spec"]["selector"] == PINNED_TO_V1
@@ -109,6 +109,6 @@ async def test_requests_total_at_start_waits_visibly_then_fails_and_retry_is_fre
         code, out, _ = await ptc(world, "retry", "zai-proxy")
         assert code == 0 and "retry applied" in out, out
         state = world.state()
-        assert state is not None and state["attempt"] == 1 and state["failedIn"] is None
+        assert state is not None and state["attempt"] == 1 and state["end"] is None
         retried = [h for h in state["history"] if h["decision"] == "retried"]
         assert len(retried) == 1 and retried[0]["by"] == "alice"

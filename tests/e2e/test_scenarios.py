@@ -78,7 +78,9 @@ async def test_delete_stable_after_retention(tmp_path: Path) -> None:
             if d["metadata"]["name"] == STABLE
         )
         state = await world.wait_phase("completed", timeout=120)
-        assert state["stableUid"] == uid  # recorded when retention started; deleted by it
+        # Recorded when retention started; the one deleted by it.
+        deleted = [r for r in state["history"] if r["decision"] == "delete-stable"]
+        assert len(deleted) == 1 and f"(uid {uid})" in deleted[0]["reason"]
         assert not [
             d
             for d in world.sandbox.api.list("deployments", "devpod")
@@ -89,7 +91,7 @@ async def test_delete_stable_after_retention(tmp_path: Path) -> None:
 async def test_502s_on_v2_roll_back_with_the_reason(tmp_path: Path) -> None:
     async with sandbox_world(tmp_path) as world, running_controller(world, rollout_spec()):
         await world.wait_for(
-            lambda s: s is not None and s["step"] == 1 and s.get("stepReachedAt") is not None,
+            lambda s: s is not None and s["step"] == 1 and s.get("hold") is not None,
             120,
             "step 2 reached",
         )
@@ -116,7 +118,7 @@ async def test_fleet_wide_429s_hold_instead_of_rolling_back(tmp_path: Path) -> N
     )
     async with sandbox_world(tmp_path) as world, running_controller(world, spec) as ctl:
         await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1 reached"
+            lambda s: s is not None and s.get("hold") is not None, 120, "step 1 reached"
         )
         # 80 % of upstream attempts refused: 0.8^4 = 41 % of requests end 429 after retries.
         for deployment in (STABLE, CANARY):
@@ -172,7 +174,7 @@ async def test_prometheus_down_holds_and_recovers_within_maxhold(tmp_path: Path)
     spec = rollout_spec(analysis={**rollout_spec()["analysis"], "maxHold": "40s"})
     async with sandbox_world(tmp_path) as world, running_controller(world, spec):
         await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1 reached"
+            lambda s: s is not None and s.get("hold") is not None, 120, "step 1 reached"
         )
         prometheus = world.sandbox.prometheus
         assert prometheus is not None
@@ -188,7 +190,7 @@ async def test_prometheus_gone_past_maxhold_pauses(tmp_path: Path) -> None:
     spec = rollout_spec(analysis={**rollout_spec()["analysis"], "maxHold": "5s"})
     async with sandbox_world(tmp_path) as world, running_controller(world, spec):
         await world.wait_for(
-            lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1 reached"
+            lambda s: s is not None and s.get("hold") is not None, 120, "step 1 reached"
         )
         assert world.sandbox.prometheus is not None
         await world.sandbox.prometheus.stop()

@@ -26,7 +26,7 @@ from controller.core.sharding import shard_of
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
-from tests.e2e.harness import FAST, no_analysis
+from tests.e2e.harness import FAST, no_analysis, state_view
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -68,11 +68,11 @@ def state(sandbox: Sandbox, ns: str) -> dict[str, Any] | None:
     raw = (svc["metadata"].get("annotations") or {}).get("ptc.dev/state")
     if not raw:
         return None
-    current: dict[str, Any] = json.loads(raw)
+    current = state_view(raw)
     records = list(current.get("history", []))
     try:
         cm = sandbox.api.get("configmaps", "ptc-history-zai-proxy", ns)
-        if (cm.get("data") or {}).get("target") == current.get("target"):
+        if (cm.get("data") or {}).get("target") == current.get("revision"):
             records = [*json.loads(cm["data"].get("history", "[]")), *records]
     except Exception:
         pass
@@ -207,7 +207,7 @@ async def test_a_killed_replicas_shards_go_on_under_the_others(tmp_path: Path) -
         def all_holding_step_0() -> bool:
             # each rollout holds its first step; the shards have not moved since
             return holders(sandbox) == led and all(
-                s is not None and s["step"] == 0 and s.get("stepReachedAt") for s in sample()
+                s is not None and s["step"] == 0 and s.get("hold") for s in sample()
             )
 
         await poll(all_holding_step_0, 120, "every rollout at its first step", alive())

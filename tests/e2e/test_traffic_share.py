@@ -36,7 +36,7 @@ async def test_keep_alive_skew_holds_the_step_and_status_shows_the_share(tmp_pat
     async with sandbox_world(tmp_path, traffic_connections=2) as world:
         async with running_controller(world, spec):
             state = await world.wait_for(
-                lambda s: s is not None and s.get("holdKind") == "traffic-share",
+                lambda s: s is not None and (s.get("holding") or {}).get("kind") == "traffic-share",
                 90,
                 "a hold on the traffic share",
             )

@@ -54,7 +54,7 @@ def pack_spec(**analysis: Any) -> dict[str, Any]:
 
 async def step_reached(world: World) -> None:
     await world.wait_for(
-        lambda s: s is not None and s.get("stepReachedAt") is not None, 120, "step 1 reached"
+        lambda s: s is not None and s.get("hold") is not None, 120, "step 1 reached"
     )
 
 

@@ -24,10 +24,11 @@ from controller.core.state import (
 from controller.sandbox.apiserver import ApiServer
 from controller.shell.kube import Kube
 from controller.shell.metrics import Metrics
-from controller.shell.observe import Caches
 from controller.shell.reconciler import RolloutReconciler
+from controller.shell.snapshot import Caches
 from tests.integration.conftest import eventually
 from tests.unit.rollout_model import make_spec
+from tests.unit.states import state as make_state
 
 NS = "default"
 SPEC = make_spec(
@@ -53,9 +54,9 @@ class Controlled:
 @pytest.fixture
 async def controlled(world: ApiServer, kube: Kube) -> AsyncIterator[Controlled]:
     """The `world` (web v1 x2, web-v2 x1, all Ready) mid-rollout at 33%, and its reconciler."""
-    state = RolloutState(
-        phase=Phase.PROGRESSING,
-        target=target_hash(SPEC),
+    state = make_state(
+        Phase.PROGRESSING,
+        target_hash(SPEC),
         rollout="web",
         stable="web",
         canary="web-v2",

@@ -36,7 +36,8 @@ from controller.ops.report.chart import build_figure
 from controller.ops.report.command import make_report
 from controller.ops.report.errors import BadReportRequest
 from controller.ops.report.fetch import ReportRequest, load_state
-from controller.ops.report.timeline import MetricSeries, Point, build_timeline
+from controller.ops.report.model import MetricSeries, Point
+from controller.ops.report.timeline import build_timeline
 from controller.sandbox.apiserver import ApiServer
 from controller.shell import history
 from controller.shell.kube import Kube
@@ -442,7 +443,7 @@ async def test_report_reads_the_full_history_from_the_history_configmap(
     )
     state = replace(base, history=(*early, *base.history))
     api_server.create(_annotated_service(encode_state(state)))
-    data = {"target": state.target, "history": history.encode(state.history)}
+    data = {"target": state.revision, "history": history.encode(state.history)}
     api_server.create(
         {
             "apiVersion": "v1",
@@ -456,7 +457,7 @@ async def test_report_reads_the_full_history_from_the_history_configmap(
         loaded, _ = await load_state(kube, "default", "web", "web")
         assert loaded.history == state.history  # all of them, readings included
         # A ConfigMap of another rollout target is not this rollout's history.
-        other = replace(state, target="another")
+        other = replace(state, identity=replace(state.identity, revision="another"))
         api_server.patch(
             "services",
             "web",

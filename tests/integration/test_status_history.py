@@ -30,6 +30,7 @@ from controller.shell import history
 from controller.shell.kube import PERMISSIONS, Kube
 from tests.integration.conftest import FAST, eventually
 from tests.sandbox.conftest import service
+from tests.unit.states import state as make_state
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 NS = "default"
@@ -55,9 +56,9 @@ def records(count: int, metrics: int = 3, by: str = "ptc") -> tuple[DecisionReco
 
 
 def state_with(history_records: tuple[DecisionRecord, ...]) -> RolloutState:
-    return RolloutState(
-        phase=Phase.HOLDING,
-        target=TARGET,
+    return make_state(
+        Phase.HOLDING,
+        TARGET,
         rollout="web",
         stable="web",
         canary="web-v2",

@@ -192,12 +192,12 @@ class Absent(MetaPathFinder):
 sys.meta_path.insert(0, Absent())
 from controller.ops.demo import _reports, demo_rollout
 from datetime import UTC, datetime
-from controller.core.state import DecisionRecord, Phase, RolloutState
+from controller.core.state import DecisionRecord, Identity, Phase, Progress, RolloutState
 
 spec = demo_rollout(name="zai-proxy", stable={"deployment": "zai-proxy"},
                     canary={"deployment": "zai-proxy-v2", "version": "v2"}, speed=1.0)
 at = datetime(2026, 12, 2, tzinfo=UTC)
-state = RolloutState(phase=Phase.COMPLETED, target="t", rollout="zai-proxy", started_at=at,
+state = RolloutState(Identity("t", rollout="zai-proxy"), Progress(Phase.COMPLETED, started_at=at),
                      history=(DecisionRecord(at, "pending", 0, "started", "started"),))
 out = io.StringIO()
 written = asyncio.run(_reports([(spec, state), (spec, state)], Path(sys.argv[1]), out))

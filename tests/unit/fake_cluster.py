@@ -28,7 +28,7 @@ from controller.core.objects import deployment_info, endpoint_slice_info, pod_in
 from controller.core.state import COMMAND_ANNOTATION
 from controller.shell.kube import Conflict, Informer, KubePolicy, NotFound, ServiceInfo
 from controller.shell.kube.resources import BY_KIND, Resource
-from controller.shell.observe import Caches
+from controller.shell.snapshot import Caches
 
 Obj = dict[str, Any]
 NS = "devpod"

@@ -190,7 +190,7 @@ class Driver:
                 )
             phase = self.state.phase if self.state else Phase.PENDING
             if phase in SHIFTING and d.state.phase in SHIFTING and self.state is not None:
-                total = self.state.replicas or self.spec.replicas or 1
+                total = self.state.progress.replicas or self.spec.replicas or 1
                 floor = Limits.for_rollout(self.spec, total).floor
                 if ready_after < min(floor, ready_before):
                     raise InvariantViolation(

@@ -29,6 +29,7 @@ from controller.core.rollout import Command, CommandKind, EventType
 from controller.core.state import Phase, RolloutState
 from controller.shell.command_annotation import encode_command, parse_command
 from tests.unit.rollout_model import Driver, make_spec
+from tests.unit.states import state as make_state
 
 STARTS = "2026-11-27T12:00:00.123456789Z"
 GENERATOR = "http://prometheus:9090/graph?g0.expr=zai_proxy_502_ratio+%3E+0.1"
@@ -281,7 +282,7 @@ ABORT = Command(CommandKind.ABORT, id="alert-1", by="alert:X", detail="alert X [
 
 
 def state(**changes: Any) -> RolloutState:
-    return RolloutState(phase=Phase.PROGRESSING, target="t", **changes)
+    return make_state(Phase.PROGRESSING, **changes)
 
 
 @pytest.mark.parametrize(

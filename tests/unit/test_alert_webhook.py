@@ -19,11 +19,12 @@ import pytest
 from controller.core.alerts.routing import Delivery
 from controller.core.config.model import Rollout
 from controller.core.rollout import Command, CommandKind
-from controller.core.state import Phase, RolloutState, encode_state
+from controller.core.state import Phase, encode_state
 from controller.shell.kube import NotLeader, ServiceInfo
 from controller.shell.metrics import Metrics
 from controller.shell.server import MAX_ALERT_BODY, Server
 from tests.unit.rollout_model import make_spec
+from tests.unit.states import state as make_state
 from tests.unit.test_alert_routing import NOTIFICATION, ROUTES
 
 TOKEN = "s3cret-token-0123456789"
@@ -51,7 +52,7 @@ class FakeReconciler:
     def service(self) -> ServiceInfo:
         annotations = {}
         if self.phase is not None:
-            annotations["ptc.dev/state"] = encode_state(RolloutState(phase=self.phase, target="t"))
+            annotations["ptc.dev/state"] = encode_state(make_state(self.phase))
         return ServiceInfo("devpod", "zai-proxy", "uid", {"app": "zai-proxy"}, annotations, "1")
 
     async def alert(self, command: Command) -> Delivery:

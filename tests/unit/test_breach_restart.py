@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 from controller.core.analysis.evaluate import Measurement, Sample, Verdict
@@ -20,6 +19,7 @@ from controller.core.rollout import target_hash
 from controller.core.state import (
     STATE_ANNOTATION,
     BreachClocks,
+    Hold,
     Phase,
     RolloutState,
     encode_state,
@@ -29,6 +29,7 @@ from controller.shell.metrics import Metrics
 from controller.shell.reconciler import RolloutReconciler
 from tests.unit.fake_cluster import FakeCluster, FakeKube, SteppedClock, caches_for, populate
 from tests.unit.rollout_model import T0, make_spec
+from tests.unit.states import state as make_state
 
 NAME = "bad-gateway-ratio"
 SPEC = make_spec(
@@ -77,11 +78,11 @@ def holding(**changes: Any) -> RolloutState:
         "shared_selector": {"app": "zai-proxy"},
         "started_at": T0,
         "phase_since": T0,
-        "step_reached_at": T0,
+        "hold": Hold(T0),
         "weight": 25.0,
     }
     base.update(changes)
-    return RolloutState(**base)
+    return make_state(base.pop("phase"), base.pop("target"), **base)
 
 
 def persisted(cluster: FakeCluster) -> RolloutState:
@@ -152,7 +153,7 @@ async def test_clocks_of_another_attempt_are_not_restored() -> None:
     clock = SteppedClock(T0)
     await breach_then_crash(cluster, clock)
     service = cluster.objects["services"]["zai-proxy"]
-    moved = replace(persisted(cluster), attempt=2)  # e.g. retried in between
+    moved = persisted(cluster).moved(attempt=2)  # e.g. retried in between
     service["metadata"]["annotations"][STATE_ANNOTATION] = encode_state(moved)
 
     clock.step(10)

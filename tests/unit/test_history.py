@@ -12,12 +12,12 @@ from controller.core.state import (
     DecisionRecord,
     MetricRecord,
     Phase,
-    RolloutState,
     StateError,
     compact,
 )
 from controller.shell import history
 from controller.shell.kube import Conflict, NotFound, Unavailable
+from tests.unit.states import state as make_state
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NAME = history.configmap_name("zai-proxy")
@@ -154,7 +154,7 @@ async def test_decisions_a_killed_leader_left_out_are_filled_in_from_the_state()
 def test_merge_knows_a_record_whose_long_texts_the_annotation_cut() -> None:
     """The annotation cuts a long `by` (an alert's): its copy is still the same decision."""
     full = replace(record(1, metrics=1), by="alert:" + "x" * 400)
-    annotated = compact(RolloutState(Phase.HOLDING, "t", history=(full,))).history[0]
+    annotated = compact(make_state(Phase.HOLDING, history=(full,))).history[0]
     assert annotated.by != full.by
     assert history.merge([full], [annotated]) == (full,)
 
@@ -178,3 +178,23 @@ async def test_a_newer_format_is_refused_and_the_current_one_is_written() -> Non
 def test_hostile_json_is_a_state_error_not_a_crash(text: str) -> None:
     with pytest.raises(StateError):
         history.decode(text)
+
+
+def test_records_older_ptc_wrote_to_the_configmap_still_read() -> None:
+    """ConfigMaps persist for months: records as ptc wrote them before state v2 (asdict order,
+    null readings, no `by` or share in the oldest) read unchanged, and are written back alike."""
+    written = (
+        '[{"at":"2026-11-27T12:00:00Z","phase":"pending","step":0,"decision":"started",'
+        '"reason":"started","metrics":[]},'
+        '{"at":"2026-11-27T12:01:00Z","phase":"holding","step":1,"decision":"hold",'
+        '"reason":"held","metrics":[{"name":"err","verdict":"inconclusive","value":null,'
+        '"stable":null,"threshold":"<= 0.05","detail":"no data"}],"by":"ptc",'
+        '"weight_observed":12.5}]'
+    )
+    first, second = history.decode(written)
+    assert first == DecisionRecord(T0, "pending", 0, "started", "started")
+    assert second.metrics == (
+        MetricRecord("err", "inconclusive", None, None, "<= 0.05", "no data"),
+    )
+    assert second.weight_observed == 12.5
+    assert json.loads(history.encode((first, second)))[1] == json.loads(written)[1]

@@ -7,8 +7,6 @@ the new leader decides. The real-process proof is tests/e2e/test_fencing.py.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from controller.core.state import STATE_ANNOTATION, Phase, encode_state
@@ -29,7 +27,7 @@ async def test_the_first_write_after_a_takeover_is_the_claim_then_the_action(ord
         assert w.state().step == previous.step and w.state().phase is previous.phase
 
         # The deposed leader's state patch, decided on what it saw, arrives now: refused.
-        late = encode_state(replace(previous, step=1))
+        late = encode_state(previous.moved(step=1))
         with pytest.raises(Conflict):
             await w.kube.patch_service(
                 "devpod",

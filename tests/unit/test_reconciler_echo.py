@@ -20,11 +20,19 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.core.rollout import target_hash
-from controller.core.state import STATE_ANNOTATION, Phase, RolloutState, encode_state, read_state
+from controller.core.state import (
+    STATE_ANNOTATION,
+    Hold,
+    Phase,
+    RolloutState,
+    encode_state,
+    read_state,
+)
 from controller.shell.metrics import Metrics
 from controller.shell.reconciler import RolloutReconciler, StaleView
 from tests.unit.fake_cluster import FakeCluster, FakeKube, SteppedClock, caches_for, populate
 from tests.unit.rollout_model import T0, make_spec
+from tests.unit.states import state as make_state
 
 ORDERS = ("before", "with", "after")
 SPEC = make_spec(analysis={"interval": "10s", "metrics": []})
@@ -45,7 +53,7 @@ def state(**changes: Any) -> RolloutState:
         "phase_since": T0,
     }
     base.update(changes)
-    return RolloutState(**base)
+    return make_state(base.pop("phase"), base.pop("target"), **base)
 
 
 @dataclass
@@ -69,7 +77,7 @@ class World:
 
 @asynccontextmanager
 async def world(
-    initial: RolloutState,
+    initial: RolloutState | str,  # a state, or an annotation's text as some ptc wrote it
     *,
     stable: int,
     canary: int,
@@ -79,7 +87,7 @@ async def world(
     cluster = FakeCluster()
     populate(
         cluster,
-        {STATE_ANNOTATION: encode_state(initial)},
+        {STATE_ANNOTATION: initial if isinstance(initial, str) else encode_state(initial)},
         stable=stable,
         canary=canary,
         selector=selector,
@@ -109,7 +117,7 @@ async def test_a_command_written_right_after_our_persist_is_acted_on_in_one_reco
         w.kube.order = order
         await w.reconciler.reconcile_once()  # the split is in place: step-reached (a Persist)
         assert len(w.kube.service_patches) == 1
-        assert w.state().step_reached_at == T0
+        assert w.state().hold == Hold(T0, T0 + SPEC.steps[0].hold)
 
         w.cluster.write_command("pause", "pause-1")  # `ptc pause`, right after our write
         await w.deliver()
@@ -231,7 +239,7 @@ async def test_the_echo_of_our_earlier_write_does_not_end_the_trust_in_our_later
         await w.cluster.release(1)  # the flip's echo; the cache is still one write behind
         await w.reconciler.reconcile_once()  # a wait for the bake, not a repeated write
         assert len(w.kube.service_patches) == 2
-        assert w.state().bake_started_at == T0
+        assert w.state().bake is not None and w.state().bake.started_at == T0
 
 
 async def test_a_hand_scale_after_our_echoed_scale_is_seen() -> None:
@@ -248,7 +256,7 @@ async def test_a_hand_scale_after_our_echoed_scale_is_seen() -> None:
 
         svc = w.reconciler.service()
         assert svc is not None
-        assert w.reconciler.observe(svc).canary.spec_replicas == 3
+        assert w.reconciler.read_observed(svc).canary.spec_replicas == 3
 
 
 async def test_after_a_relist_that_dropped_the_echo_a_paused_rollout_sees_a_new_command() -> None:

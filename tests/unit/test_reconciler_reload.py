@@ -22,7 +22,7 @@ async def test_a_new_target_is_kept_back_until_the_rollout_in_flight_ends() -> N
         assert r.spec is SPEC and r.status()["pendingConfig"] is True
         # The rollout in flight goes on with the spec it started with (no "in flight" wait).
         await r.reconcile_once()
-        assert w.state().step_reached_at is not None
+        assert w.state().hold is not None
         assert r.spec is SPEC
 
         # It ends (a person's rollback, say): the next reconcile applies the new target.
@@ -33,7 +33,7 @@ async def test_a_new_target_is_kept_back_until_the_rollout_in_flight_ends() -> N
         await r.reconcile_once()
         assert r.spec is V3 and r.generation == 2
         assert r.status()["pendingConfig"] is False
-        assert w.state().target == target_hash(V3)  # a new rollout of V3 started
+        assert w.state().revision == target_hash(V3)  # a new rollout of V3 started
 
 
 async def test_a_tweak_applies_at_once_mid_rollout() -> None:

@@ -18,7 +18,7 @@ RELOADED = make_spec(analysis={"interval": "20s", "metrics": []})
 async def test_a_fail_judged_under_the_old_spec_rolls_nothing_back_after_a_reload(
     reloaded: bool,
 ) -> None:
-    reached = state(step_reached_at=None)
+    reached = state()
     async with world(reached, stable=3, canary=1) as w:
         r = w.reconciler
         await r.reconcile_once()  # step 1 reached

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -10,16 +12,25 @@ import pytest
 
 from controller.core.config import load_config_text
 from controller.core.config.model import Rollout
-from controller.core.state import HISTORY_LIMIT, DecisionRecord, MetricRecord, Phase, RolloutState
-from controller.ops.report.timeline import (
+from controller.core.state import (
+    HISTORY_LIMIT,
+    DecisionRecord,
+    End,
+    MetricRecord,
+    Phase,
+    RolloutState,
+    decode_state,
+    encode_state,
+)
+from controller.ops.report.model import (
     MarkerKind,
     MetricSeries,
     Point,
     ReportSeries,
-    build_timeline,
     parse_threshold,
-    time_span,
 )
+from controller.ops.report.timeline import build_timeline, time_span
+from tests.unit.states import state as make_state
 
 T0 = datetime(2026, 11, 3, 10, 0, 0, tzinfo=UTC)
 BAD_GATEWAY_THRESHOLD = "<= 0.05, <= stable*1.5+0.01"
@@ -89,16 +100,16 @@ def rolled_back_state() -> RolloutState:
         rec(10.7, "rolling-back", 1, "rolled-back",
             "rolled back: 4 stable pod(s) Ready, canary at 0; `ptc retry` starts again"),
     )  # fmt: skip
-    return RolloutState(
-        phase=Phase.ROLLED_BACK,
-        target="abc",
+    return make_state(
+        Phase.ROLLED_BACK,
+        "abc",
         rollout="web",
         step=1,
         replicas=4,
         attempt=1,
         started_at=at(0),
         phase_since=at(10.7),
-        finished_at=at(10.7),
+        end=End(at(10.7)),
         message=history[-1].reason,
         history=history,
     )
@@ -229,7 +240,7 @@ def test_flip_and_completion_reach_100_percent() -> None:
         DecisionRecord(at(20), "baking", 3, "bake-passed", "bake passed"),
         DecisionRecord(at(21), "scaling-down", 3, "completed", "rollout complete"),
     ]
-    done = replace(state, phase=Phase.COMPLETED, finished_at=at(21), history=(*forward, *tail))
+    done = state.moved(phase=Phase.COMPLETED, end=End(at(21)), history=(*forward, *tail))
     timeline = build_timeline(done)
     assert [(p.at, p.value) for p in timeline.desired_weight][-3:] == [
         (at(3.0), 50.0),
@@ -305,11 +316,8 @@ def test_phase_spans_follow_the_records() -> None:
 def test_a_running_rollout_ends_now_and_a_finished_one_at_its_end() -> None:
     state = rolled_back_state()
     assert time_span(state, now=at(60)) == (at(0), at(10.7))
-    running = replace(
-        state,
-        phase=Phase.HOLDING,
-        finished_at=None,
-        history=tuple(r for r in state.history if r.at <= at(8.0)),
+    running = state.moved(
+        phase=Phase.HOLDING, history=tuple(r for r in state.history if r.at <= at(8.0))
     )
     timeline = build_timeline(running, now=at(12))
     assert timeline.end == at(12)
@@ -331,7 +339,7 @@ def test_a_truncated_history_is_said_and_starts_with_unknown_weight() -> None:
 
 
 def test_an_empty_history_gives_an_empty_timeline() -> None:
-    state = RolloutState(phase=Phase.PENDING, target="t", rollout="web", phase_since=at(0))
+    state = make_state(Phase.PENDING, rollout="web", phase_since=at(0))
     timeline = build_timeline(state, now=at(1))
     assert timeline.markers == () and timeline.rows == () and timeline.metrics == ()
     assert "no decisions recorded yet" in timeline.notes
@@ -370,13 +378,51 @@ def test_a_step_reached_without_weight_leaves_a_nan_free_label() -> None:
 
 def test_a_config_other_than_the_one_the_rollout_started_under_is_noted() -> None:
     spec = web_rollout()
-    started_under = replace(rolled_back_state(), spec_hash=spec.spec_hash())
+    started_under = with_hash(rolled_back_state(), spec.spec_hash())
     assert not any("config" in n for n in build_timeline(started_under, rollout=spec).notes)
     edited = load_config_text(CONFIG.replace("max: 0.05", "max: 0.08"), "web.yaml").config
     notes = build_timeline(started_under, rollout=edited.rollout("web")).notes
     assert any("differs from the one this rollout started under" in n for n in notes)
     # States from before the hash was recorded say nothing either way.
-    unknown = replace(started_under, spec_hash="")
+    unknown = with_hash(started_under, "")
     assert not any(
         "config" in n for n in build_timeline(unknown, rollout=edited.rollout("web")).notes
     )
+
+
+def with_hash(state: RolloutState, spec_hash: str, legacy: bool = False) -> RolloutState:
+    return replace(
+        state, identity=replace(state.identity, spec_hash=spec_hash, legacy_spec_hash=legacy)
+    )
+
+
+def _compact_form(spec: Rollout) -> str:
+    """`spec_hash` as ptc before the canonical form changed computed it (compact JSON)."""
+    dump = json.dumps(
+        spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(dump.encode()).hexdigest()[:16]
+
+
+def test_a_hash_from_an_older_ptc_is_unknown_rather_than_a_mismatch() -> None:
+    spec = web_rollout()
+    edited = load_config_text(CONFIG.replace("max: 0.05", "max: 0.08"), "web.yaml").config
+    old_form = _compact_form(spec)
+    assert old_form != spec.spec_hash()  # the canonical form did change
+    # A state v1 with the older form of this very config: the same config, not "differs".
+    migrated = with_hash(rolled_back_state(), old_form, legacy=True)
+    assert not any("config" in n for n in build_timeline(migrated, rollout=spec).notes)
+    # ... or with a hash neither form gives for this config: unknown, not a false mismatch.
+    notes = build_timeline(migrated, rollout=edited.rollout("web")).notes
+    assert any("unknown (written by an older ptc" in n for n in notes)
+    assert not any("differs" in n for n in notes)
+    # A hash this ptc wrote is trusted: another config differs.
+    written = with_hash(rolled_back_state(), spec.spec_hash())
+    assert any("differs" in n for n in build_timeline(written, rollout=edited.rollout("web")).notes)
+
+
+def test_a_migrated_v1_state_marks_its_hash_legacy() -> None:
+    v1 = '{"v":1,"phase":"completed","target":"t","specHash":"0123456789abcdef"}'
+    identity = decode_state(v1).identity
+    assert identity.spec_hash == "0123456789abcdef" and identity.legacy_spec_hash
+    assert decode_state(encode_state(decode_state(v1))).identity.legacy_spec_hash

@@ -7,7 +7,6 @@ state's message and the log say so. States from a ptc that recorded no uid still
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -24,9 +23,18 @@ from controller.core.rollout import (
     decide,
     target_hash,
 )
-from controller.core.state import Phase, RolloutState, decode_state, encode_state
+from controller.core.state import (
+    End,
+    Phase,
+    Retention,
+    RolloutState,
+    decode_state,
+    encode_state,
+    format_timestamp,
+)
 from controller.shell.reconciler import StaleView
 from tests.unit.rollout_model import T0, make_spec
+from tests.unit.states import state as make_state
 from tests.unit.test_reconciler_echo import state, world
 
 SPEC = make_spec(retention={"scaleDownDelay": "10m", "deleteStable": True})
@@ -42,39 +50,42 @@ def observed(stable_uid: str, stable_replicas: int = 0) -> Observed:
     )
 
 
-def scaling_down(**changes: Any) -> RolloutState:
-    base = RolloutState(
-        phase=Phase.SCALING_DOWN,
-        target=target_hash(SPEC),
+def scaling_down(since: timedelta | None = None, uid: str | None = None) -> RolloutState:
+    """In retention for `since` (not started when None), with the stable's `uid` recorded."""
+    return make_state(
+        Phase.SCALING_DOWN,
+        target_hash(SPEC),
         step=len(SPEC.steps),
         replicas=4,
         weight=100.0,
         shared_selector={"app": "zai-proxy"},
         started_at=T0 - timedelta(hours=1),
         phase_since=T0 - timedelta(minutes=20),
+        retention=Retention(T0 - since, T0 - since + timedelta(minutes=10), uid)
+        if since is not None
+        else None,
     )
-    return replace(base, **changes)
 
 
 def test_retention_records_the_stable_deployments_uid_when_it_starts() -> None:
     d = decide(SPEC, scaling_down(), observed("uid-kept"), None, T0)
     assert isinstance(d.action, Persist) and d.event is not None
     assert d.event.kind is DecisionKind.RETENTION_STARTED
-    assert d.state.stable_uid == "uid-kept"
-    assert decode_state(encode_state(d.state)).stable_uid == "uid-kept"
+    assert d.state.retention == Retention(T0, T0 + timedelta(minutes=10), "uid-kept")
+    assert decode_state(encode_state(d.state)) == d.state
 
 
 def test_after_retention_only_the_kept_uid_is_deleted() -> None:
-    kept = scaling_down(scaled_down_at=T0 - timedelta(minutes=11), stable_uid="uid-kept")
+    kept = scaling_down(timedelta(minutes=11), "uid-kept")
     d = decide(SPEC, kept, observed("uid-kept"), None, T0)
     assert d.action == DeleteDeployment(d.action.role, "zai-proxy", uid="uid-kept")  # type: ignore[union-attr]
 
 
 def test_a_replaced_stable_is_not_deleted_and_the_rollout_says_why() -> None:
-    kept = scaling_down(scaled_down_at=T0 - timedelta(minutes=11), stable_uid="uid-kept")
+    kept = scaling_down(timedelta(minutes=11), "uid-kept")
     d = decide(SPEC, kept, observed("uid-of-a-new-one"), None, T0)
     assert not isinstance(d.action, DeleteDeployment)
-    assert d.state.phase is Phase.COMPLETED and d.state.finished_at == T0
+    assert d.state.phase is Phase.COMPLETED and d.state.end == End(T0)
     assert d.event is not None and d.event.type is EventType.WARNING
     assert d.event.reason == "StableNotDeleted"
     assert "NOT deleted" in d.state.message and "uid-of-a-new-one" in d.state.message
@@ -82,12 +93,17 @@ def test_a_replaced_stable_is_not_deleted_and_the_rollout_says_why() -> None:
 
 
 def test_a_state_without_a_recorded_uid_decodes_and_deletes_what_it_sees() -> None:
-    """A state written before ptc recorded the uid (same version, no key): None, then the uid
-    seen at delete time (what ptc did before)."""
-    old = json.loads(encode_state(scaling_down(scaled_down_at=T0 - timedelta(minutes=11))))
-    old.pop("stableUid", None)
+    """A state v1 written before ptc recorded the uid (no key): None, then the uid seen at
+    delete time (what ptc did before)."""
+    old = {
+        "v": 1,
+        "phase": "scaling-down",
+        "target": target_hash(SPEC),
+        "step": 3,
+        "scaledDownAt": format_timestamp(T0 - timedelta(minutes=11)),
+    }
     migrated = decode_state(json.dumps(old))
-    assert migrated.stable_uid is None
+    assert migrated.retention == Retention(T0 - timedelta(minutes=11))
     d = decide(SPEC, migrated, observed("uid-seen"), None, T0)
     assert isinstance(d.action, DeleteDeployment) and d.action.uid == "uid-seen"
 
@@ -100,8 +116,7 @@ def over(uid: str) -> RolloutState:
         phase=Phase.SCALING_DOWN,
         step=3,
         weight=100.0,
-        scaled_down_at=T0 - timedelta(minutes=11),
-        stable_uid=uid,
+        retention=Retention(T0 - timedelta(minutes=11), stable_uid=uid),
     )
 
 

@@ -25,7 +25,7 @@ from controller.core.rollout import (
     decide,
     target_hash,
 )
-from controller.core.state import Phase
+from controller.core.state import Bake, Phase
 from tests.unit.rollout_model import T0, Cluster, Driver, InvariantViolation, make_spec
 
 
@@ -71,7 +71,9 @@ def test_happy_path_phases_scales_and_selector() -> None:
     flips = [d for d in decisions if isinstance(d.action, PatchService)]
     assert [dict(d.action.selector) for d in flips] == [{"app": "zai-proxy", "version": "v2"}]
     # The flip carries the state: it is recorded in the same patch.
-    assert flips[0].state.phase is Phase.BAKING and flips[0].state.flipped_at is not None
+    assert flips[0].state.phase is Phase.BAKING and flips[0].state.bake == Bake(
+        flipped_at=flips[0].state.history[-1].at
+    )
     assert driver.cluster.stable_exists and driver.cluster.stable_spec == 0  # kept for retention
     reasons = [d.event.reason for d in decisions if d.event]
     assert reasons[:2] == ["RolloutStarted", "PreflightPassed"]
@@ -83,7 +85,9 @@ def test_holds_and_bake_last_their_configured_time() -> None:
     driver = Driver(make_spec())
     decisions = driver.run(Phase.COMPLETED)
     reached = [
-        d.state.step_reached_at for d in decisions if d.event and d.event.reason == "StepReached"
+        d.state.hold.reached_at if d.state.hold else None
+        for d in decisions
+        if d.event and d.event.reason == "StepReached"
     ]
     advanced = [
         d for d in decisions if d.event and d.event.reason in ("StepAdvanced", "FlipStarted")
@@ -93,7 +97,7 @@ def test_holds_and_bake_last_their_configured_time() -> None:
         assert adv.state.history[-1].at - start >= timedelta(minutes=1)
     bake = next(d for d in decisions if d.event and d.event.reason == "BakeStarted")
     passed = next(d for d in decisions if d.event and d.event.reason == "BakePassed")
-    assert passed.state.history[-1].at - bake.state.bake_started_at >= timedelta(minutes=2)  # type: ignore[operator]
+    assert passed.state.history[-1].at - bake.state.bake.started_at >= timedelta(minutes=2)  # type: ignore[union-attr,operator]
 
 
 def test_delete_stable_after_retention_when_configured() -> None:
@@ -130,7 +134,7 @@ def test_preflight_takes_n_from_stable_when_unset() -> None:
     driver = Driver(make_spec(replicas=None))
     driver.cluster.stable_spec = driver.cluster.stable_ready = 2
     driver.run(Phase.PROGRESSING, first=True)
-    assert driver.state is not None and driver.state.replicas == 2
+    assert driver.state is not None and driver.state.progress.replicas == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def test_fail_mid_step_rolls_back_traffic_first() -> None:
     driver = Driver(make_spec())
     driver.run(Phase.PROGRESSING, first=True)
     # Reach step 2 (2 canary / 2 stable).
-    while not (driver.state and driver.state.step == 1 and driver.state.step_reached_at):
+    while not (driver.state and driver.state.step == 1 and driver.state.hold):
         d = driver.step()
         if isinstance(d.action, Wait):
             driver.cluster.ready_up(9, 9)
@@ -268,7 +272,7 @@ def test_capacity_gate_holds_while_canary_is_cold_then_proceeds() -> None:
     assert driver.cluster.canary_spec == 1  # nothing moved while cold
     driver.capacity = 70.0
     d = driver.step()
-    assert d.state.phase is Phase.PROGRESSING and d.state.holding_since is None  # released first
+    assert d.state.phase is Phase.PROGRESSING and d.state.holding is None  # released first
     d = driver.step()
     assert (
         isinstance(d.action, Scale)
@@ -295,18 +299,18 @@ def test_pause_resume_and_exactly_once() -> None:
     again = driver.step(cmd(CommandKind.PAUSE))
     assert isinstance(again.action, Wait) and again.state == paused.state
     resumed = driver.step(cmd(CommandKind.RESUME))
-    assert resumed.state.phase is Phase.PROGRESSING and resumed.state.paused_from is None
+    assert resumed.state.phase is Phase.PROGRESSING and resumed.state.pause is None
 
 
 def test_promote_skips_the_hold_and_the_manual_gate() -> None:
     steps = [{"weight": 25, "hold": "1h", "manualGate": True}, {"weight": 50, "hold": "1m"}]
     driver = Driver(make_spec(steps=steps))
     driver.run(Phase.PROGRESSING, first=True)
-    while not (driver.state and driver.state.step_reached_at):
+    while not (driver.state and driver.state.hold):
         driver.step()
         driver.cluster.ready_up(9, 9)
     promoted = driver.step(cmd(CommandKind.PROMOTE))
-    assert promoted.state.promoted_step == 0
+    assert promoted.state.progress.promoted_step == 0
     advanced = driver.step()
     assert advanced.state.step == 1, advanced.reason
     # Step 2 has no gate; with the gate on step 1 skipped by the promote we never paused.
@@ -378,7 +382,7 @@ def test_auto_retry_after_cooldown() -> None:
     first, restart = decisions[0], decisions[1]
     assert isinstance(first.action, Wait) and "automatic retry" in first.reason
     assert restart.state.phase is Phase.PREFLIGHT
-    assert restart.state.started_at == first.action.until  # exactly after the 1m cooldown
+    assert restart.state.progress.started_at == first.action.until  # exactly after the 1m cooldown
 
 
 def test_commands_that_do_not_apply_are_refused_and_recorded() -> None:
@@ -401,7 +405,7 @@ def test_a_new_target_waits_while_in_flight_and_restarts_when_done() -> None:
     assert isinstance(d.action, Wait) and "in flight" in d.reason and d.state is driver.state
     driver.run(Phase.COMPLETED)
     fresh = decide(v3, driver.state, driver.cluster.observed(driver.now), None, driver.now)
-    assert fresh.state.phase is Phase.PREFLIGHT and fresh.state.target == target_hash(v3)
+    assert fresh.state.phase is Phase.PREFLIGHT and fresh.state.revision == target_hash(v3)
 
 
 def test_a_command_applied_before_a_new_rollout_is_not_applied_again() -> None:
@@ -413,7 +417,7 @@ def test_a_command_applied_before_a_new_rollout_is_not_applied_again() -> None:
     driver.spec = v3
     started = driver.step(cmd(CommandKind.ABORT))  # the annotation still holds abort-1
     assert started.state.phase is Phase.PREFLIGHT and started.state.last_command == "abort-1"
-    assert started.state.rollout == "zai-proxy"
+    assert started.state.identity.rollout == "zai-proxy"
     d = driver.step(cmd(CommandKind.ABORT))
     assert d.state.phase is not Phase.ROLLING_BACK
 
@@ -424,7 +428,7 @@ def test_threshold_change_is_not_a_new_rollout() -> None:
 
 def test_drift_is_restored_during_a_hold() -> None:
     driver = Driver(make_spec())
-    while not (driver.state and driver.state.step_reached_at):
+    while not (driver.state and driver.state.hold):
         driver.step()
         driver.cluster.ready_up(9, 9)
     driver.cluster.stable_spec = driver.cluster.stable_ready = 4  # someone scaled v1 by hand
@@ -584,7 +588,7 @@ class RolloutMachine(RuleBasedStateMachine):
             return
         assert 0 <= s.step <= len(self.driver.spec.steps)
         if s.phase is Phase.PAUSED:
-            assert s.paused_from is not None
+            assert s.pause is not None
         if s.phase in (Phase.FLIPPING,):
             assert s.step == len(self.driver.spec.steps)
         if self.driver.spec.shifting == "surge":

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from controller.core.analysis.evaluate import AnalysisSummary, Verdict
 from controller.core.rollout import Decision, Wait, decide
-from controller.core.rollout.steps import VERDICT_GRACE
+from controller.core.rollout.holds import VERDICT_GRACE
 from controller.core.state import Phase
 from tests.unit.rollout_model import Driver, make_spec
 
@@ -24,13 +24,13 @@ BAKE = timedelta(minutes=2)
 
 def reached(driver: Driver) -> datetime:
     """Run until step 1's split is reached and its hold is running; its hold end."""
-    while driver.state is None or driver.state.step_reached_at is None:
+    while driver.state is None or driver.state.hold is None:
         d = driver.step()
         if isinstance(d.action, Wait):
             driver.cluster.ready_up(9, 9)
             driver.now += timedelta(seconds=1)
-    assert driver.state is not None and driver.state.step_reached_at is not None
-    return driver.state.step_reached_at + HOLD
+    assert driver.state is not None and driver.state.hold is not None
+    return driver.state.hold.reached_at + HOLD
 
 
 def decide_with(driver: Driver, verdict: Verdict, at: datetime) -> Decision:
@@ -50,7 +50,7 @@ def test_a_pass_from_before_the_hold_end_waits_for_a_fresh_evaluation() -> None:
     d = decide_with(driver, Verdict.PASS, end - timedelta(seconds=21))
     assert d.action == Wait(end + INTERVAL, fresh_after=end)
     assert d.state.step == 0 and d.state.phase is Phase.PROGRESSING
-    assert d.state.holding_since is None and d.event is None  # a wait, not a recorded hold
+    assert d.state.holding is None and d.event is None  # a wait, not a recorded hold
     assert "hold over; waiting for the analysis evaluated at its end" in d.reason
     # The evaluation taken at the hold's end judges the fault: no advance.
     driver.now = end + timedelta(milliseconds=300)
@@ -69,7 +69,7 @@ def test_a_fresh_pass_at_the_hold_end_advances_at_once() -> None:
     end = reached(driver)
     driver.now = end + timedelta(milliseconds=50)
     d = decide_with(driver, Verdict.PASS, end)  # evaluated exactly at the end: counts
-    assert d.state.step == 1 and d.state.holding_since is None
+    assert d.state.step == 1 and d.state.holding is None
 
 
 def test_without_a_fresh_evaluation_within_an_interval_the_step_holds() -> None:
@@ -91,8 +91,9 @@ def test_without_a_fresh_evaluation_within_an_interval_the_step_holds() -> None:
 def test_the_bake_passes_only_on_an_evaluation_after_its_end() -> None:
     driver = Driver(make_spec())
     driver.run(Phase.BAKING)  # waiting, bake started
-    assert driver.state is not None and driver.state.bake_started_at is not None
-    end = driver.state.bake_started_at + BAKE
+    bake = driver.state.bake if driver.state is not None else None
+    assert bake is not None and bake.started_at is not None
+    end = bake.started_at + BAKE
     driver.now = end
     d = decide_with(driver, Verdict.PASS, end - timedelta(seconds=3))
     assert d.action == Wait(end + INTERVAL, fresh_after=end)
@@ -128,10 +129,10 @@ def test_no_step_or_bake_ever_passes_on_a_verdict_from_before_its_end(lags: list
     ends: dict[int, datetime] = {}
     for d, summary in zip(driver.decisions, driver.used, strict=True):
         s = d.state
-        if s.step_reached_at is not None:
-            ends[s.step] = s.step_reached_at + HOLD
-        if s.bake_started_at is not None:
-            ends[s.step] = s.bake_started_at + BAKE
+        if s.hold is not None:
+            ends[s.step] = s.hold.reached_at + HOLD
+        if s.bake is not None and s.bake.started_at is not None:
+            ends[s.step] = s.bake.started_at + BAKE
         passed = d.event is not None and d.event.reason in ("StepAdvanced", "FlipStarted")
         baked = d.event is not None and d.event.reason == "BakePassed"
         if passed or baked:
@@ -173,8 +174,9 @@ def test_a_pass_just_within_interval_and_grace_still_advances() -> None:
 def test_a_stale_pass_does_not_end_the_bake() -> None:
     driver = Driver(make_spec())
     driver.run(Phase.BAKING)
-    assert driver.state is not None and driver.state.bake_started_at is not None
-    end = driver.state.bake_started_at + BAKE
+    bake = driver.state.bake if driver.state is not None else None
+    assert bake is not None and bake.started_at is not None
+    end = bake.started_at + BAKE
     driver.now = end + timedelta(minutes=1)
     d = decide_with(driver, Verdict.PASS, end + timedelta(seconds=1))
     assert d.state.phase is Phase.BAKING and "not used to advance" in d.reason

@@ -17,8 +17,9 @@ from controller.core.rollout import (
     Wait,
     decide,
 )
-from controller.core.state import Phase, RolloutState
+from controller.core.state import End, Phase, RolloutState
 from tests.unit.rollout_model import T0, Cluster, Driver, make_spec
+from tests.unit.states import state as make_state
 
 SECOND = timedelta(seconds=1)
 
@@ -114,8 +115,7 @@ def test_waiting_past_the_timeout_fails_with_the_last_reason() -> None:
     failed = shell.run_until(Phase.FAILED)
     # Checked every 10 s; the last run is at the deadline itself, then it fails.
     assert shell.runs == [T0 + i * 10 * SECOND for i in range(7)]
-    assert failed.state.finished_at == T0 + timedelta(minutes=1)
-    assert failed.state.failed_in is Phase.PREFLIGHT
+    assert failed.state.end == End(T0 + timedelta(minutes=1), failed_in=Phase.PREFLIGHT)
     assert "preflight still waiting after 1m (preflight.timeout)" in failed.reason
     assert "(run at +60s)" in failed.reason  # the last reason, not the first
     assert "`ptc retry` starts again at once" in failed.state.message
@@ -149,8 +149,7 @@ def test_the_timeout_counts_from_the_start_of_the_preflight_across_restarts() ->
 def test_a_problem_fails_at_once_and_is_marked_as_a_preflight_failure() -> None:
     shell = PreflightShell(make_spec(), lambda now: (("pods outside ... debug-shell",), ()))
     failed = shell.run_until(Phase.FAILED)
-    assert shell.runs == [T0] and failed.state.finished_at == T0
-    assert failed.state.failed_in is Phase.PREFLIGHT
+    assert shell.runs == [T0] and failed.state.end == End(T0, failed_in=Phase.PREFLIGHT)
 
 
 def test_a_vanished_stable_during_preflight_is_a_preflight_failure() -> None:
@@ -158,7 +157,7 @@ def test_a_vanished_stable_during_preflight_is_a_preflight_failure() -> None:
     spec = make_spec()
     started = decide(spec, None, with_preflight(None), None, T0)
     failed = decide(spec, started.state, with_preflight(None, cluster), None, T0)
-    assert failed.state.phase is Phase.FAILED and failed.state.failed_in is Phase.PREFLIGHT
+    assert failed.state.phase is Phase.FAILED and failed.state.end == End(T0, Phase.PREFLIGHT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +175,7 @@ def test_retry_after_a_preflight_failure_applies_at_once_and_keeps_the_attempt()
     retried = shell.step(retry())
     assert retried.state.phase is Phase.PREFLIGHT
     assert retried.state.attempt == 1
-    assert retried.state.failed_in is None and retried.state.finished_at is None
+    assert retried.state.end is None
     assert retried.state.last_command == "retry-1"
     record = retried.state.history[-2]
     assert record.decision == "retried" and record.by == "alice"
@@ -187,12 +186,11 @@ def test_retry_after_a_preflight_failure_applies_at_once_and_keeps_the_attempt()
 
 def test_a_free_retry_is_allowed_even_on_the_last_attempt() -> None:
     spec = make_spec(rollback={"cooldown": "10m", "maxAttempts": 2})
-    state = RolloutState(
+    state = make_state(
         Phase.FAILED,
-        target=decide(spec, None, with_preflight(None), None, T0).state.target,
+        decide(spec, None, with_preflight(None), None, T0).state.revision,
         attempt=2,
-        finished_at=T0,
-        failed_in=Phase.PREFLIGHT,
+        end=End(T0, failed_in=Phase.PREFLIGHT),
     )
     d = decide(spec, state, with_preflight(None), None, T0 + SECOND, retry())
     assert d.state.phase is Phase.PREFLIGHT and d.state.attempt == 2
@@ -201,8 +199,8 @@ def test_a_free_retry_is_allowed_even_on_the_last_attempt() -> None:
 def test_retry_after_a_failure_of_unknown_kind_still_obeys_cooldown_and_attempts() -> None:
     # A state from an older ptc carries no failedIn: treated like any failure.
     spec = make_spec(rollback={"cooldown": "10m", "maxAttempts": 3})
-    target = decide(spec, None, with_preflight(None), None, T0).state.target
-    state = RolloutState(Phase.FAILED, target=target, attempt=1, finished_at=T0)
+    target = decide(spec, None, with_preflight(None), None, T0).state.revision
+    state = make_state(Phase.FAILED, target, attempt=1, end=End(T0))
     early = decide(spec, state, with_preflight(None), None, T0 + SECOND, retry())
     assert early.state.phase is Phase.FAILED and "cooldown has 599s left" in early.reason
     later = decide(spec, state, with_preflight(None), None, T0 + timedelta(minutes=10), retry(2))
@@ -221,7 +219,8 @@ def test_retry_after_a_real_rollback_still_obeys_cooldown_and_counts_the_attempt
     assert d.state.phase is Phase.ROLLING_BACK
     driver.state = d.state
     driver.run(Phase.ROLLED_BACK)
-    assert driver.state is not None and driver.state.failed_in is None
+    assert driver.state is not None and driver.state.end is not None
+    assert driver.state.end.failed_in is None
     early = driver.step(retry(1))
     assert early.state.phase is Phase.ROLLED_BACK and "cooldown" in early.reason
     driver.now += timedelta(minutes=10)

@@ -21,6 +21,7 @@ from controller.core.rollout import (
 )
 from controller.core.state import Phase, RolloutState
 from tests.unit.rollout_model import T0, Cluster, make_spec
+from tests.unit.states import state as make_state
 
 SPEC = make_spec()
 V3 = make_spec(canary={"deployment": "zai-proxy-v3", "version": "v3"})
@@ -28,7 +29,7 @@ TWEAK = make_spec(maxSurge=2)  # thresholds, steps and timings: the same target
 
 
 def state(phase: Phase, spec: Any = SPEC) -> RolloutState:
-    return RolloutState(phase=phase, target=target_hash(spec), rollout=spec.name, step=1)
+    return make_state(phase, target_hash(spec), rollout=spec.name, step=1)
 
 
 IN_FLIGHT = [p for p in Phase if not p.terminal]
@@ -91,5 +92,5 @@ def test_decide_waits_exactly_when_the_rule_says_a_new_target_waits(
         assert isinstance(decision.action, Wait) and decision.state is current
         assert "in flight" in decision.reason
     elif new_target:
-        assert decision.state.target == target_hash(V3)  # a new rollout started
+        assert decision.state.revision == target_hash(V3)  # a new rollout started
         assert decision.state.phase is Phase.PREFLIGHT

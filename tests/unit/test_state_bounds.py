@@ -12,7 +12,11 @@ from controller.core.state import (
     HISTORY_LIMIT,
     BreachClocks,
     DecisionRecord,
+    Hold,
+    Holding,
+    HoldKind,
     MetricRecord,
+    Pause,
     Phase,
     RolloutState,
     StateError,
@@ -20,6 +24,7 @@ from controller.core.state import (
     encode_state,
     format_timestamp,
 )
+from tests.unit.states import state as make_state
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BUDGET = 16 * 1024  # bytes: far below the API server's 256 KiB for all annotations
@@ -41,24 +46,26 @@ def worst_case(metrics: int) -> RolloutState:
     """Every field at its largest: many metrics, long reasons, every one of them breaching."""
     long = "a reason that goes on and on \N{WARNING SIGN} " * 200  # ~7 KB, multi-byte too
     names = [_metric(i, "").name for i in range(metrics)]
-    state = RolloutState(
-        Phase.HOLDING,
+    state = make_state(
+        Phase.PAUSED,  # paused while holding: the most records a state can have at once
         "f" * 16,
         rollout="r" * 253,
         stable="s" * 253,
         canary="c" * 253,
         steps=20,
         spec_hash="0" * 16,
+        legacy_spec_hash=True,
         step=19,
+        attempt=10,
         replicas=1000,
+        promoted_step=18,
         shared_selector={f"k{i}.example.com/" + "k" * 40: "v" * 63 for i in range(5)},
         started_at=T0,
         phase_since=T0,
-        step_reached_at=T0,
-        holding_since=T0,
-        hold_kind="analysis",
+        hold=Hold(T0, T0),
+        holding=Holding(T0, HoldKind.TRAFFIC_SHARE),
+        pause=Pause(Phase.HOLDING),
         weight=99.99,
-        hold_until=T0,
         message=long,
         last_command="c" * 64,
         writer="w" * 253,
@@ -132,9 +139,7 @@ def test_an_old_annotation_with_the_full_history_still_decodes() -> None:
 
 
 def test_breach_clocks_round_trip_and_bad_ones_are_named() -> None:
-    state = RolloutState(
-        Phase.HOLDING, "t", breach=BreachClocks(2, 3, {"error-ratio": T0, "p95": T0})
-    )
+    state = make_state(Phase.HOLDING, breach=BreachClocks(2, 3, {"error-ratio": T0, "p95": T0}))
     assert decode_state(encode_state(state)) == state
     data = json.loads(encode_state(state))
     assert data["breach"] == {
@@ -150,7 +155,7 @@ def test_breach_clocks_round_trip_and_bad_ones_are_named() -> None:
 def test_a_cut_reason_keeps_its_end_where_a_commands_id_is() -> None:
     reason = "rollback: " + "alert detail " * 60 + " [alert-0123456789abcdef]"
     record = DecisionRecord(T0, "holding", 1, "rollback", reason, by="alert:canary-502")
-    state = decode_state(encode_state(RolloutState(Phase.ROLLING_BACK, "t", history=(record,))))
+    state = decode_state(encode_state(make_state(Phase.ROLLING_BACK, history=(record,))))
     kept = state.history[0].reason
     assert len(kept.encode()) <= 200 < len(reason)
     assert kept.startswith("rollback: alert detail") and kept.endswith("[alert-0123456789abcdef]")

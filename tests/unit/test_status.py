@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.core.analysis.evaluate import MetricResult, Verdict
-from controller.core.state import DecisionRecord, MetricRecord, Phase, RolloutState
+from controller.core.state import DecisionRecord, Hold, MetricRecord, Phase, RolloutState
 from controller.core.status import hold_window, status_document
 from controller.ops.status_view import render_text
 from controller.shell.lag import RolloutLag
+from tests.unit.states import state as make_state
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "status_table.txt"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -35,17 +36,15 @@ def state() -> RolloutState:
             T0 + timedelta(seconds=6), "progressing", 1, "paused", "paused by alice", by="alice"
         ),
     )
-    return RolloutState(
-        phase=Phase.PROGRESSING,
-        target="t",
+    return make_state(
+        Phase.PROGRESSING,
         step=1,
         rollout="zai-proxy",
         stable="zai-proxy",
         canary="zai-proxy-v2",
         steps=3,
         weight=50.0,
-        step_reached_at=T0 + timedelta(seconds=5),
-        hold_until=T0 + timedelta(minutes=5, seconds=5),
+        hold=Hold(T0 + timedelta(seconds=5), T0 + timedelta(minutes=5, seconds=5)),
         message="holding",
         history=history,
         writer="ptc-0",

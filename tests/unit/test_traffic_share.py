@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from controller.core.analysis.evaluate import Sample, Verdict
 from controller.core.analysis.share import ShareReading, check_share
 from controller.core.rollout import Wait
-from controller.core.state import Phase, decode_record, record_json
+from controller.core.state import Holding, HoldKind, Phase, decode_record, record_json
 from controller.core.status import status_document
 from controller.ops.status_view import render_text
 from controller.shell.metrics import Metrics
@@ -182,14 +182,15 @@ def test_a_skewed_step_holds_with_the_observed_share_then_pauses_after_max_hold(
     driver.share = reading(2.0, 100.0)  # 2 % of requests while a quarter of the pods are canary
     decisions = driver.run(Phase.HOLDING)
     held = decisions[-1]
-    assert held.state.step == 0 and held.state.hold_kind == "traffic-share"
+    assert held.state.step == 0 and held.state.holding is not None
+    assert held.state.holding.kind is HoldKind.TRAFFIC_SHARE
     assert "canary receives 2.0% of requests for a 25% weight" in held.reason
     hold_record = next(r for r in held.state.history if r.decision == "hold")
     assert hold_record.weight_observed == 2.0
     assert driver.cluster.canary_spec == 1  # nothing moved on
     # Holding is a returned time (maxHold), not a poll.
     assert isinstance(held.action, Wait) and held.action.until == (
-        held.state.holding_since + timedelta(minutes=5)  # type: ignore[operator]
+        held.state.holding.since + timedelta(minutes=5)  # type: ignore[union-attr]
     )
     driver.now = held.action.until  # type: ignore[assignment]
     paused = driver.step()
@@ -217,7 +218,10 @@ def test_only_a_share_measured_after_the_hold_counts() -> None:
     assert len(waiting) == 3  # once per step
     assert all(isinstance(d.action, Wait) and d.action.fresh_after for d in waiting)
     # None came within an interval: the share is not judged, the metrics still are.
-    assert all(d.state.hold_kind != "traffic-share" for d in decisions)
+    assert all(
+        d.state.holding is None or d.state.holding.kind is not HoldKind.TRAFFIC_SHARE
+        for d in decisions
+    )
 
 
 def test_rollback_policy_applies_to_a_persistent_skew() -> None:
@@ -233,7 +237,10 @@ def test_without_traffic_share_configured_a_skew_is_not_judged() -> None:
     driver = Driver(make_spec())
     driver.share = reading(2.0, 100.0)
     decisions = driver.run(Phase.COMPLETED)
-    assert all(d.state.hold_kind != "traffic-share" for d in decisions)
+    assert all(
+        d.state.holding is None or d.state.holding.kind is not HoldKind.TRAFFIC_SHARE
+        for d in decisions
+    )
 
 
 def test_a_failing_metric_still_rolls_back_while_the_share_is_off() -> None:
@@ -309,3 +316,20 @@ def test_metrics_gauge_follows_the_reading_and_goes_away_without_one() -> None:
     assert 'ptc_rollout_weight_observed_percent{namespace="devpod",rollout="zai-proxy"} 8.0' in text
     metrics.set_weight_observed("devpod", "zai-proxy", None)
     assert "ptc_rollout_weight_observed_percent{" not in metrics.render().decode()
+
+
+def test_a_hold_that_comes_to_wait_on_something_else_is_recorded_again_from_its_start() -> None:
+    """One hold, one start: when what it waits on changes, the state and an Event say so, and
+    maxHold still counts from when the step first held."""
+    driver = Driver(spec_with_share())
+    driver.share = reading(25.0, 100.0)  # the share is right: the metrics hold the step
+    driver.verdict = Verdict.INCONCLUSIVE
+    first = driver.run(Phase.HOLDING)[-1]
+    assert first.state.holding is not None and first.state.holding.kind is HoldKind.ANALYSIS
+    since = first.state.holding.since
+    driver.now += timedelta(seconds=30)
+    driver.share = reading(2.0, 100.0)  # now the share is off too, and it is judged first
+    again = driver.step()
+    assert again.event is not None and again.event.kind.decision == "hold"
+    assert again.state.holding == Holding(since, HoldKind.TRAFFIC_SHARE)
+    assert driver.step().event is None  # and only once: then it waits

@@ -8,7 +8,7 @@ from controller.core.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx
 from controller.core.rollout.lifecycle import start
 from controller.core.rollout.rollback import begin_rollback
 from controller.core.rollout.types import Command, CommandKind, Decision, DecisionKind
-from controller.core.state import Phase
+from controller.core.state import Pause, Phase
 
 
 def apply_command(ctx: Ctx, cmd: Command) -> Decision:
@@ -36,20 +36,19 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
             DecisionKind.PAUSED,
             f"paused by {cmd.by}{_about(cmd)}",
             by=cmd.by,
-            paused_from=st.phase,
+            pause=Pause(st.phase),
             last_command=cmd.id,
         )
     if cmd.kind is CommandKind.RESUME:
         if st.phase is not Phase.PAUSED:
             return refuse(f"resume ignored: rollout is {st.phase.value}, not paused")
-        back = st.paused_from or Phase.PROGRESSING
+        back = st.pause.from_phase if st.pause is not None else Phase.PROGRESSING
         return ctx.transition(
             back,
             DecisionKind.RESUMED,
             f"resumed by {cmd.by}",
             by=cmd.by,
-            paused_from=None,
-            holding_since=None,
+            holding=None,
             last_command=cmd.id,
         )
     if cmd.kind is CommandKind.PROMOTE:
@@ -61,12 +60,16 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
                 DecisionKind.PROMOTED,
                 f"retention skipped by {cmd.by}",
                 by=cmd.by,
-                scaled_down_at=st.scaled_down_at - ctx.spec.retention.scale_down_delay
-                if st.scaled_down_at
+                retention=replace(
+                    st.retention,
+                    scaled_down_at=st.retention.scaled_down_at
+                    - ctx.spec.retention.scale_down_delay,
+                )
+                if st.retention is not None
                 else None,
                 last_command=cmd.id,
             )
-        back = st.paused_from if st.phase is Phase.PAUSED and st.paused_from else st.phase
+        back = st.pause.from_phase if st.pause is not None else st.phase
         if back is Phase.HOLDING:
             back = Phase.PROGRESSING
         return ctx.transition(
@@ -75,8 +78,7 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
             f"step {st.step + 1}: hold and gates skipped by {cmd.by}",
             by=cmd.by,
             promoted_step=st.step,
-            paused_from=None,
-            holding_since=None,
+            holding=None,
             last_command=cmd.id,
         )
     # RETRY
@@ -84,28 +86,30 @@ def apply_command(ctx: Ctx, cmd: Command) -> Decision:
         return refuse(
             f"retry ignored: rollout is {st.phase.value}; retry follows a rollback or a failure"
         )
-    if st.phase is Phase.FAILED and st.failed_in in NO_TRAFFIC_PHASES:
+    failed_in = st.end.failed_in if st.end is not None else None
+    if st.phase is Phase.FAILED and failed_in is not None and failed_in in NO_TRAFFIC_PHASES:
         # Nothing was shifted, so there is nothing to cool down from and no attempt was spent.
         retried = st.with_record(
             ctx.record(
                 "retried",
-                f"retry by {cmd.by}: failed in {st.failed_in.value} before any traffic moved; "
+                f"retry by {cmd.by}: failed in {failed_in.value} before any traffic moved; "
                 f"attempt {st.attempt} starts again (no cooldown, no attempt used)",
                 cmd.by,
             )
         )
-        started = start(ctx.spec, retried, ctx.observed, st.target, ctx.now, attempt=st.attempt)
+        started = start(ctx.spec, retried, ctx.observed, st.revision, ctx.now, attempt=st.attempt)
         return replace(started, state=replace(started.state, last_command=cmd.id))
     if st.attempt >= ctx.spec.rollback.max_attempts:
         return refuse(
             f"retry refused: {st.attempt} of {ctx.spec.rollback.max_attempts} attempts used; "
             "change the canary in the config to start a new rollout"
         )
-    if st.finished_at is not None and ctx.now < st.finished_at + ctx.spec.rollback.cooldown:
-        left = st.finished_at + ctx.spec.rollback.cooldown - ctx.now
+    finished = st.end.finished_at if st.end is not None else None
+    if finished is not None and ctx.now < finished + ctx.spec.rollback.cooldown:
+        left = finished + ctx.spec.rollback.cooldown - ctx.now
         return refuse(f"retry refused: cooldown has {left.total_seconds():.0f}s left")
     started = start(
-        ctx.spec, st, ctx.observed, st.target, ctx.now, attempt=st.attempt + 1, by=cmd.by
+        ctx.spec, st, ctx.observed, st.revision, ctx.now, attempt=st.attempt + 1, by=cmd.by
     )
     return replace(started, state=replace(started.state, last_command=cmd.id))
 

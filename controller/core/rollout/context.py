@@ -67,7 +67,9 @@ class Ctx:
 
     def __post_init__(self) -> None:
         total = (
-            self.state.replicas or self.spec.replicas or max(self.observed.stable.spec_replicas, 1)
+            self.state.progress.replicas
+            or self.spec.replicas
+            or max(self.observed.stable.spec_replicas, 1)
         )
         self.limits = Limits.for_rollout(self.spec, total)
 
@@ -102,8 +104,11 @@ class Ctx:
         by: str = "ptc",
         **changes: object,
     ) -> Decision:
-        """Move to `phase` (or stay, with `changes`), recorded, evented and persisted first."""
-        since = self.now if phase is not self.state.phase else self.state.phase_since
+        """Move to `phase` (or stay, with `changes`), recorded, evented and persisted first.
+
+        `changes` as `RolloutState.moved` takes them: the records of the phase left are dropped.
+        """
+        since = self.now if phase is not self.state.phase else self.state.progress.phase_since
         new = self.state.with_record(
             self.record(kind.decision, reason, by),
             phase=phase,

@@ -14,7 +14,7 @@ from controller.core.rollout.types import (
     PreflightResult,
     RunPreflight,
 )
-from controller.core.state import Phase, RolloutState
+from controller.core.state import End, Identity, Phase, Progress, RolloutState
 
 
 def start(
@@ -27,18 +27,20 @@ def start(
     by: str = "ptc",
 ) -> Decision:
     base = RolloutState(
-        phase=Phase.PENDING,
-        target=target,
-        spec_hash=spec.spec_hash(),
-        rollout=spec.name,
-        stable=spec.stable.deployment,
-        canary=spec.canary.deployment,
-        steps=len(spec.steps),
+        Identity(
+            revision=target,
+            spec_hash=spec.spec_hash(),
+            rollout=spec.name,
+            stable=spec.stable.deployment,
+            canary=spec.canary.deployment,
+            steps=len(spec.steps),
+        ),
+        Progress(Phase.PENDING),
     )
     if previous is not None:
         # A command already applied stays applied, even for a new rollout on the Service.
         base = replace(base, last_command=previous.last_command)
-        if previous.target == target:
+        if previous.revision == target:
             base = replace(base, history=previous.history)
     ctx = Ctx(spec, base, observed, None, now)
     return ctx.transition(
@@ -50,15 +52,6 @@ def start(
         by=by,
         attempt=attempt,
         started_at=now,
-        step=0,
-        step_reached_at=None,
-        holding_since=None,
-        promoted_step=None,
-        paused_from=None,
-        flipped_at=None,
-        bake_started_at=None,
-        scaled_down_at=None,
-        finished_at=None,
     )
 
 
@@ -68,7 +61,7 @@ NO_TRAFFIC_MOVED = "; no traffic moved: `ptc retry` starts again at once and use
 
 def preflight(ctx: Ctx) -> Decision:
     result = ctx.observed.preflight
-    since = ctx.state.phase_since or ctx.now
+    since = ctx.state.progress.phase_since or ctx.now
     if result is None or result.at < since:
         return Decision(RunPreflight(), ctx.state, "running preflight checks")
     if result.problems:
@@ -98,7 +91,6 @@ def preflight(ctx: Ctx) -> Decision:
         replicas=total,
         shared_selector=shared,
         step=0,
-        step_reached_at=None,
     )
 
 
@@ -108,8 +100,7 @@ def preflight_failed(ctx: Ctx, reason: str) -> Decision:
         Phase.FAILED,
         DecisionKind.PREFLIGHT_FAILED,
         reason + NO_TRAFFIC_MOVED,
-        finished_at=ctx.now,
-        failed_in=Phase.PREFLIGHT,
+        end=End(ctx.now, failed_in=Phase.PREFLIGHT),
     )
 
 
@@ -137,10 +128,10 @@ def _preflight_waiting(ctx: Ctx, result: PreflightResult, since: datetime) -> De
 def rolled_back(ctx: Ctx) -> Decision:
     rb = ctx.spec.rollback
     st = ctx.state
-    if rb.auto_retry and st.attempt < rb.max_attempts and st.finished_at is not None:
-        ready_at = st.finished_at + rb.cooldown
+    if rb.auto_retry and st.attempt < rb.max_attempts and st.end is not None:
+        ready_at = st.end.finished_at + rb.cooldown
         if ctx.now >= ready_at:
-            return start(ctx.spec, st, ctx.observed, st.target, ctx.now, attempt=st.attempt + 1)
+            return start(ctx.spec, st, ctx.observed, st.revision, ctx.now, attempt=st.attempt + 1)
         return ctx.wait(f"rolled back; automatic retry at {ready_at.isoformat()}", ready_at)
     return ctx.wait("rolled back")
 
@@ -150,4 +141,4 @@ def idle(ctx: Ctx) -> Decision:
 
 
 def pending(ctx: Ctx) -> Decision:
-    return start(ctx.spec, ctx.state, ctx.observed, ctx.state.target, ctx.now, ctx.state.attempt)
+    return start(ctx.spec, ctx.state, ctx.observed, ctx.state.revision, ctx.now, ctx.state.attempt)

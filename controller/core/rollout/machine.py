@@ -23,12 +23,13 @@ from controller.core.analysis.evaluate import AnalysisSummary
 from controller.core.config.model import Rollout
 from controller.core.rollout.commands import apply_command
 from controller.core.rollout.context import ACTIVE_TRAFFIC_PHASES, Ctx, target_hash
+from controller.core.rollout.finish import baking, scaling_down
 from controller.core.rollout.lifecycle import idle, pending, preflight, rolled_back, start
 from controller.core.rollout.reload import WAITS_REASON, waits_for_rollout_in_flight
 from controller.core.rollout.rollback import begin_rollback, rolling_back
-from controller.core.rollout.steps import baking, flipping, paused, progressing, scaling_down
+from controller.core.rollout.steps import flipping, paused, progressing
 from controller.core.rollout.types import Command, Decision, DecisionKind, Observed
-from controller.core.state import Phase, RolloutState
+from controller.core.state import End, Phase, RolloutState
 
 
 def decide(
@@ -43,7 +44,7 @@ def decide(
     target = target_hash(spec)
     if state is None:
         return start(spec, None, observed, target, now, attempt=1)
-    if state.target != target:
+    if state.revision != target:
         if waits_for_rollout_in_flight(state, target):
             return Ctx(spec, state, observed, verdicts, now).wait(WAITS_REASON)
         return start(spec, state, observed, target, now, attempt=1)
@@ -56,8 +57,7 @@ def decide(
                 Phase.FAILED,
                 DecisionKind.FAILED,
                 f"stable Deployment {spec.stable.deployment} not found: nothing to roll back to",
-                finished_at=now,
-                failed_in=state.phase,
+                end=End(now, failed_in=state.phase),
             )
         if not observed.canary.exists and state.phase in ACTIVE_TRAFFIC_PHASES:
             return begin_rollback(ctx, f"canary Deployment {spec.canary.deployment} not found")

@@ -32,7 +32,7 @@ class SpecChange(StrEnum):
 
 def waits_for_rollout_in_flight(state: RolloutState | None, target: str) -> bool:
     """Whether a rollout of `target` must wait: one of another target is in flight."""
-    return state is not None and state.target != target and not state.phase.terminal
+    return state is not None and state.revision != target and not state.phase.terminal
 
 
 def spec_change(current: Rollout, new: Rollout, state: RolloutState | None) -> SpecChange:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from controller.core.plan import DeploymentRole, Move, rollback_split
 from controller.core.rollout.context import Ctx, dur, pinned_selector, shared_selector
 from controller.core.rollout.types import Decision, DecisionKind, PatchService
-from controller.core.state import Phase
+from controller.core.state import End, Phase
 
 
 def begin_rollback(ctx: Ctx, reason: str, by: str = "ptc") -> Decision:
@@ -14,15 +14,14 @@ def begin_rollback(ctx: Ctx, reason: str, by: str = "ptc") -> Decision:
         DecisionKind.ROLLBACK,
         reason,
         by=by,
-        holding_since=None,
-        paused_from=None,
         weight=0.0,
-        hold_until=None,
     )
 
 
 def rollback_selector(ctx: Ctx) -> dict[str, str]:
-    shared = dict(ctx.state.shared_selector) or shared_selector(ctx.spec, ctx.observed.selector)
+    shared = dict(ctx.state.progress.shared_selector) or shared_selector(
+        ctx.spec, ctx.observed.selector
+    )
     if ctx.spec.stable.version:
         return pinned_selector(shared, ctx.spec, ctx.spec.stable.version)
     return shared
@@ -66,5 +65,5 @@ def rolling_back(ctx: Ctx) -> Decision:
         Phase.ROLLED_BACK,
         DecisionKind.ROLLED_BACK,
         f"rolled back: {target.stable} stable pod(s) Ready, canary at {target.canary}{nxt}",
-        finished_at=ctx.now,
+        end=End(ctx.now),
     )

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from controller.core.analysis.evaluate import Verdict
 from controller.core.config.model import Metric
 from controller.ops.backtest.model import BacktestResult, TickResult
-from controller.ops.report.timeline import (
+from controller.ops.report.model import (
     Marker,
     MarkerKind,
     MetricPanel,

@@ -10,8 +10,7 @@ Rendering modules import matplotlib, so they are imported when used, not here.
 """
 
 from controller.ops.report.errors import BadReportRequest, ReportError
-from controller.ops.report.output import render_report
-from controller.ops.report.timeline import (
+from controller.ops.report.model import (
     Marker,
     MarkerKind,
     MetricPanel,
@@ -19,8 +18,9 @@ from controller.ops.report.timeline import (
     Point,
     ReportSeries,
     Timeline,
-    build_timeline,
 )
+from controller.ops.report.output import render_report
+from controller.ops.report.timeline import build_timeline
 
 __all__ = [
     "BadReportRequest",

@@ -27,7 +27,7 @@ from matplotlib.patches import Patch
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from controller.ops.report.timeline import Marker, MarkerKind, MetricPanel, Point, Timeline
+from controller.ops.report.model import Marker, MarkerKind, MetricPanel, Point, Timeline
 
 DEFAULT_WIDTH = 1600
 DEFAULT_HEIGHT = 900

@@ -22,13 +22,8 @@ from controller.core.analysis.templates import QueryContext, matcher_text
 from controller.core.config.model import Config, PrometheusSettings, Rollout, Side
 from controller.core.state import STATE_ANNOTATION, RolloutState, StateError, decode_state
 from controller.ops.report.errors import BadReportRequest, ReportError
-from controller.ops.report.timeline import (
-    MetricSeries,
-    Point,
-    ReportSeries,
-    configured_metrics,
-    time_span,
-)
+from controller.ops.report.model import MetricSeries, Point, ReportSeries
+from controller.ops.report.timeline import configured_metrics, time_span
 from controller.shell import history
 from controller.shell.command_annotation import RolloutNotFound, find_service
 from controller.shell.kube import Kube, KubeError, NotFound
@@ -120,14 +115,15 @@ async def load_state(
         state = decode_state(raw)
     except StateError as exc:
         raise ReportError(f"Service {namespace}/{svc.name}: {exc}") from None
-    if state.rollout and state.rollout != rollout:
+    written_for = state.identity.rollout
+    if written_for and written_for != rollout:
         raise BadReportRequest(
-            f"Service {namespace}/{svc.name} carries the state of rollout {state.rollout!r}, "
+            f"Service {namespace}/{svc.name} carries the state of rollout {written_for!r}, "
             f"not {rollout!r}"
         )
     # The annotation keeps the last few decisions; the history ConfigMap has the rest.
     try:
-        recorded = await history.read(kube, namespace, svc.name, state.target)
+        recorded = await history.read(kube, namespace, svc.name, state.revision)
     except (KubeError, StateError) as exc:
         log.warning("decision history unreadable; the report shows the state's", error=str(exc))
         recorded = ()

@@ -15,7 +15,7 @@ from html import escape
 from controller import __version__
 from controller.core.state import MetricRecord
 from controller.ops.report.chart import KIND_COLORS, render_svg, title
-from controller.ops.report.timeline import MarkerKind, TableRow, Timeline
+from controller.ops.report.model import MarkerKind, TableRow, Timeline
 
 _PROLOG = re.compile(r"^.*?(?=<svg[\s>])", re.DOTALL)
 _NAMESPACE = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')

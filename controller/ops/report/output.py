@@ -13,7 +13,8 @@ from pathlib import Path
 from controller.core.config.model import Rollout
 from controller.core.state import RolloutState
 from controller.ops.report.errors import BadReportRequest
-from controller.ops.report.timeline import ReportSeries, Timeline, build_timeline
+from controller.ops.report.model import ReportSeries, Timeline
+from controller.ops.report.timeline import build_timeline
 
 FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".svg": "svg"}
 MIN_SIZE, MAX_SIZE = (400, 300), (10000, 10000)

@@ -10,63 +10,31 @@ after the last record it is the state's current phase.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from controller.core.analysis.evaluate import threshold_text
 from controller.core.config.model import Metric, Rollout
 from controller.core.plan import Limits, place_step
 from controller.core.state import HISTORY_LIMIT, DecisionRecord, MetricRecord, RolloutState
-
-
-@dataclass(frozen=True)
-class Point:
-    """One value at one time (NaN marks a gap in a line)."""
-
-    at: datetime
-    value: float
-
-
-@dataclass(frozen=True)
-class MetricSeries:
-    """A metric's range-query results per side, and the PromQL that produced them."""
-
-    canary: tuple[Point, ...] = ()
-    stable: tuple[Point, ...] = ()
-    canary_query: str = ""
-    stable_query: str = ""
-
-
-@dataclass(frozen=True)
-class ReportSeries:
-    """What Prometheus added to the records (all optional); `notes` say what it could not."""
-
-    weight_actual: tuple[Point, ...] = ()
-    metrics: Mapping[str, MetricSeries] = field(default_factory=dict)
-    source: str = ""  # where the series came from, for people (a Prometheus URL)
-    notes: tuple[str, ...] = ()
-
-
-class MarkerKind(StrEnum):
-    """What a decision marker stands for; each kind has one colour and one legend entry."""
-
-    START = "start"
-    STEP = "step"
-    HOLD = "hold"
-    PAUSE = "pause"
-    COMMAND = "command"
-    FLIP = "flip"
-    BAKE = "bake"
-    ROLLBACK = "rollback"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    OTHER = "other"
-
+from controller.ops.report.model import (
+    Marker,
+    MarkerKind,
+    MetricPanel,
+    MetricSeries,
+    PhaseSpan,
+    Point,
+    ReportSeries,
+    TableRow,
+    Timeline,
+    config_threshold,
+    parse_threshold,
+)
 
 _KIND_BY_DECISION: dict[str, MarkerKind] = {
     "started": MarkerKind.START,
@@ -95,145 +63,19 @@ _KIND_BY_DECISION: dict[str, MarkerKind] = {
 TABLE_ONLY = frozenset({"scale-canary", "scale-stable", "select-shared", "select-stable"})
 
 _WEIGHT_IN_REASON = re.compile(r"\((\d+(?:\.\d+)?)%\)")
-_STABLE_LIMIT = re.compile(r"^stable\*(?P<factor>[0-9.eE+-]+?)\+(?P<slack>[0-9.eE+-]+)$")
-
-
-@dataclass(frozen=True)
-class Marker:
-    """One decision drawn on the chart; `index` is its row number in the decision table."""
-
-    index: int
-    at: datetime
-    decision: str
-    kind: MarkerKind
-    label: str
-    reason: str
-    by: str
-    step: int
-
-
-@dataclass(frozen=True)
-class PhaseSpan:
-    """The rollout was in `phase` from `start` to `end`."""
-
-    start: datetime
-    end: datetime
-    phase: str
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A metric's limits as parsed from its threshold text (``<= 0.05, <= stable*1.5+0.01``)."""
-
-    max: float | None = None
-    min: float | None = None
-    factor: float | None = None  # compare: canary vs stable * factor + slack
-    slack: float = 0.0
-    higher_is_better: bool = False
-
-    def relative_limit(self, stable: float | None) -> float | None:
-        """The limit the compare rule sets for a stable value (None without compare or stable)."""
-        if self.factor is None or stable is None:
-            return None
-        if self.higher_is_better:
-            return stable / self.factor - self.slack
-        return stable * self.factor + self.slack
-
-
-@dataclass(frozen=True)
-class MetricPanel:
-    """One analysis metric over time: recorded values, limits, failures, range series."""
-
-    name: str
-    threshold_text: str  # the latest one recorded (or configured)
-    canary: tuple[Point, ...]  # values recorded with decisions
-    stable: tuple[Point, ...]
-    max_limit: tuple[Point, ...]  # absolute limits as recorded, a step line
-    min_limit: tuple[Point, ...]
-    relative_limit: tuple[Point, ...]  # stable * factor + slack at each recorded stable value
-    failing: tuple[Point, ...]  # canary values recorded with verdict fail
-    range_canary: tuple[Point, ...] = ()
-    range_stable: tuple[Point, ...] = ()
-    queries: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TableRow:
-    """One decision as the table lists it."""
-
-    index: int
-    record: DecisionRecord
-    kind: MarkerKind
-    elapsed: timedelta  # since the timeline's start
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """Everything a report shows about one rollout."""
-
-    rollout: str
-    namespace: str
-    phase: str
-    attempt: int
-    message: str
-    start: datetime
-    end: datetime
-    desired_weight: tuple[Point, ...]
-    weight_source: str  # "config" or "records"
-    actual_weight: tuple[Point, ...]
-    metrics: tuple[MetricPanel, ...]
-    markers: tuple[Marker, ...]
-    spans: tuple[PhaseSpan, ...]
-    rows: tuple[TableRow, ...]
-    notes: tuple[str, ...]
-    series_source: str = ""
-
-
-def parse_threshold(text: str) -> Threshold:
-    """Read the evaluator's threshold text; parts it does not understand are ignored."""
-    max_, min_, factor, slack, higher = None, None, None, 0.0, False
-    for part in (p.strip() for p in text.split(",")):
-        op, _, operand = part.partition(" ")
-        if op not in ("<=", ">="):
-            continue
-        operand = operand.strip()
-        relative = _STABLE_LIMIT.match(operand)
-        try:
-            if relative is not None:
-                factor = float(relative.group("factor"))
-                slack = float(relative.group("slack"))
-                higher = op == ">="
-            elif op == "<=":
-                max_ = float(operand)
-            else:
-                min_ = float(operand)
-        except ValueError:
-            continue
-    return Threshold(max_, min_, factor, slack, higher)
-
-
-def config_threshold(metric: Metric) -> Threshold:
-    """A configured metric's limits, as `parse_threshold` would read its threshold text."""
-    compare = metric.compare
-    return Threshold(
-        metric.max,
-        metric.min,
-        compare.factor if compare else None,
-        compare.slack if compare else 0.0,
-        metric.min is not None and metric.max is None,
-    )
 
 
 def time_span(state: RolloutState, now: datetime | None = None) -> tuple[datetime, datetime]:
     """The period a report covers: first record (or start) to finish (or `now` while running)."""
     times = [r.at for r in state.history]
-    for t in (state.started_at, state.finished_at):
+    finished = state.end.finished_at if state.end is not None else None
+    for t in (state.progress.started_at, finished):
         if t is not None:
             times.append(t)
     if not state.phase.terminal and now is not None:
         times.append(now)
     if not times:
-        reference = now or state.phase_since
+        reference = now or state.progress.phase_since
         if reference is None:
             raise ValueError("the state has no history and no timestamps to place it in time")
         times.append(reference)
@@ -427,6 +269,31 @@ def _with_end(points: list[Point], end: datetime) -> tuple[Point, ...]:
     return tuple(points)
 
 
+def config_note(state: RolloutState, rollout: Rollout) -> str | None:
+    """What the report says of the config given against the one the rollout started under.
+
+    A hash from a state v1 may be of an older canonical form of the config (ptc before
+    state v2 hashed compact JSON, and a config model with fewer fields): a mismatch there is
+    "unknown", not "differs". A match in either form is a match.
+    """
+    recorded = state.identity.spec_hash
+    if not recorded:
+        return None  # from before the hash was recorded: nothing either way
+    dump = rollout.model_dump(mode="json", by_alias=True)
+    compact = json.dumps(dump, sort_keys=True, separators=(",", ":"))
+    if recorded in (rollout.spec_hash(), hashlib.sha256(compact.encode()).hexdigest()[:16]):
+        return None
+    if state.identity.legacy_spec_hash:
+        return (
+            "whether the config given is the one this rollout started under is unknown "
+            "(written by an older ptc, which hashed the config differently)"
+        )
+    return (
+        "the config given differs from the one this rollout started under: its steps and "
+        "thresholds may not be those the rollout was judged by"
+    )
+
+
 def build_timeline(
     state: RolloutState,
     series: ReportSeries | None = None,
@@ -452,12 +319,10 @@ def build_timeline(
         )
     if not history:
         notes.append("no decisions recorded yet")
-    if rollout is not None and state.spec_hash and rollout.spec_hash() != state.spec_hash:
-        notes.append(
-            "the config given differs from the one this rollout started under: its steps and "
-            "thresholds may not be those the rollout was judged by"
-        )
-    weights = step_weights(rollout, state.replicas) if rollout is not None else None
+    note = config_note(state, rollout) if rollout is not None else None
+    if note is not None:
+        notes.append(note)
+    weights = step_weights(rollout, state.progress.replicas) if rollout is not None else None
     desired, at_record = _desired_weights(history, weights, truncated)
 
     markers: list[Marker] = []
@@ -482,7 +347,7 @@ def build_timeline(
     )
 
     return Timeline(
-        rollout=state.rollout or (rollout.name if rollout else ""),
+        rollout=state.identity.rollout or (rollout.name if rollout else ""),
         namespace=namespace or (rollout.namespace if rollout else ""),
         phase=state.phase.value,
         attempt=state.attempt,
