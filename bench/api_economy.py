@@ -130,8 +130,7 @@ async def run(args: argparse.Namespace) -> int:
                     )
                 deadline = time.monotonic() + 120
                 while not all(
-                    (state_of(sandbox, m.namespace, m.service) or {}).get("stepReachedAt")
-                    for m in members
+                    (state_of(sandbox, m.namespace, m.service) or {}).get("hold") for m in members
                 ):
                     if time.monotonic() > deadline:
                         raise TimeoutError("held rollouts did not reach their step")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from controller.sandbox.apiserver import ApiServer
 from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, zai_proxy_rollout
 from controller.sandbox.scenarios import deployment
 from controller.sandbox.world import Sandbox
+from tests.e2e.harness import state_view
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,8 @@ _SERVICES = ApiServer.resource("services").key
 
 
 def state_of(sandbox: Sandbox, namespace: str, service: str) -> dict[str, Any] | None:
-    """The rollout state on the Service (KeyError without the Service).
+    """The rollout state on the Service as the tests read it (`harness.state_view`: state v1
+    and v2 alike; "step reached" is a `hold` record); KeyError without the Service.
 
     Read from the sandbox's store, not copied out through the API helpers: the scale bench
     polls every rollout each second, and deep copies of 1000 Services showed up as 5 % of
@@ -151,4 +152,4 @@ def state_of(sandbox: Sandbox, namespace: str, service: str) -> dict[str, Any] |
     if svc is None:
         raise KeyError(f"no Service {namespace}/{service}")
     raw = (svc["metadata"].get("annotations") or {}).get(STATE_ANNOTATION)
-    return json.loads(raw) if raw else None
+    return state_view(raw) if raw else None

@@ -148,7 +148,7 @@ async def trial(
         lambda s: (
             s.get("attempt", 1) == attempt
             and s["phase"] in ("progressing", "holding")
-            and s.get("stepReachedAt") is not None
+            and s.get("hold") is not None
         ),
         120,
         f"trial {k}: step reached",

@@ -87,7 +87,7 @@ def reached(state: dict[str, Any] | None) -> bool:
     return (
         state is not None
         and state.get("phase") in ("progressing", "holding")
-        and state.get("stepReachedAt") is not None
+        and state.get("hold") is not None
     )
 
 
