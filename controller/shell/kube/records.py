@@ -17,7 +17,7 @@ log = structlog.get_logger(__name__)
 
 
 class RecordCalls(KubeBase):
-    """Best-effort, aggregated Events; GET and CREATE/PUT of ConfigMaps."""
+    """Best-effort, aggregated Events; GET, CREATE/PUT and annotate of ConfigMaps."""
 
     async def emit_event(
         self,
@@ -94,12 +94,16 @@ class RecordCalls(KubeBase):
         *,
         resource_version: str | None,
         labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
     ) -> str:
         """CREATE (no ``resource_version``) or PUT a ConfigMap; its new resourceVersion.
 
         Conflict when it exists already (create) or changed since ``resource_version`` (PUT).
+        A PUT replaces labels and annotations with the given ones.
         """
         meta: Obj = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
+        if annotations:
+            meta["annotations"] = dict(annotations)
         if resource_version:
             meta["resourceVersion"] = resource_version
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data)}
@@ -107,4 +111,22 @@ class RecordCalls(KubeBase):
             raw = await self._call("PUT", CONFIGMAPS, namespace, name, body=body)
         else:
             raw = await self._call("POST", CONFIGMAPS, namespace, body=body)
+        return str(raw["metadata"]["resourceVersion"])
+
+    async def annotate_configmap(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> str:
+        """Set annotations on a ConfigMap (merge patch, no precondition); its new resourceVersion.
+
+        NotFound when there is none. The claim (:mod:`controller.shell.claim`) writes it to move
+        the resourceVersion without sending the data back.
+        """
+        raw = await self._call(
+            "PATCH",
+            CONFIGMAPS,
+            namespace,
+            name,
+            body={"metadata": {"annotations": dict(annotations)}},
+            content_type=MERGE_PATCH,
+        )
         return str(raw["metadata"]["resourceVersion"])

@@ -1,4 +1,4 @@
-"""Deployment, Pod and autoscaler calls: reads, scale, delete."""
+"""Deployment, Pod and autoscaler calls: reads, scale, the claim's annotation, delete."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def selector_string(selector: Mapping[str, str]) -> str:
 
 
 class WorkloadCalls(KubeBase):
-    """Reads of Deployments, Pods and HPAs; scale and delete of Deployments."""
+    """Reads of Deployments, Pods and HPAs; scale, annotate and delete of Deployments."""
 
     async def get_deployment(self, namespace: str, name: str) -> DeploymentInfo:
         """GET a Deployment."""
@@ -77,6 +77,27 @@ class WorkloadCalls(KubeBase):
             content_type=MERGE_PATCH,
         )
         return str((scale.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def annotate_deployment(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> DeploymentInfo:
+        """Set annotations on a Deployment (one merge patch of its metadata, nothing else).
+
+        No precondition: the claim (:mod:`controller.shell.claim`) writes this to move the
+        Deployment's resourceVersion, whatever it is now. The API server also bumps
+        ``metadata.generation`` (Deployment annotations are copied to its ReplicaSets), but the
+        pod template is untouched: no new ReplicaSet, no pod restarts. An annotation that
+        already has the value changes nothing, not even the resourceVersion.
+        """
+        raw = await self._call(
+            "PATCH",
+            DEPLOYMENTS,
+            namespace,
+            name,
+            body={"metadata": {"annotations": dict(annotations)}},
+            content_type=MERGE_PATCH,
+        )
+        return deployment_info(raw)
 
     async def delete_deployment(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         """DELETE a Deployment (its pods are garbage-collected in the background).
