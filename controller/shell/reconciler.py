@@ -61,6 +61,7 @@ from controller.core.state import (
 from controller.core.status import iso, status_document
 from controller.shell.alertmanager.deliver import deliver_command
 from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner, restored
+from controller.shell.claim import claim_mark, claim_objects
 from controller.shell.command_annotation import parse_command
 from controller.shell.gate import PriorityGate, urgency
 from controller.shell.history import HistoryWriter
@@ -458,14 +459,19 @@ class RolloutReconciler:
         return not state.phase.terminal or not isinstance(decision.action, Wait)
 
     async def _claim(self, svc: ServiceInfo, state: RolloutState) -> None:
-        """A new leader's first write: the state as it is, with our name as its writer.
+        """A new leader's first writes: each object the rollout writes, then the state as it is
+        with our name as its writer (see :mod:`controller.shell.claim`).
 
-        It moves the Service's resourceVersion, so a Service patch a deposed leader still has
-        on its way (sent in its term, applied late: a frozen process, a queue in the API server)
-        fails its precondition instead of landing over what we decide. A Conflict here means
-        such a write landed first: the reconciler requeues and we decide on it.
+        They move every resourceVersion, so a write a deposed leader still has on its way (sent
+        in its term, applied late: a frozen process, a queue in the API server) fails its
+        precondition instead of landing over what we decide. A Conflict here means such a
+        write landed first: the reconciler requeues and we decide on it.
         """
-        self._log.info("claiming the rollout", last_writer=state.writer)
+        mark = claim_mark(self.identity, self.clock())
+        self._log.info("claiming the rollout", last_writer=state.writer, claim=mark)
+        for claimed in await claim_objects(self.kube, self.spec, state.target, mark):
+            # the next scale's precondition is the claimed version, not the cache's older one
+            self._own_scale.expect(claimed.name, claimed.resource_version, claimed.spec_replicas)
         await self._persist(svc, replace(state, writer=self.identity))
 
     async def after_api_error(self, exc: KubeError, failures: int) -> AfterError:

@@ -1,0 +1,52 @@
+"""A new leader's claim of a rollout: move every resourceVersion a deposed leader's write relies on.
+
+Kubernetes has no precondition across objects and no fencing token, so a write the deposed leader
+sent in its term (then froze, or the API server queued it) is applied whenever it arrives, unless
+its own precondition fails. Each write the reconciler makes carries one — the Service patch the
+Service's resourceVersion, the scale the Deployment's, the history PUT the ConfigMap's — so before
+it acts, a new leader writes to each of those objects once, whatever their content:
+
+1. the stable and canary Deployments: annotation ``ptc.dev/claim: <writer>/<time>`` (metadata
+   only; the API server bumps ``generation`` but the pod template is untouched: no pod restarts);
+2. the history ConfigMap: the same annotation (created empty when missing, so a late create
+   fails too);
+3. last, the Service: the state as it is, with the new leader as ``writer``.
+
+The Service goes last because the state's writer is how a reconciler knows the claim is done
+(``RolloutReconciler._must_claim``): a claim cut short is made again whole. A Deployment that
+does not exist is skipped (nothing of ours can land on it: a scale of a missing Deployment is
+404, and ptc never creates one). Up to 4 writes per rollout per takeover, made at the urgency of
+what the rollout does next (a rollback's claim before routine ones; controller.core.priority).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+
+from controller.core.config.model import Rollout
+from controller.shell import history
+from controller.shell.kube import DeploymentInfo, Kube, NotFound
+
+CLAIM_ANNOTATION = "ptc.dev/claim"
+
+
+def claim_mark(writer: str, at: datetime) -> str:
+    """The claim annotation's value: who claimed, and when (a new value every claim, so each
+    one changes the object and moves its resourceVersion)."""
+    return f"{writer}/{at.isoformat(timespec='milliseconds')}"
+
+
+async def claim_objects(kube: Kube, spec: Rollout, target: str, mark: str) -> list[DeploymentInfo]:
+    """Steps 1 and 2 above; the Deployments as claimed (their new resourceVersions)."""
+    claimed = []
+    for name in (spec.stable.deployment, spec.canary.deployment):
+        with contextlib.suppress(NotFound):
+            claimed.append(
+                await kube.annotate_deployment(spec.namespace, name, {CLAIM_ANNOTATION: mark})
+            )
+    await history.claim(kube, spec.namespace, spec.service, target, {CLAIM_ANNOTATION: mark})
+    return claimed
+
+
+__all__ = ["CLAIM_ANNOTATION", "claim_mark", "claim_objects"]
