@@ -59,9 +59,9 @@ from controller.core.state import (
     read_state,
 )
 from controller.core.status import iso, status_document
+from controller.shell import claim
 from controller.shell.alertmanager.deliver import deliver_command
 from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner, restored
-from controller.shell.claim import claim_mark, claim_objects
 from controller.shell.command_annotation import parse_command
 from controller.shell.gate import PriorityGate, urgency
 from controller.shell.history import HistoryWriter
@@ -467,9 +467,9 @@ class RolloutReconciler:
         precondition instead of landing over what we decide. A Conflict here means such a
         write landed first: the reconciler requeues and we decide on it.
         """
-        mark = claim_mark(self.identity, self.clock())
+        mark = claim.claim_mark(self.identity, self.clock())
         self._log.info("claiming the rollout", last_writer=state.writer, claim=mark)
-        for claimed in await claim_objects(self.kube, self.spec, state.target, mark):
+        for claimed in await claim.claim_objects(self.kube, self.spec, state.target, mark):
             # the next scale's precondition is the claimed version, not the cache's older one
             self._own_scale.expect(claimed.name, claimed.resource_version, claimed.spec_replicas)
         await self._persist(svc, replace(state, writer=self.identity))
