@@ -143,7 +143,7 @@ async def read(
 async def claim(
     kube: HistoryKube, namespace: str, service: str, target: str, annotations: dict[str, str]
 ) -> None:
-    """Move the history ConfigMap's resourceVersion (a new leader's claim; see shell.claim).
+    """Move the history ConfigMap's resourceVersion (a new leader's claim; see reconciler.claim).
 
     A write the deposed leader still has on its way carries the resourceVersion it read, or
     none (a create): either now gets 409, and its retry is not sent (the write fence). The

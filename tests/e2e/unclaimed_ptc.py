@@ -11,8 +11,8 @@ import sys
 
 from controller.core.config.model import Rollout
 from controller.ops.cli import main
-from controller.shell import claim
 from controller.shell.kube import DeploymentInfo, Kube
+from controller.shell.reconciler import claim
 
 
 async def _service_only(kube: Kube, spec: Rollout, target: str, mark: str) -> list[DeploymentInfo]:

@@ -14,9 +14,9 @@ from dataclasses import replace
 import pytest
 
 from controller.core.state import STATE_ANNOTATION, Phase, encode_state
-from controller.shell.claim import CLAIM_ANNOTATION
 from controller.shell.history import configmap_name
 from controller.shell.kube import Conflict
+from controller.shell.reconciler.claim import CLAIM_ANNOTATION
 from tests.unit.test_reconciler_echo import CANARY, ORDERS, SPEC, STABLE, state, world
 
 HISTORY = configmap_name(SPEC.service)

@@ -29,7 +29,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     # namespace and, for Events about the controller itself (on its Lease), the Lease's
     Permission("", "events", ("create", "patch")),
     # get_deployment, delete_deployment (see DELETE_STABLE); the deployments informer;
-    # annotate_deployment: a takeover's claim (controller.shell.claim), metadata only
+    # annotate_deployment: a takeover's claim (controller.shell.reconciler.claim), metadata only
     Permission("apps", "deployments", ("get", "list", "watch", "patch", "delete")),
     # scale (PATCH of the scale subresource, never the whole Deployment)
     Permission("apps", "deployments/scale", ("patch",)),

@@ -118,8 +118,9 @@ class RecordCalls(KubeBase):
     ) -> str:
         """Set annotations on a ConfigMap (merge patch, no precondition); its new resourceVersion.
 
-        NotFound when there is none. The claim (:mod:`controller.shell.claim`) writes it to move
-        the resourceVersion without sending the data back.
+        NotFound when there is none. The takeover claim
+        (:mod:`controller.shell.reconciler.claim`) writes it to move the resourceVersion without
+        sending the data back.
         """
         raw = await self._call(
             "PATCH",

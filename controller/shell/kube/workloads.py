@@ -83,8 +83,8 @@ class WorkloadCalls(KubeBase):
     ) -> DeploymentInfo:
         """Set annotations on a Deployment (one merge patch of its metadata, nothing else).
 
-        No precondition: the claim (:mod:`controller.shell.claim`) writes this to move the
-        Deployment's resourceVersion, whatever it is now. The API server also bumps
+        No precondition: the takeover claim (:mod:`controller.shell.reconciler.claim`) writes
+        this to move the Deployment's resourceVersion, whatever it is now. The API server bumps
         ``metadata.generation`` (Deployment annotations are copied to its ReplicaSets), but the
         pod template is untouched: no new ReplicaSet, no pod restarts. An annotation that
         already has the value changes nothing, not even the resourceVersion.

@@ -22,11 +22,15 @@ what the rollout does next (a rollback's claim before routine ones; controller.c
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from datetime import datetime
 
 from controller.core.config.model import Rollout
+from controller.core.rollout import Decision, Wait
+from controller.core.state import RolloutState
 from controller.shell import history
-from controller.shell.kube import DeploymentInfo, Kube, NotFound
+from controller.shell.kube import DeploymentInfo, Kube, NotFound, ServiceInfo
+from controller.shell.reconciler.actions import ReconcilerActions
 
 CLAIM_ANNOTATION = "ptc.dev/claim"
 
@@ -49,4 +53,27 @@ async def claim_objects(kube: Kube, spec: Rollout, target: str, mark: str) -> li
     return claimed
 
 
-__all__ = ["CLAIM_ANNOTATION", "claim_mark", "claim_objects"]
+class ReconcilerClaim(ReconcilerActions):
+    """A new leader's claim of the rollout, before it acts on it."""
+
+    def _must_claim(self, state: RolloutState, decision: Decision) -> bool:
+        """Whether the state was last written by another controller and we are about to act."""
+        if state.writer in (None, self.identity):
+            return False
+        return not state.phase.terminal or not isinstance(decision.action, Wait)
+
+    async def _claim(self, svc: ServiceInfo, state: RolloutState) -> None:
+        """A new leader's first writes: each object the rollout writes, then the state as it is
+        with our name as its writer (see the module docstring).
+
+        They move every resourceVersion, so a write a deposed leader still has on its way (sent
+        in its term, applied late: a frozen process, a queue in the API server) fails its
+        precondition instead of landing over what we decide. A Conflict here means such a
+        write landed first: the reconciler requeues and we decide on it.
+        """
+        mark = claim_mark(self.identity, self.clock())
+        self._log.info("claiming the rollout", last_writer=state.writer, claim=mark)
+        for claimed in await claim_objects(self.kube, self.spec, state.target, mark):
+            # the next scale's precondition is the claimed version, not the cache's older one
+            self._own_scale.expect(claimed.name, claimed.resource_version, claimed.spec_replicas)
+        await self._persist(svc, replace(state, writer=self.identity))
