@@ -12,10 +12,11 @@ with a controller whose leadership never ends (tests/e2e/unfenced_ptc.py) and se
 write.
 
 The "late" rounds hold a write whose object the successor has not written but for its claim: a
-scale of the canary, and a history ConfigMap write. The successor's own next scale is held too,
-so when the old leader's write is let go the successor has claimed and done nothing else: only
-the claim can refuse it. The same round with a controller whose claim writes the Service only
-(tests/e2e/unclaimed_ptc.py, the claim before issue 12's last part) sees the late scale land.
+scale of the canary, and a history ConfigMap write. The successor's next write after its claim
+is held too, so when the old leader's write is let go the successor has claimed and done
+nothing else: only the claim can refuse it. The same round with a controller whose claim writes
+the Service only (tests/e2e/unclaimed_ptc.py, the claim before issue 12's last part) sees the
+late scale land.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ async def late_round(
 ) -> Round:
     """Hold `leader`'s next write of `kind` ("stale-scale": a scale of the canary; "history":
     a write of the history ConfigMap), SIGSTOP it, let the standby take over and claim, and
-    hold the standby's next scale (so it has written nothing but its claim); SIGCONT, let the
+    hold the standby's next write (so it has written nothing but its claim); SIGCONT, let the
     old leader's write be applied, then the standby's."""
     audit = world.sandbox.api.audit
     gate = world.sandbox.api.gate
@@ -210,10 +211,22 @@ async def late_round(
     arrival = await held.wait_arrived(90)
     procs[leader].send_signal(signal.SIGSTOP)
     frozen_at = len(audit.entries)
-    successor = gate.arm(lambda w: w.user == standby and w.resource == "deployments/scale")
+    service_writes = [0]
+
+    def after_claim(w: Arrival) -> bool:
+        """The standby's first write after its claim: a scale, or a Service write after the
+        claim's (which is the claim's last)."""
+        if w.user != standby:
+            return False
+        if w.resource == "services":
+            service_writes[0] += 1
+            return service_writes[0] > 1
+        return w.resource == "deployments/scale"
+
+    successor = gate.arm(after_claim)
     try:
         await poll(world, lambda: acquired(audit, standby, frozen_at), 30, "the standby's Lease")
-        await successor.wait_arrived(60)  # its claim is complete: it is on to its first scale
+        await successor.wait_arrived(60)  # its claim is complete: it is on to what it decided
     finally:
         procs[leader].send_signal(signal.SIGCONT)
         held.release()
