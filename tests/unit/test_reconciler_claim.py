@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from structlog.testing import capture_logs
 
 from controller.core.state import STATE_ANNOTATION, Phase, encode_state
 from controller.shell.history import configmap_name
-from controller.shell.kube import Conflict
+from controller.shell.kube import Conflict, Forbidden, NotLeader
 from controller.shell.reconciler.claim import CLAIM_ANNOTATION
-from tests.unit.test_reconciler_echo import CANARY, ORDERS, SPEC, STABLE, state, world
+from tests.unit.test_reconciler_echo import CANARY, ORDERS, SPEC, STABLE, World, state, world
 
 HISTORY = configmap_name(SPEC.service)
 
@@ -145,3 +146,43 @@ async def test_a_missing_deployment_is_not_claimed() -> None:
         await w.reconciler.reconcile_once()
         assert ("deployments", CANARY) not in w.kube.claims
         assert w.state().writer == "ptc-test"
+
+
+def refuse(w: World, method: str, error: Exception) -> None:
+    """Make the fake API server answer `method` with `error`."""
+
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise error
+
+    setattr(w.kube, method, refused)
+
+
+async def test_a_history_configmap_that_cannot_be_claimed_does_not_hold_the_rollout() -> None:
+    # Best effort, like every history write: left unclaimed, a late history write only adds
+    # records that were in the deposed leader's state.
+    async with world(state(writer="ptc-old"), stable=4, canary=0) as w:
+        refuse(w, "annotate_configmap", Forbidden("configmaps is forbidden", status=403))
+        with capture_logs() as logs:
+            await w.reconciler.reconcile_once()
+        assert w.state().writer == "ptc-test"
+        assert {name for _, name in w.kube.claims} == {STABLE, CANARY}
+        assert any(e["event"] == "history configmap not claimed" for e in logs), logs
+
+
+@pytest.mark.parametrize(
+    ("method", "error"),
+    [
+        ("annotate_deployment", Forbidden("deployments is forbidden", status=403)),
+        ("annotate_configmap", NotLeader("not sent, this process is no longer the leader")),
+    ],
+)
+async def test_a_claim_that_cannot_fence_is_not_completed(method: str, error: Exception) -> None:
+    # A Deployment left unclaimed could take a late scale; a process that is no longer the
+    # leader must not write the state: either way the state keeps the old writer, and the
+    # next reconcile claims again.
+    async with world(state(writer="ptc-old"), stable=4, canary=0) as w:
+        refuse(w, method, error)
+        with pytest.raises(type(error)):
+            await w.reconciler.reconcile_once()
+        assert w.state().writer == "ptc-old"
+        assert w.kube.service_patches == [] and w.kube.scales == []

@@ -9,7 +9,7 @@ it acts, a new leader writes to each of those objects once, whatever their conte
 1. the stable and canary Deployments: annotation ``ptc.dev/claim: <writer>/<time>`` (metadata
    only; the API server bumps ``generation`` but the pod template is untouched: no pod restarts);
 2. the history ConfigMap: the same annotation (created empty when missing, so a late create
-   fails too);
+   fails too); best effort, like every history write: a failure is logged, not raised;
 3. last, the Service: the state as it is, with the new leader as ``writer``.
 
 The Service goes last because the state's writer is how a reconciler knows the claim is done
@@ -25,12 +25,16 @@ import contextlib
 from dataclasses import replace
 from datetime import datetime
 
+import structlog
+
 from controller.core.config.model import Rollout
 from controller.core.rollout import Decision, Wait
 from controller.core.state import RolloutState
 from controller.shell import history
-from controller.shell.kube import DeploymentInfo, Kube, NotFound, ServiceInfo
+from controller.shell.kube import DeploymentInfo, Kube, KubeError, NotFound, NotLeader, ServiceInfo
 from controller.shell.reconciler.actions import ReconcilerActions
+
+log = structlog.get_logger("ptc.reconciler")
 
 CLAIM_ANNOTATION = "ptc.dev/claim"
 
@@ -49,7 +53,14 @@ async def claim_objects(kube: Kube, spec: Rollout, target: str, mark: str) -> li
             claimed.append(
                 await kube.annotate_deployment(spec.namespace, name, {CLAIM_ANNOTATION: mark})
             )
-    await history.claim(kube, spec.namespace, spec.service, target, {CLAIM_ANNOTATION: mark})
+    try:
+        await history.claim(kube, spec.namespace, spec.service, target, {CLAIM_ANNOTATION: mark})
+    except NotLeader:
+        raise
+    except KubeError as exc:
+        # The history is best effort and never holds a rollout up (see shell.history); left
+        # unclaimed, a deposed leader's late write adds records that were in its state.
+        log.warning("history configmap not claimed", error=str(exc))
     return claimed
 
 
