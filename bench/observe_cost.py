@@ -3,9 +3,10 @@
 In-process, no sandbox and no controller: real informers over the in-memory cluster of the unit
 tests (tests/unit/fake_cluster.py), filled with N rollouts (a Service, a stable and a canary
 Deployment of one Ready pod each, one EndpointSlice). For each N it times, in CPU seconds,
-`observe()` for every rollout (what each reconcile does) and the preflight's `check_world()` on
-the pods the reconciler hands it, and counts the cached objects read. Run it against another
-checkout (PYTHONPATH=that checkout) to compare: without indexes each read walks the namespace.
+`read_observed()` for every rollout (what each reconcile does) and the preflight's
+`check_world()` on the pods the reconciler hands it, and counts the cached objects read. Run it
+against another checkout (PYTHONPATH=that checkout) to compare: without indexes each read walks
+the namespace.
 
 The process CPU clock is used, not wall time, so a busy machine changes the figures little.
 
@@ -25,9 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, table
-from controller.shell import observe as observe_module
-from controller.shell.observe import Caches, observe
+from controller.shell import snapshot as snapshot_module
 from controller.shell.preflight import check_world
+from controller.shell.snapshot import Caches, read_observed
 from tests.unit.fake_cluster import (
     FakeCluster,
     caches_for,
@@ -79,7 +80,7 @@ def fill(cluster: FakeCluster, n: int) -> list[Any]:
 
 def preflight_pods(spec: Any, caches: Caches) -> Any:
     """What the reconciler hands check_world: the indexed pods, or (older code) all of them."""
-    indexed = getattr(observe_module, "preflight_pods", None)
+    indexed = getattr(snapshot_module, "preflight_pods", None)
     if indexed is None:
         return caches.pods.items()
     return indexed(spec, caches, dict(spec.shared_selector))
@@ -105,7 +106,7 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
             t0 = time.process_time()
             for spec, svc in zip(specs, services, strict=True):
                 assert svc is not None
-                observe(spec, caches, svc, {}, preflight=None, capacity=None, demand=None)
+                read_observed(spec, caches, svc, {}, preflight=None, capacity=None, demand=None)
             t1 = time.process_time()
             for spec in specs:
                 check_world(

@@ -8,12 +8,12 @@ documented for ``discovery.k8s.io/v1``).
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from controller.core.prestop import PreStopHook, pre_stop_hook
 
 Obj = dict[str, Any]
 
@@ -88,18 +88,6 @@ class PodInfo:
     def ref(self) -> ObjectRef:
         """This pod as an Event's involved object."""
         return ObjectRef("Pod", self.namespace, self.name, self.uid)
-
-
-@dataclass(frozen=True)
-class PreStopHook:
-    """A container's ``lifecycle.preStop`` handler and how long it delays SIGTERM.
-
-    ``seconds`` is known for a ``sleep`` action and for an ``exec`` of ``sleep N`` (directly or
-    through ``sh -c``); for any other command or an ``httpGet`` it is None (unknown).
-    """
-
-    action: str  # sleep, exec, httpGet, tcpSocket (the first one set)
-    seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -327,56 +315,6 @@ def container_info(raw: Obj) -> ContainerInfo:
         if isinstance(p, dict) and isinstance(p.get("containerPort"), int)
     )
     return ContainerInfo(str(raw.get("name", "")), ports, pre_stop_hook(raw))
-
-
-_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
-# `sleep 10`, `exec sleep 10`, `sleep 10 && ...`: the sleep that starts a shell script
-_SCRIPT_SLEEP = re.compile(r"^\s*(?:exec\s+)?(?:/\S*/)?sleep\s+(\S+)\s*(?:$|[;&|])")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def sleep_seconds(argument: str) -> float | None:
-    """Seconds of one ``sleep`` operand (``10``, ``0.5``, ``10s``, ``1m``, ``infinity``)."""
-    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+|inf|infinity)([smhd]?)", argument.strip())
-    if match is None:
-        return None
-    number = math.inf if match[1].startswith("inf") else float(match[1])
-    return number * _UNITS[match[2]]
-
-
-def _command_sleep(command: Any) -> float | None:
-    """How long an exec hook's argv sleeps, when it is a sleep; None otherwise."""
-    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
-        return None
-    if not command:
-        return None
-    program = command[0].rsplit("/", 1)[-1]
-    if program == "sleep" and len(command) == 2:
-        return sleep_seconds(command[1])
-    if program in _SHELLS and len(command) == 3 and command[1] == "-c":
-        match = _SCRIPT_SLEEP.match(command[2])
-        return sleep_seconds(match[1]) if match else None
-    return None
-
-
-def pre_stop_hook(container: Any) -> PreStopHook | None:
-    """A container's preStop handler (None when it has none), with its delay when known."""
-    if not isinstance(container, dict):
-        return None
-    pre_stop = (container.get("lifecycle") or {}).get("preStop")
-    if not isinstance(pre_stop, dict):
-        return None
-    sleep = pre_stop.get("sleep")
-    if isinstance(sleep, dict):
-        seconds = _int(sleep.get("seconds"), -1)
-        return PreStopHook("sleep", float(seconds) if seconds >= 0 else None)
-    exec_ = pre_stop.get("exec")
-    if isinstance(exec_, dict):
-        return PreStopHook("exec", _command_sleep(exec_.get("command")))
-    for action in ("httpGet", "tcpSocket"):
-        if isinstance(pre_stop.get(action), dict):
-            return PreStopHook(action, None)
-    return None
 
 
 def service_info(raw: Obj) -> ServiceInfo:

@@ -34,7 +34,8 @@ from controller.sandbox.scenarios import NAMESPACE, deployment, wait_ready, zai_
 from controller.sandbox.traffic import TrafficStats
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
-from controller.shell.daemon import Controller, DaemonOptions
+from controller.shell.daemon import Controller
+from controller.shell.options import DaemonOptions
 from controller.shell.providers.provider import Provider
 
 SERVICE = "zai-proxy"

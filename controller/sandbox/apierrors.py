@@ -121,6 +121,16 @@ def conflict(group: str, resource: str, name: str) -> ApiError:
     )
 
 
+def uid_conflict(resource: str, name: str, given: str, actual: str) -> ApiError:
+    """409 Conflict for a UID precondition (update or delete) that names another object."""
+    return ApiError(
+        409,
+        "Conflict",
+        f"Precondition failed: UID in precondition: {given}, UID in object meta: {actual}",
+        {"name": name, "kind": resource},
+    )
+
+
 def invalid(group: str, kind: str, name: str, errors: list[FieldError]) -> ApiError:
     """422 Invalid with one cause per field error, as ``errors.NewInvalid`` builds it."""
     causes = [{"reason": e.type, "message": e.message(), "field": e.field} for e in errors]

@@ -28,6 +28,10 @@ seed=None, version=KUBERNETES_VERSION, echo_order="random")``
   code and commit order) and ``gate`` (:class:`~controller.sandbox.audit.WriteGate`: hold a
   chosen write after it was received, apply it when released, whatever its sender did meanwhile)
 
+Request semantics live in :mod:`controller.sandbox.registry`, the watch stream in
+:mod:`controller.sandbox.watchstream`, the discovery documents in
+:mod:`controller.sandbox.discovery`.
+
 Served: see :mod:`controller.sandbox.kinds`. Not served: Namespaces (implicit), ReplicaSets,
 server-side apply, deletecollection, finalizers, admission webhooks.
 """
@@ -54,10 +58,10 @@ from controller.sandbox.registry import JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH
 from controller.sandbox.requestinfo import (
     RequestInfo,
     int_param,
-    not_found_path,
     parse_resource_path,
 )
 from controller.sandbox.store import Store, Watch
+from controller.sandbox.watchstream import serve_watch
 
 Obj = dict[str, Any]
 _AUDIT = web.RequestKey("audit", tuple)
@@ -266,7 +270,7 @@ class ApiServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         grant = self.authorizer.authenticate(request.headers.get("Authorization"))
-        static = self._discovery(path)
+        static = discovery.document(path, f"{self.host}:{self.port}", self.version)
         if static is not None:
             if request.method != "GET":
                 raise errors.method_not_allowed()
@@ -304,22 +308,6 @@ class ApiServer:
         self.authorizer.authorize(
             grant, info.verb, rt.group, rt.plural, info.subresource, info.namespace, info.name
         )
-
-    def _discovery(self, path: str) -> Obj | None:
-        if path == "/version":
-            return discovery.version_info(self.version)
-        if path == "/api":
-            return discovery.core_versions(f"{self.host}:{self.port}")
-        if path == "/apis":
-            return discovery.group_list()
-        parts = path.strip("/").split("/")
-        if parts[0] == "api" and len(parts) == 2:
-            return discovery.resource_list(parts[1]) or _raise(not_found_path())
-        if parts[0] == "apis" and len(parts) == 2:
-            return discovery.api_group(parts[1]) or _raise(not_found_path())
-        if parts[0] == "apis" and len(parts) == 3:
-            return discovery.resource_list(f"{parts[1]}/{parts[2]}") or _raise(not_found_path())
-        return None
 
     def _handlers(
         self,
@@ -407,6 +395,9 @@ class ApiServer:
         obj = self.registry.delete(info.rt, info.namespace, info.name, options)
         return await self._answer(request, first, _json(obj))
 
+    async def _watch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        return await serve_watch(request, info, self.registry, self.echo, self._watch_requests)
+
     async def _answer(
         self, request: web.Request, first: int, response: web.Response
     ) -> web.StreamResponse:
@@ -418,74 +409,3 @@ class ApiServer:
         if not committed:
             return response
         return await self.echo.respond(request, response, committed, self._watch_requests)
-
-    async def _watch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
-        q = request.query
-        timeout = int_param(q, "timeoutSeconds")
-        since_param = q.get("resourceVersion", "")
-        initial: list[Obj] = []
-        error_event: Obj | None = None
-        watch: Watch | None = None
-        try:
-            if since_param in ("", "0"):
-                # list + subscribe with no await in between: nothing can slip through the gap
-                initial = self.registry.list(
-                    info.rt, info.namespace or None, q.get("labelSelector"), q.get("fieldSelector")
-                )["items"]
-                watch = self.registry.watch(
-                    info.rt,
-                    info.namespace,
-                    self.store.resource_version,
-                    q.get("labelSelector"),
-                    q.get("fieldSelector"),
-                )
-            else:
-                if not since_param.isdigit():
-                    raise errors.bad_request(f"invalid resource version: {since_param!r}")
-                watch = self.registry.watch(
-                    info.rt,
-                    info.namespace,
-                    int(since_param),
-                    q.get("labelSelector"),
-                    q.get("fieldSelector"),
-                )
-        except errors.ApiError as e:
-            if e.code != 410:
-                raise
-            # the watch cache reports expiry as an ERROR event on a 200 stream, not an HTTP error
-            error_event = {"type": "ERROR", "object": e.status}
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        await response.prepare(request)
-        if error_event is not None or watch is None:
-            await response.write((json.dumps(error_event) + "\n").encode())
-            return response
-        self._watch_requests[watch] = request
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout else None
-        try:
-            for obj in initial:
-                await response.write((json.dumps({"type": "ADDED", "object": obj}) + "\n").encode())
-            while True:
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    break
-                event = await watch.next(remaining)
-                if event is None:
-                    break
-                version = int(event[1]["metadata"]["resourceVersion"])
-                await self.echo.gate(version)
-                await response.write(
-                    (json.dumps({"type": event[0], "object": event[1]}) + "\n").encode()
-                )
-                self.echo.sent(watch, version)
-        except ConnectionResetError:
-            pass  # the watcher went away (a killed client): nobody is left to tell
-        finally:
-            watch.close()
-            self._watch_requests.pop(watch, None)
-            self.echo.closed()
-        return response
-
-
-def _raise(error: errors.ApiError) -> Obj:
-    raise error

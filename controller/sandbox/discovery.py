@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.sandbox import apierrors as errors
 from controller.sandbox.kinds import group_versions
+from controller.sandbox.requestinfo import not_found_path
 
 KUBERNETES_VERSION = "v1.34.1"
 """Reported version: inside kr8s 0.20's supported range and recent enough that Pods carry
@@ -84,3 +86,25 @@ def resource_list(group_version: str) -> dict[str, Any] | None:
         "groupVersion": group_version,
         "resources": resources,
     }
+
+
+def document(path: str, server_address: str, version: str) -> dict[str, Any] | None:
+    """The discovery document served at `path`; None when `path` is not a discovery path."""
+    if path == "/version":
+        return version_info(version)
+    if path == "/api":
+        return core_versions(server_address)
+    if path == "/apis":
+        return group_list()
+    parts = path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) == 2:
+        return resource_list(parts[1]) or _raise(not_found_path())
+    if parts[0] == "apis" and len(parts) == 2:
+        return api_group(parts[1]) or _raise(not_found_path())
+    if parts[0] == "apis" and len(parts) == 3:
+        return resource_list(f"{parts[1]}/{parts[2]}") or _raise(not_found_path())
+    return None
+
+
+def _raise(error: errors.ApiError) -> dict[str, Any]:
+    raise error

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
-from controller.core.objects import pre_stop_hook
+from controller.core.prestop import pre_stop_hook
 from controller.sandbox.apierrors import FieldError
 
 Obj = dict[str, Any]

@@ -77,7 +77,7 @@ class Kubelet:
             await self.runtime.stop_pod(ns, name)
         self._started.clear()
 
-    def observe(self, pod: Obj) -> None:
+    def sync_pod(self, pod: Obj) -> None:
         """React to a pod's latest state: bind, start, or begin terminating it."""
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])

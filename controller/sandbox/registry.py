@@ -15,12 +15,13 @@ and ``scale`` subresources) on top of :class:`~controller.sandbox.store.Store`, 
 - delete: Status or the object (by kind), graceful deletion for Pods.
 
 The HTTP layer (:mod:`controller.sandbox.apiserver`) and the workload simulator both write
-through this class, so the simulator's writes obey the same rules as the controller's.
+through this class, so the simulator's writes obey the same rules as the controller's. Beside
+it: :mod:`~controller.sandbox.paging` (continue tokens), :mod:`~controller.sandbox.scale` (the
+Scale view), :mod:`~controller.sandbox.deletion` (grace periods, the Status answered).
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import ipaddress
 import json
@@ -31,7 +32,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.sandbox import apierrors as errors
+from controller.sandbox.deletion import deleted_status, grace_period
 from controller.sandbox.kinds import DEPLOYMENTS, ResourceType, selectable_fields
+from controller.sandbox.paging import continue_token_after, page_start
 from controller.sandbox.patch import (
     PatchApplyError,
     PatchFormatError,
@@ -40,11 +43,12 @@ from controller.sandbox.patch import (
     merge_patch,
     strategic_merge_patch,
 )
+from controller.sandbox.requestinfo import check_identity
+from controller.sandbox.scale import parse_scale, scale_of
 from controller.sandbox.selectors import (
     SelectorError,
     parse_field_selector,
     parse_label_selector,
-    selector_to_string,
 )
 from controller.sandbox.store import Store, Watch
 from controller.sandbox.validation import validate
@@ -131,16 +135,7 @@ class Registry:
         items = [o for o in self.store.list(rt.key, namespace) if pred is None or pred(o)]
         meta: Obj = {"resourceVersion": str(self.store.resource_version)}
         if continue_token:
-            try:
-                token = json.loads(base64.b64decode(continue_token))
-                start = (token["ns"], token["name"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise errors.bad_request("continue key is not valid: illegal base64 data") from e
-            if int(token.get("rv", 0)) < self.store.oldest_watchable:
-                raise errors.gone(
-                    "The provided continue parameter is too old to display a consistent list "
-                    "result. You can start a new list without the continue parameter."
-                )
+            start = page_start(continue_token, self.store.oldest_watchable)
             items = [
                 o
                 for o in items
@@ -148,15 +143,7 @@ class Registry:
             ]
         if limit and limit > 0 and len(items) > limit:
             last = items[limit - 1]["metadata"]
-            meta["continue"] = base64.b64encode(
-                json.dumps(
-                    {
-                        "rv": self.store.resource_version,
-                        "ns": last.get("namespace", ""),
-                        "name": last["name"],
-                    }
-                ).encode()
-            ).decode()
+            meta["continue"] = continue_token_after(self.store.resource_version, last)
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         return {
@@ -180,39 +167,9 @@ class Registry:
 
     # --- writes ---------------------------------------------------------------------------
 
-    def _check_identity(
-        self, rt: ResourceType, namespace: str, body: Any, url_name: str | None
-    ) -> Obj:
-        if not isinstance(body, dict):
-            raise errors.bad_request(f"the body of the request must be a {rt.kind} object")
-        for field, want in (("apiVersion", rt.api_version), ("kind", rt.kind)):
-            if body.get(field) not in (None, "", want):
-                raise errors.bad_request(
-                    f"the {field} of the provided object ({body[field]}) does not match "
-                    f"the expected {field} ({want})"
-                )
-        meta = body.get("metadata")
-        if meta is None:
-            meta = body["metadata"] = {}
-        if not isinstance(meta, dict):
-            raise errors.bad_request("metadata must be an object")
-        if meta.get("namespace") not in (None, "", namespace):
-            raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent "
-                "on the request"
-            )
-        if url_name is not None and meta.get("name") not in (None, "", url_name):
-            raise errors.bad_request(
-                f"the name of the object ({meta['name']}) does not match the name on the URL "
-                f"({url_name})"
-            )
-        body["apiVersion"], body["kind"] = rt.api_version, rt.kind
-        meta["namespace"] = namespace
-        return body
-
     def create(self, rt: ResourceType, namespace: str, body: Any) -> Obj:
         """POST: create a new object (201 in HTTP)."""
-        obj = self._check_identity(rt, namespace, copy.deepcopy(body), None)
+        obj = check_identity(rt, namespace, copy.deepcopy(body), None)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{random_suffix(self._rng)}"
@@ -262,7 +219,7 @@ class Registry:
         current = self.store.get(rt.key, namespace, name)
         if current is None:
             if rt.create_on_update and subresource is None:
-                obj = self._check_identity(rt, namespace, copy.deepcopy(body), name)
+                obj = check_identity(rt, namespace, copy.deepcopy(body), name)
                 obj["metadata"]["name"] = name
                 obj["metadata"].pop("resourceVersion", None)
                 return self.create(rt, namespace, obj), True
@@ -278,20 +235,14 @@ class Registry:
         old: Obj,
         subresource: str | None,
     ) -> Obj:
-        new = self._check_identity(rt, namespace, body, name)
+        new = check_identity(rt, namespace, body, name)
         meta, old_meta = new["metadata"], old["metadata"]
         meta["name"] = name
         rv = meta.get("resourceVersion")
         if rv and rv != old_meta["resourceVersion"]:
             raise errors.conflict(rt.group, rt.plural, name)
         if meta.get("uid") and meta["uid"] != old_meta["uid"]:
-            raise errors.ApiError(
-                409,
-                "Conflict",
-                f"Precondition failed: UID in precondition: {meta['uid']}, "
-                f"UID in object meta: {old_meta['uid']}",
-                {"name": name, "kind": rt.plural},
-            )
+            raise errors.uid_conflict(rt.plural, name, meta["uid"], old_meta["uid"])
         for system in (
             "uid",
             "creationTimestamp",
@@ -358,7 +309,7 @@ class Registry:
         current = self.store.get(rt.key, namespace, name)
         if current is None:
             raise errors.not_found(rt.group, rt.plural, name)
-        target = self.scale_of(rt, current) if subresource == "scale" else copy.deepcopy(current)
+        target = scale_of(current) if subresource == "scale" else copy.deepcopy(current)
         try:
             if content_type == MERGE_PATCH:
                 if patch_doc is None or not isinstance(patch_doc, dict | list):
@@ -402,16 +353,10 @@ class Registry:
         pre = options.get("preconditions") or {}
         meta = current["metadata"]
         if pre.get("uid") and pre["uid"] != meta["uid"]:
-            raise errors.ApiError(
-                409,
-                "Conflict",
-                f"Precondition failed: UID in precondition: {pre['uid']}, "
-                f"UID in object meta: {meta['uid']}",
-                {"name": name, "kind": rt.plural},
-            )
+            raise errors.uid_conflict(rt.plural, name, pre["uid"], meta["uid"])
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
             raise errors.conflict(rt.group, rt.plural, name)
-        grace = self._grace_period(rt, current, options.get("gracePeriodSeconds"))
+        grace = grace_period(rt, current, options.get("gracePeriodSeconds"))
         if grace > 0:
             obj = copy.deepcopy(current)
             if "deletionTimestamp" not in meta or grace < int(
@@ -424,71 +369,18 @@ class Registry:
                 )
                 obj["metadata"]["deletionGracePeriodSeconds"] = grace
                 obj = copy.deepcopy(self.store.put(rt.key, obj))
-            return obj if rt.returns_deleted_object else self._success(rt, obj)
+            return obj if rt.returns_deleted_object else deleted_status(rt, obj)
         final = self.store.remove(rt.key, namespace, name)
         assert final is not None
-        return copy.deepcopy(final) if rt.returns_deleted_object else self._success(rt, final)
-
-    @staticmethod
-    def _grace_period(rt: ResourceType, obj: Obj, requested: Any) -> int:
-        if not rt.graceful_delete:
-            return 0
-        spec = obj.get("spec") or {}
-        grace = (
-            int(requested)
-            if requested is not None
-            else int(spec.get("terminationGracePeriodSeconds", 30))
-        )
-        if not spec.get("nodeName") or (obj.get("status") or {}).get("phase") in (
-            "Failed",
-            "Succeeded",
-        ):
-            return 0
-        return max(grace, 0) if grace >= 0 else 1
-
-    @staticmethod
-    def _success(rt: ResourceType, obj: Obj) -> Obj:
-        details: Obj = {"name": obj["metadata"]["name"]}
-        if rt.group:
-            details["group"] = rt.group
-        details["kind"] = rt.plural
-        details["uid"] = obj["metadata"]["uid"]
-        return {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Success",
-            "details": details,
-        }
+        return copy.deepcopy(final) if rt.returns_deleted_object else deleted_status(rt, final)
 
     # --- scale subresource -------------------------------------------------------------------
-
-    @staticmethod
-    def scale_of(rt: ResourceType, obj: Obj) -> Obj:
-        """The ``autoscaling/v1`` Scale view of a Deployment."""
-        meta = obj["metadata"]
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        return {
-            "kind": "Scale",
-            "apiVersion": "autoscaling/v1",
-            "metadata": {
-                k: meta[k]
-                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                if k in meta
-            },
-            "spec": {"replicas": spec.get("replicas", 0)},
-            "status": {
-                "replicas": status.get("replicas", 0),
-                "selector": selector_to_string(spec.get("selector")),
-            },
-        }
 
     def get_scale(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         """GET .../scale."""
         if rt is not DEPLOYMENTS:
             raise errors.not_found(rt.group, f"{rt.plural}/scale", name)
-        return self.scale_of(rt, self.get(rt, namespace, name))
+        return scale_of(self.get(rt, namespace, name))
 
     def update_scale(self, rt: ResourceType, namespace: str, name: str, scale: Any) -> Obj:
         """PUT .../scale: set ``spec.replicas`` (the Scale's resourceVersion is a precondition)."""
@@ -497,35 +389,12 @@ class Registry:
         current = self.store.get(rt.key, namespace, name)
         if current is None:
             raise errors.not_found(rt.group, rt.plural, name)
-        if not isinstance(scale, dict):
-            raise errors.bad_request("the body of the request must be a Scale object")
-        meta = scale.get("metadata") or {}
-        if meta.get("name") not in (None, "", name):
-            raise errors.bad_request(
-                f"the name of the object ({meta['name']}) does not match the name on the URL "
-                f"({name})"
-            )
-        replicas = (scale.get("spec") or {}).get("replicas", 0)
-        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise errors.invalid(
-                "autoscaling",
-                "Scale",
-                name,
-                [
-                    errors.FieldError(
-                        "spec.replicas",
-                        "FieldValueInvalid",
-                        "must be greater than or equal to 0",
-                        replicas,
-                    )
-                ],
-            )
-        rv = meta.get("resourceVersion")
+        replicas, rv = parse_scale(scale, name)
         if rv and rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.group, rt.plural, name)
         new = copy.deepcopy(current)
         new["spec"]["replicas"] = replicas
-        return self.scale_of(rt, self._update(rt, namespace, name, new, current, None))
+        return scale_of(self._update(rt, namespace, name, new, current, None))
 
     # --- in-process controllers (kubelet, scheduler) -------------------------------------
 

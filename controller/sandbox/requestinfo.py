@@ -1,4 +1,7 @@
-"""Map an HTTP request to a resource request (like apiserver's ``RequestInfoFactory``)."""
+"""Map an HTTP request to a resource request (like apiserver's ``RequestInfoFactory``).
+
+Also: does a request's body name the object its URL names (:func:`check_identity`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from typing import Any
 
 from controller.sandbox import apierrors as errors
 from controller.sandbox.kinds import ResourceType, lookup
+
+Obj = dict[str, Any]
 
 
 def not_found_path() -> errors.ApiError:
@@ -68,3 +73,32 @@ def int_param(query: Any, name: str) -> int | None:
         return int(value)
     except ValueError as e:
         raise errors.bad_request(f"invalid {name}: {value!r}") from e
+
+
+def check_identity(rt: ResourceType, namespace: str, body: Any, url_name: str | None) -> Obj:
+    """The body as the object the request names: 400 when its kind, namespace or name disagree."""
+    if not isinstance(body, dict):
+        raise errors.bad_request(f"the body of the request must be a {rt.kind} object")
+    for field, want in (("apiVersion", rt.api_version), ("kind", rt.kind)):
+        if body.get(field) not in (None, "", want):
+            raise errors.bad_request(
+                f"the {field} of the provided object ({body[field]}) does not match "
+                f"the expected {field} ({want})"
+            )
+    meta = body.get("metadata")
+    if meta is None:
+        meta = body["metadata"] = {}
+    if not isinstance(meta, dict):
+        raise errors.bad_request("metadata must be an object")
+    if meta.get("namespace") not in (None, "", namespace):
+        raise errors.bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    if url_name is not None and meta.get("name") not in (None, "", url_name):
+        raise errors.bad_request(
+            f"the name of the object ({meta['name']}) does not match the name on the URL "
+            f"({url_name})"
+        )
+    body["apiVersion"], body["kind"] = rt.api_version, rt.kind
+    meta["namespace"] = namespace
+    return body

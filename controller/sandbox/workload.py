@@ -150,7 +150,7 @@ class Workload:
         for dep in self.store.list(DEPLOYMENTS.key):
             self._sync_deployment(dep["metadata"]["namespace"], dep["metadata"]["name"])
         for pod in self.store.list(PODS.key):
-            self.kubelet.observe(pod)
+            self.kubelet.sync_pod(pod)
         for svc in self.store.list(SERVICES.key):
             self.endpoints.sync(svc["metadata"]["namespace"], svc["metadata"]["name"])
         self._loop_task = asyncio.create_task(self._run(), name="sandbox-workload")
@@ -236,7 +236,7 @@ class Workload:
                 self._created.pop((ns, name), None)
                 self.kubelet.forget(ns, name)
             else:
-                self.kubelet.observe(obj)
+                self.kubelet.sync_pod(obj)
         elif kind == ("v1", "Service"):
             services.add((ns, name))
         elif kind == ("discovery.k8s.io/v1", "EndpointSlice"):

@@ -22,7 +22,8 @@ client-go's ``leaderelection`` package:
   partitioned, or its loop starved: on resume, its clock is already past the deadline.
 
 Every API call is bounded: a leader's by the time left until its deadline, a follower's by
-``renew_deadline``. :meth:`LeaderElector.stop` also cuts an in-flight call short.
+``renew_deadline``. :meth:`LeaderElector.stop` also cuts an in-flight call short. The Lease
+calls it makes and its settings are in :mod:`controller.shell.lease`.
 
 Typical use in the daemon::
 
@@ -41,115 +42,22 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import UTC, datetime
 
 import structlog
 
 from controller.shell.kube import Conflict, KubeError, LeaseInfo, NotFound
+from controller.shell.lease import RELEASED_DURATION_SECONDS, LeaderSettings, LeaseApi
 
 log = structlog.get_logger(__name__)
 
 # Followers wait retry_period · [1, 1 + JITTER) between attempts, so candidates that started
 # together do not keep colliding.
 JITTER = 0.2
-# A released Lease says it lasts 1 s (the API minimum); its empty holder lets anyone take it.
-RELEASED_DURATION_SECONDS = 1
-
-
-class LeaseApi(Protocol):
-    """The three Lease calls the elector makes (:class:`~controller.shell.kube.Kube` provides
-    them)."""
-
-    async def get_lease(self, namespace: str, name: str) -> LeaseInfo:
-        """GET the Lease; NotFound when absent."""
-        ...
-
-    async def create_lease(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        holder: str | None,
-        duration_seconds: int | None,
-        acquire_time: datetime | None,
-        renew_time: datetime | None,
-        transitions: int = 0,
-    ) -> LeaseInfo:
-        """CREATE the Lease; Conflict when it exists."""
-        ...
-
-    async def update_lease(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        resource_version: str,
-        holder: str | None,
-        duration_seconds: int | None,
-        acquire_time: datetime | None,
-        renew_time: datetime | None,
-        transitions: int,
-    ) -> LeaseInfo:
-        """PUT the Lease's spec if it is still at ``resource_version``; Conflict otherwise."""
-        ...
 
 
 class ElectorStopped(RuntimeError):
     """The elector was stopped, so leadership will not come (raised by ``wait_leader``)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class LeaderSettings:
-    """Which Lease to contend for, as whom, and the election timings.
-
-    ``lease_duration``: how long followers wait after the record last changed before taking it
-    (published as ``spec.leaseDurationSeconds``, so whole seconds). ``renew_deadline``: how
-    long after its last successful renewal the leader still acts. ``retry_period``: the time
-    between attempts. ``retry_period < renew_deadline < lease_duration`` is required; the gap
-    between the last two is the safety margin for clock rate differences.
-    """
-
-    namespace: str
-    name: str = "ptc-leader"
-    identity: str
-    lease_duration: timedelta = timedelta(seconds=15)
-    renew_deadline: timedelta = timedelta(seconds=10)
-    retry_period: timedelta = timedelta(seconds=2)
-
-    def __post_init__(self) -> None:
-        for label, text in (
-            ("namespace", self.namespace),
-            ("name", self.name),
-            ("identity", self.identity),
-        ):
-            if not text or not text.strip():
-                raise ValueError(f"leader election: {label} must not be empty")
-        for label, value in (
-            ("lease_duration", self.lease_duration),
-            ("renew_deadline", self.renew_deadline),
-            ("retry_period", self.retry_period),
-        ):
-            if value <= timedelta(0):
-                raise ValueError(f"leader election: {label} must be positive, got {value}")
-        if self.lease_duration % timedelta(seconds=1):
-            raise ValueError(
-                "leader election: lease_duration must be whole seconds (the Lease stores "
-                f"leaseDurationSeconds as an integer), got {self.lease_duration}"
-            )
-        if not self.retry_period < self.renew_deadline < self.lease_duration:
-            raise ValueError(
-                "leader election: retry_period < renew_deadline < lease_duration is required "
-                f"(got {self.retry_period}, {self.renew_deadline}, {self.lease_duration}); "
-                "the leader must retry several times before its deadline, and stop acting "
-                "before followers may take the lease"
-            )
-
-    @property
-    def lease_duration_seconds(self) -> int:
-        """``lease_duration`` as the Lease's ``spec.leaseDurationSeconds``."""
-        return int(self.lease_duration.total_seconds())
 
 
 OnChange = Callable[[bool, str | None], None]
@@ -323,13 +231,13 @@ class LeaderElector:
                     # an earlier write of ours may have landed after all: release that one
                     current = await self._api.get_lease(self.settings.namespace, self.settings.name)
                     if current.holder != self.identity:
-                        self._observe(current)
+                        self._remember(current)
                         return False
                     released = await self._write_released(current)
         except (KubeError, TimeoutError) as e:
             self._log.warning("leadership release failed", error=str(e) or type(e).__name__)
             return False
-        self._observe(released)
+        self._remember(released)
         self._log.info("leadership released", holder=None, transitions=released.transitions)
         self._publish()
         return True
@@ -399,7 +307,7 @@ class LeaderElector:
             )
             self._won(created, start)
             return
-        self._observe(current)
+        self._remember(current)
         if current.holder != self.identity:
             if self._leading:
                 self._step_down(f"lease now held by {current.holder or 'nobody'}")
@@ -444,7 +352,7 @@ class LeaderElector:
 
     def _won(self, lease: LeaseInfo, start: float) -> None:
         """Our write (sent at ``start``) landed: leader until ``start + renew_deadline``."""
-        self._observe(lease)
+        self._remember(lease)
         if self._stopping:
             return
         self._deadline = start + self._renew_deadline
@@ -453,7 +361,7 @@ class LeaderElector:
             self._step_down("renew deadline passed")
         self._publish()
 
-    def _observe(self, lease: LeaseInfo) -> None:
+    def _remember(self, lease: LeaseInfo) -> None:
         """Remember the record; a new version restarts its expiry on our clock."""
         if self._record is None or lease.resource_version != self._record.resource_version:
             self._observed_at = self._clock()

@@ -34,7 +34,8 @@ import structlog
 from controller.core.sharding import MEMBER_KEY, ShardPlan, ShardView, plan_shards, shard_lease_name
 from controller.shell.history import HistoryKube
 from controller.shell.kube import Conflict, KubeError, NotFound
-from controller.shell.leader import JITTER, LeaderElector, LeaderSettings, LeaseApi
+from controller.shell.leader import JITTER, LeaderElector
+from controller.shell.lease import LeaderSettings, LeaseApi
 
 log = structlog.get_logger("ptc.shards")
 

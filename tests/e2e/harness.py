@@ -30,7 +30,8 @@ from controller.sandbox.rollouts import bad_gateway_ratio, rate_limited_ratio, z
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
-from controller.shell.daemon import Controller, DaemonOptions
+from controller.shell.daemon import Controller
+from controller.shell.options import DaemonOptions
 
 NS, SERVICE, STABLE, CANARY = "devpod", "zai-proxy", "zai-proxy", "zai-proxy-v2"
 FAST = ProxyTuning(retry_backoff=0.001, adjustment_window=1.0)

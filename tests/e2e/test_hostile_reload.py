@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.shell import daemon
+from controller.shell import reload
 from tests.e2e.harness import (
     CANARY,
     World,
@@ -52,7 +52,7 @@ def bad_edits(good: dict[str, Any]) -> list[tuple[str, bytes]]:
 async def test_every_bad_edit_is_refused_and_the_controller_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon, "RELOAD_INTERVAL", 0.2)
+    monkeypatch.setattr(reload, "RELOAD_INTERVAL", 0.2)
     config_file = tmp_path / "config.yaml"
     spec = no_analysis(steps=[{"weight": 25, "hold": "1h"}], flip={"bake": "1s"})
     async with (
@@ -74,13 +74,13 @@ async def test_every_bad_edit_is_refused_and_the_controller_goes_on(
             assert state is not None and state["phase"] in ("progressing", "holding"), what
             assert world.replicas(CANARY)[0] >= 1, what
         # Even a loader that crashes outright (a bug) is a refused reload, not a dead task.
-        monkeypatch.setattr(daemon, "load_config", _crash)
+        monkeypatch.setattr(reload, "load_config", _crash)
         before = rejections(world)
         config_file.write_text(json.dumps(good) + "\n")
         await world.wait_for(lambda _s: rejections(world) > before, 20, "a crashing loader")
         assert "RuntimeError" in (ctl.last_reload_error or "")
         monkeypatch.undo()
-        monkeypatch.setattr(daemon, "RELOAD_INTERVAL", 0.2)
+        monkeypatch.setattr(reload, "RELOAD_INTERVAL", 0.2)
         # Then a good edit applies: the 1h hold becomes 1s and the rollout completes.
         faster = no_analysis(steps=[{"weight": 25, "hold": "1s"}], flip={"bake": "1s"})
         config_file.write_text(json.dumps(config_document(world, faster)))
@@ -102,7 +102,7 @@ def _crash(*_args: object, **_kwargs: object) -> Any:
 async def test_a_rollout_removed_while_in_flight_is_driven_to_a_safe_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon, "RELOAD_INTERVAL", 0.2)
+    monkeypatch.setattr(reload, "RELOAD_INTERVAL", 0.2)
     config_file = tmp_path / "config.yaml"
     spec = no_analysis(
         steps=[{"weight": 25, "hold": "3s"}, {"weight": 50, "hold": "2s"}],
@@ -136,7 +136,7 @@ async def test_a_rollout_removed_while_in_flight_is_driven_to_a_safe_end(
 async def test_removing_a_rollout_that_has_not_started_lets_it_go(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon, "RELOAD_INTERVAL", 0.2)
+    monkeypatch.setattr(reload, "RELOAD_INTERVAL", 0.2)
     config_file = tmp_path / "config.yaml"
     # A canary Deployment that does not exist fails preflight: nothing has moved.
     spec = no_analysis(canary={"deployment": "no-such-deployment", "version": "v9"})

@@ -38,8 +38,9 @@ from controller.sandbox.faults import Latency
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
 from controller.sandbox.zaiproxy import ProxyTuning
-from controller.shell.providers.direct import DirectProvider, PodsFn, PodTarget
+from controller.shell.providers.direct import DirectProvider, PodsFn
 from controller.shell.providers.prometheus import PrometheusProvider
+from controller.shell.providers.scrape import PodTarget
 
 pytestmark = [
     pytest.mark.prometheus,

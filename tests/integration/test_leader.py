@@ -20,7 +20,8 @@ from structlog.testing import capture_logs
 
 from controller.sandbox.apiserver import ApiServer
 from controller.shell.kube import Kube, LeaseInfo, Unavailable
-from controller.shell.leader import ElectorStopped, LeaderElector, LeaderSettings
+from controller.shell.leader import ElectorStopped, LeaderElector
+from controller.shell.lease import LeaderSettings
 from tests.integration.conftest import FAST, eventually
 
 NS = "default"

@@ -24,8 +24,8 @@ from controller.core.state import (
 from controller.sandbox.apiserver import ApiServer
 from controller.shell.kube import Kube
 from controller.shell.metrics import Metrics
-from controller.shell.observe import Caches
 from controller.shell.reconciler import RolloutReconciler
+from controller.shell.snapshot import Caches
 from tests.integration.conftest import eventually
 from tests.unit.rollout_model import make_spec
 

@@ -17,9 +17,10 @@ from controller.core.config import load_config
 from controller.sandbox.apiaccess import Rule
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
-from controller.shell.daemon import Controller, DaemonOptions
+from controller.shell.daemon import Controller
 from controller.shell.kube import PERMISSIONS
 from controller.shell.kube.permissions import DELETE_STABLE, triples
+from controller.shell.options import DaemonOptions
 from tests.packaging.chartcases import (
     LEADER,
     MUTATIONS,

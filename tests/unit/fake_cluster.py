@@ -35,7 +35,7 @@ from controller.shell.kube import (
     ServiceInfo,
 )
 from controller.shell.kube.resources import BY_KIND, Resource
-from controller.shell.observe import Caches
+from controller.shell.snapshot import Caches
 
 Obj = dict[str, Any]
 NS = "devpod"

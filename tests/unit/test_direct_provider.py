@@ -20,7 +20,8 @@ from structlog.testing import capture_logs
 
 from controller.core.config.load import load_config
 from controller.core.config.model import Rollout, Side
-from controller.shell.providers.direct import TASK_NAME, DirectProvider, PodTarget
+from controller.shell.providers.direct import TASK_NAME, DirectProvider
+from controller.shell.providers.scrape import PodTarget
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW = 10.0

@@ -57,12 +57,12 @@ def test_only_our_version_meets_it_not_other_events() -> None:
     own, informer, _ = expectations()
     assert own.expect("svc", "90", "ours") is True
     for older in ("99", "100", "91", "9"):  # in flight before our write; never compared
-        own.observe("svc", older)
+        own.saw_event("svc", older)
         informer.versions.add(("svc", older))
         assert own.get("svc") == "ours"
-    own.observe("other", "90")
+    own.saw_event("other", "90")
     assert own.get("svc") == "ours"
-    own.observe("svc", "90")
+    own.saw_event("svc", "90")
     assert own.get("svc") is None
 
 
@@ -76,7 +76,7 @@ def test_the_informer_having_our_version_meets_it_without_an_event() -> None:
 def test_deletion_meets_it() -> None:
     own, _, _ = expectations()
     own.expect("svc", "90", "ours")
-    own.observe("svc", "80", deleted=True)
+    own.saw_event("svc", "80", deleted=True)
     assert own.get("svc") is None
 
 
@@ -116,9 +116,9 @@ def test_a_second_write_replaces_the_first() -> None:
     own, _, _ = expectations()
     own.expect("svc", "90", "first")
     own.expect("svc", "80", "second")
-    own.observe("svc", "90")  # the first write's echo: the second one is still ahead
+    own.saw_event("svc", "90")  # the first write's echo: the second one is still ahead
     assert own.get("svc") == "second"
-    own.observe("svc", "80")
+    own.saw_event("svc", "80")
     assert own.get("svc") is None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.shell.leader import LeaderSettings
+from controller.shell.lease import LeaderSettings
 
 S = timedelta(seconds=1)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from controller.core.objects import DeploymentInfo, PreStopHook, deployment_info, pre_stop_hook
+from controller.core.objects import DeploymentInfo, deployment_info
+from controller.core.prestop import PreStopHook, pre_stop_hook
 from controller.core.rollout import Observed, PreflightResult, decide
 from controller.core.state import Phase
 from controller.core.termination import stable_terminated_while_serving

@@ -248,7 +248,7 @@ async def test_a_hand_scale_after_our_echoed_scale_is_seen() -> None:
 
         svc = w.reconciler.service()
         assert svc is not None
-        assert w.reconciler.observe(svc).canary.spec_replicas == 3
+        assert w.reconciler.read_observed(svc).canary.spec_replicas == 3
 
 
 async def test_after_a_relist_that_dropped_the_echo_a_paused_rollout_sees_a_new_command() -> None:

@@ -24,9 +24,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the controller until SIGTERM/SIGINT."""
     import asyncio
 
-    from controller.shell.daemon import Controller, DaemonOptions
+    from controller.shell.daemon import Controller
     from controller.shell.kube import KubeError
     from controller.shell.log import configure_logging
+    from controller.shell.options import DaemonOptions
 
     try:
         loaded = _load(args.config)

@@ -25,9 +25,9 @@ from controller.core.objects import (
     LeaseInfo,
     ObjectRef,
     PodInfo,
-    PreStopHook,
     ServiceInfo,
 )
+from controller.core.prestop import PreStopHook
 from controller.shell.kube.client import Kube, selector_string
 from controller.shell.kube.errors import (
     Conflict,

@@ -7,7 +7,7 @@ whichever comes first:
 
 - the informer has delivered X: checked when the expectation is set, because on a real API
   server the watch echo of a write often arrives *before* the write's response; and on every
-  event after (push, :meth:`Expectations.observe`) as well as on every read (pull);
+  event after (push, :meth:`Expectations.saw_event`) as well as on every read (pull);
 - a list *requested after* the write returned has replaced the cache (a relist after 410 Gone
   may never replay X, but such a list holds X or a later state);
 - the object was deleted;
@@ -92,7 +92,7 @@ class Expectations(Generic[V]):
         )
         return True
 
-    def observe(self, name: str, resource_version: str, *, deleted: bool = False) -> None:
+    def saw_event(self, name: str, resource_version: str, *, deleted: bool = False) -> None:
         """An informer event for ``name``: met by our version, or by the object's deletion."""
         pending = self._pending.get(name)
         if pending is not None and (deleted or pending.resource_version == resource_version):

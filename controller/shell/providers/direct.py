@@ -18,8 +18,9 @@ three of its windows) is dropped with its history. ``close()`` stops the task an
 HTTP session; nothing is left running.
 
 Scrapes. One aiohttp session; at most `max_concurrency` requests in flight; each with `timeout`
-seconds in total and a body limit. A scrape is all or nothing, as in Prometheus: an HTTP error,
-a timeout or an exposition syntax error records a failure for the pod and stores no sample.
+seconds in total and a body limit (the fetch: `controller.shell.providers.scrape`). A scrape is
+all or nothing, as in Prometheus: an HTTP error, a timeout or an exposition syntax error records
+a failure for the pod and stores no sample.
 Samples are timestamped with the scrape's start on the injected `clock` (monotonic seconds);
 timestamps in the exposition are ignored. Each sample gets the target labels ``pod`` and
 ``instance`` (and `PodTarget.labels`), as Prometheus' service discovery would add them.
@@ -46,8 +47,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -56,6 +57,12 @@ import structlog
 from controller.core.analysis.evaluate import Measurement, Sample
 from controller.core.config.model import Analysis, CapacityGate, Rollout, Side, Source
 from controller.shell.providers.exposition import ExpositionError, parse
+from controller.shell.providers.scrape import (
+    DEFAULT_MAX_BODY_BYTES,
+    PodTarget,
+    ScrapeFailed,
+    fetch_exposition,
+)
 from controller.shell.providers.window import (
     MatcherError,
     PodHistory,
@@ -67,46 +74,16 @@ from controller.shell.providers.window import (
 
 log = structlog.get_logger(__name__)
 
-ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 DEFAULT_MAX_CONCURRENCY = 16
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # History kept beyond the longest window asked for, in scrape intervals: a window's first
 # sample may be up to one interval older than the window's start as seen by the last scrape.
 RETENTION_MARGIN_SCRAPES = 3
 TASK_NAME = "ptc-direct-scraper"
 
 
-@dataclass(frozen=True)
-class PodTarget:
-    """A pod to scrape: ``http://ip:port/path``; `labels` are extra target labels."""
-
-    name: str
-    ip: str
-    port: int
-    path: str = "/metrics"
-    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
-
-    @property
-    def url(self) -> str:
-        """The scrape URL (IPv6 addresses in brackets)."""
-        host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        path = self.path if self.path.startswith("/") else f"/{self.path}"
-        return f"http://{host}:{self.port}{path}"
-
-    @property
-    def instance(self) -> str:
-        """``ip:port``, Prometheus' ``instance`` label."""
-        host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        return f"{host}:{self.port}"
-
-
 PodsFn = Callable[[Rollout, Side], Sequence[PodTarget]]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class ScrapeFailed(Exception):
-    """One scrape of one pod failed; the message says why."""
 
 
 @dataclass
@@ -367,45 +344,16 @@ class DirectProvider:
         max_points = ring_size(retention, self.scrape_interval)
         history.record(at, exposition.samples, max_points, keep_after=at - retention)
 
+    async def _fetch(self, target: PodTarget) -> str:
+        """The body of ``GET target.url``; ScrapeFailed for anything but a valid 200."""
+        return await fetch_exposition(self._http(), target, self.timeout, self.max_body_bytes)
+
     def _http(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ScrapeFailed("provider is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
-
-    async def _fetch(self, target: PodTarget) -> str:
-        """The body of ``GET target.url``; ScrapeFailed for anything but a valid 200."""
-        url = target.url
-        try:
-            async with self._http().get(
-                url,
-                headers={"Accept": ACCEPT},
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                allow_redirects=False,
-            ) as response:
-                if response.status != 200:
-                    raise ScrapeFailed(f"{url}: HTTP {response.status}")
-                if (response.content_length or 0) > self.max_body_bytes:
-                    raise ScrapeFailed(f"{url}: body over {self.max_body_bytes} bytes")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    size += len(chunk)
-                    if size > self.max_body_bytes:
-                        raise ScrapeFailed(f"{url}: body over {self.max_body_bytes} bytes")
-                    chunks.append(chunk)
-            text = b"".join(chunks).decode("utf-8", errors="replace")
-            return text
-        except TimeoutError:
-            raise ScrapeFailed(f"{url}: no complete answer within {self.timeout:g}s") from None
-        except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or str(exc.os_error)
-            raise ScrapeFailed(f"{url}: cannot connect: {reason}") from None
-        except aiohttp.ClientError as exc:
-            raise ScrapeFailed(f"{url}: {type(exc).__name__}: {exc}") from None
-        except RuntimeError as exc:  # the session was closed under us by close()
-            raise ScrapeFailed(f"{url}: {exc}") from None
 
     # -- evaluation -------------------------------------------------------------------------
 

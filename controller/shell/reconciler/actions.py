@@ -23,21 +23,12 @@ from controller.core.rollout import (
     Wait,
     shared_selector,
 )
-from controller.core.state import (
-    STATE_ANNOTATION,
-    RolloutState,
-    encode_state,
-)
+from controller.core.state import STATE_ANNOTATION, RolloutState, encode_state
 from controller.core.status import iso
-from controller.shell.kube import (
-    Conflict,
-    NotFound,
-    ObjectRef,
-    ServiceInfo,
-)
-from controller.shell.observe import preflight_pods
+from controller.shell.kube import Conflict, NotFound, ObjectRef, ServiceInfo
 from controller.shell.preflight import check_autoscalers, check_world, probe_pods
 from controller.shell.reconciler.analysis import ReconcilerAnalysis, clock_fields
+from controller.shell.snapshot import preflight_pods
 
 
 class StaleView(Exception):
@@ -52,11 +43,7 @@ class ReconcilerActions(ReconcilerAnalysis):
     """What a rollout's reconciler does with a decision: the one action, the state, the Event."""
 
     async def _execute(
-        self,
-        decision: Decision,
-        svc: ServiceInfo,
-        old: RolloutState | None,
-        observed: Observed,
+        self, decision: Decision, svc: ServiceInfo, old: RolloutState | None, observed: Observed
     ) -> None:
         action = decision.action
         new_state = replace(

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from controller.core.state import (
-    BreachClocks,
-    Phase,
-    RolloutState,
-)
+from controller.core.state import BreachClocks, Phase, RolloutState
 from controller.core.status import iso
 from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner, restored
 from controller.shell.reconciler.view import ReconcilerView

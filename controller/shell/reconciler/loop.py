@@ -39,11 +39,7 @@ from controller.core.state import (
 from controller.shell.alertmanager.deliver import deliver_command
 from controller.shell.command_annotation import parse_command
 from controller.shell.gate import urgency
-from controller.shell.kube import (
-    Conflict,
-    KubeError,
-    NotFound,
-)
+from controller.shell.kube import Conflict, KubeError, NotFound
 from controller.shell.kube.retrying import AfterError, after_api_error
 from controller.shell.reconciler.actions import StaleView
 from controller.shell.reconciler.claim import ReconcilerClaim
@@ -207,7 +203,7 @@ class RolloutReconciler(ReconcilerClaim):
             self._log.info("applying the deferred config: a new rollout target")
             self._apply_spec(pending, self._pending_generation)
         self._sync_runner(state)
-        observed = self.observe(svc)
+        observed = self.read_observed(svc)
         now = self.clock()
         command = parse_command(svc.annotations.get(COMMAND_ANNOTATION))
         decision = decide(self.spec, state, observed, self._summary(state), now, command)

@@ -20,31 +20,18 @@ import structlog
 from controller.core.analysis.demand import DemandWindow
 from controller.core.analysis.evaluate import AnalysisSummary
 from controller.core.config.model import Rollout
-from controller.core.rollout import (
-    Decision,
-    Observed,
-    PreflightResult,
-    Wait,
-)
-from controller.core.state import (
-    RolloutState,
-    StateError,
-    read_state,
-)
+from controller.core.rollout import Decision, Observed, PreflightResult, Wait
+from controller.core.state import RolloutState, StateError, read_state
 from controller.core.status import iso, status_document
 from controller.shell.analysis_runner import AnalysisReport, AnalysisRunner
 from controller.shell.gate import PriorityGate
 from controller.shell.history import HistoryWriter
-from controller.shell.kube import (
-    DELETED,
-    Kube,
-    ServiceInfo,
-)
+from controller.shell.kube import DELETED, Kube, ServiceInfo
 from controller.shell.kube.expectations import DEFAULT_TTL, Expectations
 from controller.shell.lag import LagMeter, Wake
 from controller.shell.metrics import Metrics
-from controller.shell.observe import Caches, observe
 from controller.shell.providers.provider import Provider
+from controller.shell.snapshot import Caches, read_observed
 
 log = structlog.get_logger("ptc.reconciler")
 
@@ -113,9 +100,9 @@ class ReconcilerView:
         """Informer callback: meet the expectations of our writes this event echoes; wake."""
         deleted = event_type == DELETED
         if kind == "services":
-            self._own_service.observe(obj.name, obj.resource_version, deleted=deleted)
+            self._own_service.saw_event(obj.name, obj.resource_version, deleted=deleted)
         elif kind == "deployments":
-            self._own_scale.observe(obj.name, obj.resource_version, deleted=deleted)
+            self._own_scale.saw_event(obj.name, obj.resource_version, deleted=deleted)
         self.wake.set()
 
     def _state_or_none(self) -> RolloutState | None:
@@ -149,7 +136,7 @@ class ReconcilerView:
             # the watch echo overtook the response: the cache already has this write
             self._log.debug("service write already echoed", resource_version=svc.resource_version)
 
-    def observe(self, svc: ServiceInfo) -> Observed:
+    def read_observed(self, svc: ServiceInfo) -> Observed:
         """Everything decide() needs, from the caches (no API calls)."""
         capacity = demand = None
         if self._report is not None:
@@ -157,7 +144,7 @@ class ReconcilerView:
             peak = self._demand.peak()
             if demand is not None and demand.value is not None and peak is not None:
                 demand = replace(demand, value=peak)
-        return observe(
+        return read_observed(
             self.spec,
             self.caches,
             svc,
@@ -205,7 +192,7 @@ class ReconcilerView:
                 state = read_state(svc.annotations)
             except StateError as exc:
                 error = str(exc)
-        observed = self.observe(svc) if svc is not None else None
+        observed = self.read_observed(svc) if svc is not None else None
         report = self._report
         analysis = None
         if report is not None:

@@ -2,7 +2,8 @@
 
 Every read goes through an index (pods by Deployment and by ``label=value``, EndpointSlices by
 Service), so one reconcile costs the size of its own rollout, not of the namespace: hundreds of
-rollouts sharing a namespace do not make each other's reconciles slower.
+rollouts sharing a namespace do not make each other's reconciles slower. The direct metrics
+provider's scrape targets (a side's Ready pods) are read from the same caches.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Iterable, Mapping
 
 from controller.core.analysis.evaluate import Sample
 from controller.core.analysis.share import ShareReading
-from controller.core.config.model import Rollout
+from controller.core.config.model import Rollout, Side
 from controller.core.rollout import DeploymentView, Endpoints, Observed, PreflightResult
 from controller.shell.kube import DeploymentInfo, EndpointSliceInfo, Informer, PodInfo, ServiceInfo
+from controller.shell.providers.scrape import PodTarget
 
 POD_BY_DEPLOYMENT = "deployment"
 POD_BY_LABEL = "label"
@@ -114,7 +116,7 @@ def preflight_pods(spec: Rollout, caches: Caches, shared: Mapping[str, str]) -> 
     return [found[name] for name in sorted(found)]
 
 
-def observe(
+def read_observed(
     spec: Rollout,
     caches: Caches,
     svc: ServiceInfo,
@@ -136,3 +138,30 @@ def observe(
         demand=demand,
         share=share,
     )
+
+
+def pod_targets(caches: Caches | None, rollout: Rollout, side: Side) -> list[PodTarget]:
+    """The direct provider's scrape targets: the side's Ready pods, from the caches."""
+    if caches is None:
+        return []
+    wanted = {
+        Side.CANARY: {rollout.canary.deployment},
+        Side.STABLE: {rollout.stable.deployment},
+        Side.SERVICE: {rollout.canary.deployment, rollout.stable.deployment},
+    }[side]
+    targets = []
+    for pod in sorted(caches.pods_of(*sorted(wanted)), key=lambda p: p.name):
+        if not pod.ready or not pod.ip:
+            continue
+        port = rollout.preflight.port or (pod.container_ports[0] if pod.container_ports else 0)
+        if port:
+            targets.append(
+                PodTarget(
+                    pod.name,
+                    pod.ip,
+                    port,
+                    rollout.preflight.metrics_path,
+                    {"namespace": pod.namespace},
+                )
+            )
+    return targets

@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from controller.shell.kube import PodInfo
-from controller.shell.observe import (
+from controller.shell.preflight import check_world
+from controller.shell.snapshot import (
     POD_BY_DEPLOYMENT,
     POD_BY_LABEL,
     SLICE_BY_SERVICE,
     Caches,
-    observe,
     preflight_pods,
+    read_observed,
 )
-from controller.shell.preflight import check_world
 from tests.unit.fake_cluster import (
     FakeCluster,
     caches_for,
@@ -77,7 +77,7 @@ async def reads_of_one_reconcile(foreign: int) -> tuple[int, object, list[str]]:
         svc = caches.services.get("zai-proxy")
         assert svc is not None
         before = reads(caches)
-        observed = observe(SPEC, caches, svc, {}, preflight=None, capacity=None, demand=None)
+        observed = read_observed(SPEC, caches, svc, {}, preflight=None, capacity=None, demand=None)
         judged = [p.name for p in preflight_pods(SPEC, caches, SHARED)]
         return reads(caches) - before, observed, judged
 
@@ -94,11 +94,11 @@ async def test_a_reconcile_reads_the_same_objects_beside_10_or_1000_foreign_roll
     assert many <= 24
 
 
-async def test_observe_counts_ready_pods_and_endpoints_of_its_own_deployments() -> None:
+async def test_read_observed_counts_ready_pods_and_endpoints_of_its_own_deployments() -> None:
     async with namespace(50) as (_, caches):
         svc = caches.services.get("zai-proxy")
         assert svc is not None
-        observed = observe(SPEC, caches, svc, {}, preflight=None, capacity=None, demand=None)
+        observed = read_observed(SPEC, caches, svc, {}, preflight=None, capacity=None, demand=None)
     assert (observed.stable.ready_replicas, observed.canary.ready_replicas) == (3, 1)
     assert (observed.endpoints.stable, observed.endpoints.canary, observed.endpoints.other) == (
         3,
