@@ -110,7 +110,7 @@ async def test_the_claim_creates_a_missing_history_configmap_so_a_late_create_fa
         await w.reconciler.reconcile_once()
         created = w.cluster.objects["configmaps"][HISTORY]
         assert created["data"]["history"] == "[]"
-        assert created["data"]["target"] == state().target
+        assert created["data"]["target"] == state().revision
         with pytest.raises(Conflict):  # the deposed leader's first history write: a create
             await w.kube.write_configmap(
                 "devpod", HISTORY, {"history": "[1]"}, resource_version=None
