@@ -29,7 +29,7 @@ from controller.tasks import cancel_and_wait
 log = structlog.get_logger("ptc.history")
 
 KEY = "history"
-TARGET_KEY = "target"  # the rollout target (`RolloutState.target`) the records belong to
+TARGET_KEY = "target"  # the rollout revision (`RolloutState.revision`) the records belong to
 VERSION_KEY = "version"
 VERSION = 1  # of the ConfigMap's format; a reader refuses a newer one rather than misread it
 LIMIT = 200  # records kept
@@ -38,7 +38,7 @@ LABELS = {"app.kubernetes.io/managed-by": "ptc", "ptc.dev/role": "history"}
 
 
 class HistoryKube(Protocol):
-    """The two adapter calls this module needs (`controller.shell.kube.Kube` has them)."""
+    """The adapter calls this module needs (`controller.shell.kube.Kube` has them)."""
 
     async def get_configmap(self, namespace: str, name: str) -> tuple[dict[str, str], str]: ...
 
@@ -50,6 +50,11 @@ class HistoryKube(Protocol):
         *,
         resource_version: str | None,
         labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> str: ...
+
+    async def annotate_configmap(
+        self, namespace: str, name: str, annotations: dict[str, str]
     ) -> str: ...
 
 
@@ -133,6 +138,39 @@ async def read(
         return ()  # an earlier rollout's, not yet replaced
     check_version(data)
     return decode(data.get(KEY, "[]"))
+
+
+async def claim(
+    kube: HistoryKube, namespace: str, service: str, target: str, annotations: dict[str, str]
+) -> None:
+    """Move the history ConfigMap's resourceVersion (a new leader's claim; see reconciler.claim).
+
+    A write the deposed leader still has on its way carries the resourceVersion it read, or
+    none (a create): either now gets 409, and its retry is not sent (the write fence). The
+    annotations are set by a merge patch (the data is not sent back); a missing ConfigMap is
+    created empty with them. The writer's next PUT drops them: the resourceVersion has moved.
+    """
+    name = configmap_name(service)
+    for _ in range(2):
+        try:
+            await kube.annotate_configmap(namespace, name, annotations)
+            return
+        except NotFound:
+            pass
+        empty = {TARGET_KEY: target, VERSION_KEY: str(VERSION), KEY: "[]"}
+        try:
+            await kube.write_configmap(
+                namespace,
+                name,
+                empty,
+                resource_version=None,
+                labels=dict(LABELS),
+                annotations=annotations,
+            )
+            return
+        except Conflict:
+            continue  # created meanwhile (a late create of the old leader's): annotate that
+    raise Conflict(f"configmaps {namespace}/{name}: created and deleted while being claimed")
 
 
 class HistoryWriter:

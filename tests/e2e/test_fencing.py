@@ -10,6 +10,13 @@ deposed leader is applied between its successor's Lease acquisition and its own 
 rollout completes with each step reached once, in order. The negative control runs the same
 with a controller whose leadership never ends (tests/e2e/unfenced_ptc.py) and sees its late
 write.
+
+The "late" rounds hold a write whose object the successor has not written but for its claim: a
+scale of the canary, and a history ConfigMap write. The successor's next write after its claim
+is held too, so when the old leader's write is let go the successor has claimed and done
+nothing else: only the claim can refuse it. The same round with a controller whose claim writes
+the Service only (tests/e2e/unclaimed_ptc.py, the claim before issue 12's last part) sees the
+late scale land.
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ from tests.e2e.test_process import controller_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# What acts on traffic. Leases (the election itself) and Events (records) are not fenced; nor is
-# the decision history ConfigMap (best effort, merged: a late write adds true records only).
-ROLLOUT_OBJECTS = frozenset({"services", "deployments", "deployments/scale"})
+# Every object a rollout writes (what acts on traffic, and the decision history). Leases (the
+# election itself) and Events (records) are not fenced.
+ROLLOUT_OBJECTS = frozenset({"services", "deployments", "deployments/scale", "configmaps"})
 LEASES = frozenset({"leases"})
+SERVICES = frozenset({"services"})
 USERS = ("ctl-a", "ctl-b")
 
 
@@ -75,21 +83,36 @@ def deposed_terms(audit: Audit, users: tuple[str, str]) -> list[tuple[str, Audit
     return terms
 
 
+def claimed(audit: Audit, successor: str, took: AuditEntry) -> int | None:
+    """Audit seq of the successor's first Service write after `took`: its claim is complete
+    (the Service is the claim's last write; every other object of the rollout was claimed)."""
+    return next(
+        (
+            e.seq
+            for e in audit.writes(user=successor, resources=SERVICES)
+            if e.applied and e.seq > took.seq
+        ),
+        None,
+    )
+
+
 def late_writes(audit: Audit, users: tuple[str, str]) -> list[AuditEntry]:
     """Writes that must not land: a deposed leader's, applied while another held the Lease.
 
-    A Service patch, from its successor's Lease acquisition on (the successor's first write,
-    its claim, moves the Service's resourceVersion). A scale, from the successor's first write
-    to that Deployment on: Kubernetes has no precondition across objects, so the only fence on
-    a Deployment is its own resourceVersion (see the README's "Fencing").
+    A Service patch, from its successor's Lease acquisition on (the successor's first write to
+    it, its claim, moves its resourceVersion). A write of any other object of the rollout (a
+    scale, the history ConfigMap), from the successor's first write to that object or the end
+    of its claim on, whichever is first: Kubernetes has no precondition across objects, so the
+    claim writes to each one (see the README's "Fencing").
     """
     late: list[AuditEntry] = []
     for deposed, took, until in deposed_terms(audit, users):
         successor = took.user
+        done = claimed(audit, successor, took)
         for e in audit.writes(user=deposed, resources=ROLLOUT_OBJECTS):
             if not e.applied or not took.seq < e.seq < until:
                 continue
-            if e.resource == "services":
+            if e.resource == "services" or (done is not None and done < e.seq):
                 late.append(e)
                 continue
             successor_wrote_it = any(
@@ -140,13 +163,18 @@ async def freeze_round(
         await poll(world, lambda: acquired(audit, standby, frozen_at), 30, "the standby's Lease")
         took = acquired(audit, standby, frozen_at)
         assert took is not None
-        # A scale waits for the standby's own write of that Deployment (its precondition is
-        # the fence); a state write for the standby's first write of anything (the claim).
+        # A scale waits for the standby's own write of that Deployment (its claim's annotation
+        # or a scale: the Deployment's precondition is the fence); a state write for the
+        # standby's claim to be complete (its last write is the Service's).
         await poll(
             world,
-            lambda: any(
-                e.applied and e.seq > took.seq and (kind == "state" or obj(e) == obj(arrival))
-                for e in audit.writes(user=standby, resources=ROLLOUT_OBJECTS)
+            lambda: (
+                claimed(audit, standby, took) is not None
+                if kind == "state"
+                else any(
+                    e.applied and e.seq > took.seq and obj(e) == obj(arrival)
+                    for e in audit.writes(user=standby, resources=ROLLOUT_OBJECTS)
+                )
             ),
             60,
             "the standby to act",
@@ -158,6 +186,53 @@ async def freeze_round(
     held.release()
     await poll(world, lambda: any(e.held for e in audit.entries[frozen_at:]), 30, "held write")
     entry = next(e for e in audit.entries[frozen_at:] if e.held)
+    return Round(leader, standby, arrival, entry)
+
+
+async def late_round(
+    world: World, procs: dict[str, asyncio.subprocess.Process], leader: str, kind: str
+) -> Round:
+    """Hold `leader`'s next write of `kind` ("stale-scale": a scale of the canary; "history":
+    a write of the history ConfigMap), SIGSTOP it, let the standby take over and claim, and
+    hold the standby's next write (so it has written nothing but its claim); SIGCONT, let the
+    old leader's write be applied, then the standby's."""
+    audit = world.sandbox.api.audit
+    gate = world.sandbox.api.gate
+    standby = next(u for u in procs if u != leader)
+
+    def matches(w: Arrival) -> bool:
+        if w.user != leader:
+            return False
+        if kind == "history":
+            return w.resource == "configmaps"
+        return w.resource == "deployments/scale" and w.name == CANARY
+
+    held = gate.arm(matches)
+    arrival = await held.wait_arrived(90)
+    procs[leader].send_signal(signal.SIGSTOP)
+    frozen_at = len(audit.entries)
+    service_writes = [0]
+
+    def after_claim(w: Arrival) -> bool:
+        """The standby's first write after its claim: a scale, or a Service write after the
+        claim's (which is the claim's last)."""
+        if w.user != standby:
+            return False
+        if w.resource == "services":
+            service_writes[0] += 1
+            return service_writes[0] > 1
+        return w.resource == "deployments/scale"
+
+    successor = gate.arm(after_claim)
+    try:
+        await poll(world, lambda: acquired(audit, standby, frozen_at), 30, "the standby's Lease")
+        await successor.wait_arrived(60)  # its claim is complete: it is on to what it decided
+    finally:
+        procs[leader].send_signal(signal.SIGCONT)
+        held.release()
+    await poll(world, lambda: any(e.held for e in audit.entries[frozen_at:]), 30, "held write")
+    entry = next(e for e in audit.entries[frozen_at:] if e.held)
+    successor.release()
     return Round(leader, standby, arrival, entry)
 
 
@@ -194,10 +269,13 @@ async def test_a_frozen_leader_lands_no_write_after_the_standby_took_over(
     rng = random.Random(20261202)
     async with two_controllers(tmp_path) as (world, procs, leader):
         done: list[Round] = []
-        kinds = ["scale", "state"] * 2
+        kinds = ["scale", "state", "stale-scale", "history"]
         rng.shuffle(kinds)
         for kind in kinds:  # alternating roles, at each of the canary's four scale-ups
-            done.append(await freeze_round(world, procs, leader, kind, rng.random() < 0.5))
+            if kind in ("stale-scale", "history"):
+                done.append(await late_round(world, procs, leader, kind))
+            else:
+                done.append(await freeze_round(world, procs, leader, kind, rng.random() < 0.5))
             leader = done[-1].successor
         state = await world.wait_phase("completed", timeout=120)
     audit = world.sandbox.api.audit
@@ -205,8 +283,8 @@ async def test_a_frozen_leader_lands_no_write_after_the_standby_took_over(
     late = late_writes(audit, USERS)
     assert not late, f"deposed leaders' writes applied: {late}; held writes: {held}"
     assert all(not r.entry.applied for r in done), held  # each refused by its precondition
-    assert any(r.held.resource == "services" for r in done), held  # the seed covers both kinds
-    assert any(r.held.resource == "deployments/scale" for r in done), held
+    resources = Counter(r.held.resource for r in done)
+    assert resources == {"services": 1, "deployments/scale": 2, "configmaps": 1}, held
     history = state["history"]
     order = [h["step"] for h in history if h["decision"] == "step-reached"]
     assert order == [0, 1, 2], order  # none repeated, none skipped, in order
@@ -220,6 +298,21 @@ async def test_negative_control_an_unfenced_leader_is_caught_writing_late(tmp_pa
         await freeze_round(world, procs, leader, "state", False)
         audit = world.sandbox.api.audit
         await poll(world, lambda: late_writes(audit, USERS), 60, "a deposed leader's late write")
+
+
+async def test_negative_control_a_claim_of_the_service_only_lets_a_late_scale_land(
+    tmp_path: Path,
+) -> None:
+    """The late scale round with the claim as it was before: the Service only. The held scale
+    of the canary (which the successor had not written) lands, and the audit calls it late."""
+    async with two_controllers(tmp_path, module="tests.e2e.unclaimed_ptc") as (
+        world,
+        procs,
+        leader,
+    ):
+        done = await late_round(world, procs, leader, "stale-scale")
+    assert done.entry.applied, done
+    assert done.entry in late_writes(world.sandbox.api.audit, USERS)
 
 
 async def freeze_at(

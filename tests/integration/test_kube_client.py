@@ -111,7 +111,7 @@ async def test_list_pods_by_selector_with_deployment_and_readiness(
 async def test_list_pods_follows_pagination(world: ApiServer, kube: Kube) -> None:
     world.patch("Deployment", "web", {"spec": {"replicas": 7}}, subresource="scale")
     await wait_until(world.store, lambda: len(world.list("Pod", label_selector="app=web")) == 8)
-    import controller.shell.kube.client as client_module
+    import controller.shell.kube.workloads as client_module
 
     world.reset_counts()
     old = client_module._LIST_PAGE

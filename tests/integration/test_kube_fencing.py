@@ -10,9 +10,9 @@ import pytest
 
 from controller.sandbox.apiserver import ApiServer
 from controller.sandbox.workload import Workload
-from controller.shell.kube import Conflict, Kube, NotLeader
+from controller.shell.kube import Conflict, Kube, NotFound, NotLeader
 from tests.integration.conftest import FAST
-from tests.sandbox.conftest import deployment, service
+from tests.sandbox.conftest import deployment, service, wait_until
 
 NS = "default"
 T0 = "2026-01-01T00:00:00Z"
@@ -94,3 +94,58 @@ async def test_scale_with_a_stale_resource_version_is_refused(
     current = (await fenced.get_deployment(NS, "web")).resource_version
     await fenced.scale(NS, "web", 5, resource_version=current)
     assert api_server.get("Deployment", "web", NS)["spec"]["replicas"] == 5
+
+
+async def test_a_claim_annotation_moves_the_resource_version_and_restarts_no_pod(
+    api_server: ApiServer, workload: Workload, fenced: Kube
+) -> None:
+    """What a real API server does with a metadata-only patch of a Deployment: a new
+    resourceVersion (so a scale sent with the old one gets 409), generation + 1 (Deployment
+    annotations are copied to ReplicaSets), the pod template untouched (no pod replaced)."""
+    await wait_until(api_server.store, lambda: _pods(api_server) != {}, 5)
+    pods = _pods(api_server)
+    before = await fenced.get_deployment(NS, "web")
+    claimed = await fenced.annotate_deployment(NS, "web", {"ptc.dev/claim": "ctl-b/1"})
+    assert claimed.resource_version != before.resource_version
+    assert claimed.generation == before.generation + 1
+    assert claimed.spec_replicas == before.spec_replicas
+    raw = api_server.get("Deployment", "web", NS)
+    assert raw["metadata"]["annotations"]["ptc.dev/claim"] == "ctl-b/1"
+    with pytest.raises(Conflict):  # the deposed leader's scale, sent with what it had read
+        await fenced.scale(NS, "web", 5, resource_version=before.resource_version)
+    await wait_until(
+        api_server.store,
+        lambda: (
+            api_server.get("Deployment", "web", NS)["status"].get("observedGeneration")
+            == claimed.generation
+        ),
+        5,
+    )
+    assert _pods(api_server) == pods  # the same pods, none replaced
+    # The same value again is no change: a real server keeps the resourceVersion.
+    again = await fenced.annotate_deployment(NS, "web", {"ptc.dev/claim": "ctl-b/1"})
+    assert (
+        again.resource_version
+        == api_server.get("Deployment", "web", NS)["metadata"]["resourceVersion"]
+    )
+    assert again.generation == claimed.generation
+
+
+async def test_a_claim_annotation_fences_a_configmap_put(fenced: Kube) -> None:
+    version = await fenced.write_configmap(NS, "ptc-history-web", {"k": "v"}, resource_version=None)
+    moved = await fenced.annotate_configmap(NS, "ptc-history-web", {"ptc.dev/claim": "ctl-b/1"})
+    assert moved != version
+    with pytest.raises(Conflict):  # the deposed leader's history write, read before the claim
+        await fenced.write_configmap(NS, "ptc-history-web", {"k": "w"}, resource_version=version)
+    assert (await fenced.get_configmap(NS, "ptc-history-web"))[0] == {"k": "v"}
+    with pytest.raises(NotFound):
+        await fenced.annotate_configmap(NS, "nothing-here", {"ptc.dev/claim": "ctl-b/1"})
+
+
+def _pods(api: ApiServer) -> dict[str, str]:
+    """The web Deployment's pods: name -> uid."""
+    return {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in api.list("Pod", label_selector="app=web")
+        if "deletionTimestamp" not in p["metadata"]
+    }

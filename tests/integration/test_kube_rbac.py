@@ -34,6 +34,7 @@ NEEDED_BY: dict[tuple[str, str, str], str] = {
     ("apps", "deployments", "get"): "get_deployment",
     ("apps", "deployments", "list"): "list deployments",
     ("apps", "deployments", "watch"): "watch deployments",
+    ("apps", "deployments", "patch"): "annotate_deployment",
     ("apps", "deployments", "delete"): "delete_deployment",
     ("apps", "deployments/scale", "patch"): "scale",
     ("autoscaling", "horizontalpodautoscalers", "list"): "list_autoscalers",
@@ -42,6 +43,7 @@ NEEDED_BY: dict[tuple[str, str, str], str] = {
     ("", "configmaps", "get"): "get_configmap",
     ("", "configmaps", "create"): "create_configmap",
     ("", "configmaps", "update"): "update_configmap",
+    ("", "configmaps", "patch"): "annotate_configmap",
     ("coordination.k8s.io", "leases", "get"): "get_lease",
     ("coordination.k8s.io", "leases", "create"): "create_lease",
     ("coordination.k8s.io", "leases", "update"): "update_lease",
@@ -86,6 +88,10 @@ async def exercise(kube: Kube, api: ApiServer) -> dict[str, BaseException | str]
         )
     await attempt("get_deployment", lambda: kube.get_deployment(NS, "web"))
     await attempt("scale", lambda: kube.scale(NS, "web-v2", 2))
+    await attempt(
+        "annotate_deployment",
+        lambda: kube.annotate_deployment(NS, "web-v2", {"ptc.dev/claim": "me/1"}),
+    )
     await attempt("list_pods", lambda: kube.list_pods(NS, {"app": "web"}))
     await attempt("list_autoscalers", lambda: kube.list_autoscalers(NS))
     await attempt("delete_deployment", lambda: kube.delete_deployment(NS, "doomed"))
@@ -108,6 +114,10 @@ async def exercise(kube: Kube, api: ApiServer) -> dict[str, BaseException | str]
                 NS, "ptc-history-web", {"history": "[1]"}, resource_version=version
             ),
         )
+    await attempt(
+        "annotate_configmap",
+        lambda: kube.annotate_configmap(NS, "ptc-history-web", {"ptc.dev/claim": "me/1"}),
+    )
     lease = await attempt(
         "create_lease",
         lambda: kube.create_lease(

@@ -201,8 +201,8 @@ MUTATIONS = {
     "missing-resource": ('resources: ["endpointslices"]', 'resources: ["endpoints"]'),
     "wildcard": ('resources: ["pods"]', 'resources: ["*"]'),
     "delete-everywhere": (
-        'verbs: ["get", "list", "watch"]\n',
-        'verbs: ["get", "list", "watch", "delete"]\n',
+        'verbs: ["get", "list", "watch", "patch"]\n',
+        'verbs: ["get", "list", "watch", "patch", "delete"]\n',
     ),
 }
 

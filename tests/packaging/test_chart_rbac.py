@@ -80,8 +80,11 @@ def expected_grants(r: Rendered, tmp_path: Path) -> dict[str, set[Triple]]:
             expected[ns] = base | ({DELETE_STABLE} if ns in deleting else set())
     expected.setdefault(r.job.namespace, set()).update(LEADER)
     if r.job.values.get("sharding", {}).get("enabled"):
-        # the replicas' heartbeat ConfigMap (<lease>-members) lives with the shards' Leases
-        expected[r.job.namespace] |= {t for t in WORKLOAD if t[:2] == ("", "configmaps")}
+        # the replicas' heartbeat ConfigMap (<lease>-members) lives with the shards' Leases;
+        # it is read and written whole, never claimed (patch)
+        expected[r.job.namespace] |= {
+            t for t in WORKLOAD if t[:2] == ("", "configmaps") and t[2] != "patch"
+        }
     return expected
 
 
@@ -109,6 +112,8 @@ def test_rbac_rules_mirror_permissions_one_rule_per_resource(scenario: Rendered)
             verbs = set(rule["verbs"])
             if (*key, "delete") == DELETE_STABLE:
                 verbs.add("delete")  # granted only where a rollout deletes its stable
+            if role["metadata"]["name"].endswith("leader-election") and key == ("", "configmaps"):
+                verbs.add("patch")  # the shards' heartbeat there is never claimed
             assert sorted(verbs) == by_resource[key]
 
 
@@ -134,8 +139,8 @@ def test_rbac_namespaces(chart_run: ChartRun) -> None:
     }
     # shop's rollout inherits deleteStable from defaults; devpod's switches it off.
     assert verbs == {
-        "shop": ["get", "list", "watch", "delete"],
-        "devpod": ["get", "list", "watch"],
+        "shop": ["get", "list", "watch", "patch", "delete"],
+        "devpod": ["get", "list", "watch", "patch"],
     }
     assert "delete" not in str(zai.find("Role"))  # the seed keeps stable: no delete anywhere
     wide: Rendered = chart_run.results["cluster-wide-monitoring"]

@@ -26,7 +26,14 @@ from typing import Any
 
 from controller.core.objects import deployment_info, endpoint_slice_info, pod_info, service_info
 from controller.core.state import COMMAND_ANNOTATION
-from controller.shell.kube import Conflict, Informer, KubePolicy, NotFound, ServiceInfo
+from controller.shell.kube import (
+    Conflict,
+    DeploymentInfo,
+    Informer,
+    KubePolicy,
+    NotFound,
+    ServiceInfo,
+)
 from controller.shell.kube.resources import BY_KIND, Resource
 from controller.shell.snapshot import Caches
 
@@ -57,11 +64,15 @@ class FakeCluster:
     """Objects by kind and name, opaque resourceVersions, and the watch streams of informers."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Obj]] = {kind: {} for kind in KINDS}
+        # ConfigMaps (the decision history) are stored, but no informer watches them
+        self.objects: dict[str, dict[str, Obj]] = {kind: {} for kind in (*KINDS, "configmaps")}
         self._writes = 0
-        self._streams: dict[str, list[asyncio.Queue[Obj]]] = {kind: [] for kind in KINDS}
+        self._streams: dict[str, list[asyncio.Queue[Obj]]] = {
+            kind: [] for kind in (*KINDS, "configmaps")
+        }
         self.hold = False  # new events wait in `held` (set by an "after" write)
         self.held: list[tuple[str, Obj]] = []
+        self.commits: list[tuple[str, str]] = []  # (kind, name) of every write, in order
 
     def next_version(self) -> str:
         self._writes += 1
@@ -72,6 +83,7 @@ class FakeCluster:
         stored = copy.deepcopy(obj)
         stored["metadata"]["resourceVersion"] = self.next_version()
         name = stored["metadata"]["name"]
+        self.commits.append((kind, name))
         if event_type == "DELETED":
             self.objects[kind].pop(name, None)
         else:
@@ -195,6 +207,8 @@ class FakeKube:
         self.order = "with"
         self.scales: list[tuple[str, int]] = []
         self.service_patches: list[Obj] = []
+        self.claims: list[tuple[str, str]] = []  # (kind, name) of each claim annotation written
+        self.configmap_writes: list[str] = []  # names, of creates and PUTs
         self.events: list[tuple[str, str, str]] = []
 
     async def get_service(self, namespace: str, name: str) -> ServiceInfo:
@@ -240,6 +254,58 @@ class FakeKube:
         self.scales.append((deployment, replicas))
         stored = await self._write("deployments", new)
         return str(stored["metadata"]["resourceVersion"])
+
+    async def annotate_deployment(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> DeploymentInfo:
+        raw = self.cluster.objects["deployments"].get(name)
+        if raw is None:
+            raise NotFound(f"deployments {name} not found", status=404)
+        notes = raw["metadata"].get("annotations") or {}
+        if all(notes.get(k) == v for k, v in annotations.items()):
+            return deployment_info(copy.deepcopy(raw))  # no change: the same resourceVersion
+        new = copy.deepcopy(raw)
+        new["metadata"]["annotations"] = {**notes, **annotations}
+        new["metadata"]["generation"] = new["metadata"].get("generation", 1) + 1
+        self.claims.append(("deployments", name))
+        return deployment_info(await self._write("deployments", new))
+
+    async def get_configmap(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        raw = self.cluster.objects["configmaps"].get(name)
+        if raw is None:
+            raise NotFound(f"configmaps {name} not found", status=404)
+        return dict(raw["data"]), raw["metadata"]["resourceVersion"]
+
+    async def write_configmap(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        *,
+        resource_version: str | None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> str:
+        current = self.cluster.objects["configmaps"].get(name)
+        if current is None and resource_version:
+            raise NotFound(f"configmaps {name} not found", status=404)
+        if current is not None and current["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict(f"configmaps {name}: exists, or modified since", status=409)
+        meta = {"name": name, "labels": dict(labels or {}), "annotations": dict(annotations or {})}
+        self.configmap_writes.append(name)
+        stored = self.cluster.commit("configmaps", {"metadata": meta, "data": dict(data)})
+        return str(stored["metadata"]["resourceVersion"])
+
+    async def annotate_configmap(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> str:
+        raw = self.cluster.objects["configmaps"].get(name)
+        if raw is None:
+            raise NotFound(f"configmaps {name} not found", status=404)
+        new = copy.deepcopy(raw)
+        new["metadata"]["annotations"] = {**new["metadata"]["annotations"], **annotations}
+        self.claims.append(("configmaps", name))
+        return str(self.cluster.commit("configmaps", new)["metadata"]["resourceVersion"])
 
     async def delete_deployment(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         raw = self.cluster.objects["deployments"].get(name)

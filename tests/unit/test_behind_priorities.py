@@ -121,6 +121,18 @@ class RecordingKube(FakeKube):
         self._note("emit_event")
         await super().emit_event(*args, **kwargs)
 
+    async def annotate_deployment(self, *args: Any, **kwargs: Any) -> Any:
+        self._note("annotate_deployment")
+        return await super().annotate_deployment(*args, **kwargs)
+
+    async def annotate_configmap(self, *args: Any, **kwargs: Any) -> Any:
+        self._note("annotate_configmap")
+        return await super().annotate_configmap(*args, **kwargs)
+
+    async def write_configmap(self, *args: Any, **kwargs: Any) -> Any:
+        self._note("write_configmap")
+        return await super().write_configmap(*args, **kwargs)
+
 
 @pytest.mark.parametrize(
     ("command", "expected", "phase"),

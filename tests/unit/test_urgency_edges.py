@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from controller.core.priority import Urgency
 from controller.core.state import Phase
 from controller.shell.gate import URGENCY
@@ -11,14 +13,26 @@ from tests.unit.test_behind_priorities import RecordingKube
 from tests.unit.test_reconciler_echo import state, world
 
 
-async def test_a_takeover_claim_of_a_rollback_goes_at_rollback_urgency() -> None:
-    # A new leader's first write is its claim; behind, it must not queue behind routine work
-    # when what it claims is a rollback under way.
-    async with world(state(writer="ptc-old", phase=Phase.ROLLING_BACK), stable=3, canary=1) as w:
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [(Phase.ROLLING_BACK, Urgency.ROLLBACK), (Phase.PROGRESSING, Urgency.ROUTINE)],
+)
+async def test_a_takeover_claim_goes_at_the_urgency_of_what_it_claims(
+    phase: Phase, expected: Urgency
+) -> None:
+    # A new leader's first writes are its claim; behind, they must not queue behind routine
+    # work when what they claim is a rollback under way (and take no urgent slot otherwise).
+    async with world(state(writer="ptc-old", phase=phase), stable=3, canary=1) as w:
         kube = RecordingKube(w.kube)
         w.reconciler.kube = kube  # type: ignore[assignment]
         await w.reconciler.reconcile_once()
-        assert kube.urgencies == [("patch_service", Urgency.ROLLBACK)]
+        assert kube.urgencies == [
+            ("annotate_deployment", expected),
+            ("annotate_deployment", expected),
+            ("annotate_configmap", expected),  # none yet (404): created, empty and claimed
+            ("write_configmap", expected),
+            ("patch_service", expected),
+        ]
 
 
 async def test_history_writes_stay_routine_after_an_urgent_decision() -> None:

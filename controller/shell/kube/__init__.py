@@ -9,8 +9,10 @@
   :class:`Unavailable`.
 - :data:`PERMISSIONS` — the exact RBAC the adapter needs.
 
-Modules: ``client`` (Kube), ``informer``, ``transport`` (kr8s, timeouts, error translation),
-``policy`` (timeouts, retries, backoff), ``types``, ``errors``, ``resources``, ``permissions``.
+Modules: ``client`` (Kube; its calls by kind in ``services``, ``workloads``, ``records`` and
+``leases``, all sending through ``base``), ``informer``, ``transport`` (kr8s, timeouts, error
+translation), ``policy`` (timeouts, retries, backoff), ``errors``, ``resources``,
+``permissions``.
 """
 
 from controller.core.objects import (

@@ -28,8 +28,9 @@ PERMISSIONS: tuple[Permission, ...] = (
     # emit_event (core v1 Events): create, and patch to count a repeat; in every rollout's
     # namespace and, for Events about the controller itself (on its Lease), the Lease's
     Permission("", "events", ("create", "patch")),
-    # get_deployment, delete_deployment (see DELETE_STABLE); the deployments informer
-    Permission("apps", "deployments", ("get", "list", "watch", "delete")),
+    # get_deployment, delete_deployment (see DELETE_STABLE); the deployments informer;
+    # annotate_deployment: a takeover's claim (controller.shell.reconciler.claim), metadata only
+    Permission("apps", "deployments", ("get", "list", "watch", "patch", "delete")),
     # scale (PATCH of the scale subresource, never the whole Deployment)
     Permission("apps", "deployments/scale", ("patch",)),
     # list_autoscalers: preflight refuses a rollout whose Deployments an HPA scales
@@ -37,8 +38,9 @@ PERMISSIONS: tuple[Permission, ...] = (
     # the endpointslices informer
     Permission("discovery.k8s.io", "endpointslices", ("list", "watch")),
     # the decision history (ptc-history-<service>): get_configmap, write_configmap; with
-    # sharding also the replicas' heartbeat (<lease>-members) in the Leases' namespace
-    Permission("", "configmaps", ("get", "create", "update")),
+    # sharding also the replicas' heartbeat (<lease>-members) in the Leases' namespace;
+    # annotate_configmap: a takeover's claim of the history ConfigMap
+    Permission("", "configmaps", ("get", "create", "update", "patch")),
     # leader election: get_lease, create_lease, update_lease (PUT with resourceVersion)
     Permission("coordination.k8s.io", "leases", ("get", "create", "update")),
 )

@@ -125,19 +125,21 @@ with a dict: "delete" grants deleting Deployments (only where a rollout sets del
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# the decision history with metric values, ConfigMap ptc-history-<service> (best effort)
+# the decision history with metric values, ConfigMap ptc-history-<service> (best effort);
+# patch: a new leader's claim annotates it (moves its resourceVersion, fencing the old leader)
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "update"]
-# get_deployment; the deployments informer; delete_deployment only for retention.deleteStable
+  verbs: ["get", "create", "update", "patch"]
+# get_deployment; the deployments informer; patch: a new leader's claim annotation (metadata
+# only: the pod template is never written); delete_deployment only for retention.deleteStable
 - apiGroups: ["apps"]
   resources: ["deployments"]
   {{- if .delete }}
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
   {{- else }}
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
   {{- end }}
-# scaling goes through the scale subresource only, never a write of the whole Deployment
+# scaling goes through the scale subresource only (the claim above writes metadata only)
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
   verbs: ["patch"]
