@@ -33,16 +33,13 @@ from bench.common import (
     controller_kubeconfig,
     controller_process,
     counts_of,
-    create_fleet,
     diff_counts,
-    fleet_spec,
     machine,
     split_requests,
-    state_of,
     table,
-    wait_fleet_ready,
     write_config,
 )
+from bench.fleet import create_fleet, fleet_spec, state_of, wait_fleet_ready
 from controller.sandbox.scenarios import zai_proxy_scenario
 from tests.e2e.harness import rollout_spec as harness_rollout
 
@@ -133,8 +130,7 @@ async def run(args: argparse.Namespace) -> int:
                     )
                 deadline = time.monotonic() + 120
                 while not all(
-                    (state_of(sandbox, m.namespace, m.service) or {}).get("stepReachedAt")
-                    for m in members
+                    (state_of(sandbox, m.namespace, m.service) or {}).get("hold") for m in members
                 ):
                     if time.monotonic() > deadline:
                         raise TimeoutError("held rollouts did not reach their step")

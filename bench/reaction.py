@@ -49,10 +49,10 @@ from bench.common import (
     parse_time,
     percentile,
     prometheus_value,
-    state_of,
     table,
     write_config,
 )
+from bench.fleet import state_of
 from controller.core.analysis.templates import QueryContext
 from controller.core.config.model import Config, Side
 from controller.sandbox.rollouts import bad_gateway_ratio, zai_proxy_rollout
@@ -148,7 +148,7 @@ async def trial(
         lambda s: (
             s.get("attempt", 1) == attempt
             and s["phase"] in ("progressing", "holding")
-            and s.get("stepReachedAt") is not None
+            and s.get("hold") is not None
         ),
         120,
         f"trial {k}: step reached",

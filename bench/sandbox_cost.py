@@ -1,12 +1,15 @@
 """What the sandbox itself costs at fleet scale, so bench/scale.py measures the controller.
 
 The simulated cluster (API server, deployment controller, kubelet, EndpointSlice controller)
-runs in the bench process, in-process and without pod servers (a null pod runtime). For each N
+runs in the bench process, in-process and without pod servers (a null pod runtime that still
+publishes each pod it starts or stops to the file_sd targets file Prometheus reads, as the real
+runtime does: that file is rewritten on every pod event, and building it from every pod each
+time was the largest cost of the scale bench's ramp at 1000-2000 rollouts). For each N
 it creates N Services with a stable Deployment of one pod and a canary Deployment at 0, waits
 until every stable pod is Ready, then scales every canary to 1 (what a rollout's first step
 does) and waits for those pods. Printed: CPU seconds of each phase (getrusage).
 
-Usage: python bench/sandbox_cost.py [--quick] [--sizes 100,300,1000]
+Usage: python bench/sandbox_cost.py [--quick] [--sizes 100,300,1000] [--no-file-sd]
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import argparse
 import asyncio
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine
 from controller.sandbox.apiserver import ApiServer
+from controller.sandbox.podserver import PodEndpoint, PodEvent, PodListener
+from controller.sandbox.prometheus import FileSDTargets
 from controller.sandbox.scenarios import deployment
 from controller.sandbox.workload import NullPodRuntime, Workload
 
@@ -42,6 +49,54 @@ async def settle(condition: Callable[[], bool], limit: float = 900.0) -> None:
         await asyncio.sleep(0.5)  # coarse: the check itself reads every Deployment
 
 
+NO_PROXY: Any = None  # the targets file reads only names, labels and the address
+
+
+class PublishingRuntime(NullPodRuntime):
+    """A null runtime whose pods reach the file_sd targets as the real runtime's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.endpoints: dict[tuple[str, str], PodEndpoint] = {}
+        self.listeners: list[PodListener] = []
+
+    def pods(self) -> list[PodEndpoint]:
+        return list(self.endpoints.values())
+
+    def add_listener(self, listener: PodListener) -> None:
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: PodListener) -> None:
+        self.listeners.remove(listener)
+
+    async def start_pod(self, pod: dict[str, Any], deployment: str) -> str:
+        ip = await super().start_pod(pod, deployment)
+        meta = pod["metadata"]
+        endpoint = PodEndpoint(
+            meta["namespace"],
+            meta["name"],
+            deployment,
+            ip,
+            8080,
+            meta.get("labels") or {},
+            NO_PROXY,
+            pod,
+        )
+        self.endpoints[(meta["namespace"], meta["name"])] = endpoint
+        self._notify(PodEvent("started", endpoint))
+        return ip
+
+    async def stop_pod(self, namespace: str, name: str) -> None:
+        await super().stop_pod(namespace, name)
+        endpoint = self.endpoints.pop((namespace, name), None)
+        if endpoint is not None:
+            self._notify(PodEvent("stopped", endpoint))
+
+    def _notify(self, event: PodEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+
 def all_ready(api: ApiServer, names: list[str]) -> Callable[[], bool]:
     def check() -> bool:
         return all(
@@ -52,10 +107,14 @@ def all_ready(api: ApiServer, names: list[str]) -> Callable[[], bool]:
     return check
 
 
-async def measure(n: int) -> tuple[float, float]:
+async def measure(n: int, file_sd: bool) -> tuple[float, float]:
     api = ApiServer(seed=1)
-    workload = Workload(api.registry, NullPodRuntime(), ready_delay=0.0, termination_grace=0.0)
+    runtime = PublishingRuntime() if file_sd else NullPodRuntime()
+    workload = Workload(api.registry, runtime, ready_delay=0.0, termination_grace=0.0)
     await workload.start()
+    tmp = tempfile.TemporaryDirectory(prefix="ptc-sandbox-cost-")
+    if isinstance(runtime, PublishingRuntime):
+        FileSDTargets(Path(tmp.name) / "targets.json", cast(Any, runtime))
     try:
         c0 = cpu()
         for i in range(n):
@@ -81,6 +140,7 @@ async def measure(n: int) -> tuple[float, float]:
         return c1 - c0, cpu() - c1
     finally:
         await workload.stop()
+        tmp.cleanup()
 
 
 def main() -> int:
@@ -91,12 +151,16 @@ def main() -> int:
         "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 300, 1000]
     )
     parser.add_argument("--quick", action="store_true", help="sizes 100,300")
+    parser.add_argument(
+        "--no-file-sd", action="store_true", help="leave out the Prometheus targets file"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes = [100, 300]
     print(f"machine: {machine()}")
+    print(f"file_sd targets: {'no' if args.no_file_sd else 'yes'}")
     for n in args.sizes:
-        up, canaries = asyncio.run(measure(n))
+        up, canaries = asyncio.run(measure(n, not args.no_file_sd))
         print(
             f"N={n}: fleet up {up:.2f} CPU s ({up / n * 1000:.1f} ms/Service), "
             f"{n} canaries to 1 pod {canaries:.2f} CPU s ({canaries / n * 1000:.1f} ms each)",

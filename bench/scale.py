@@ -4,9 +4,17 @@ One sandbox with one shared real Prometheus. For each N (10, 100, 500, 2000; --q
 fleet grows to N Services, each with a stable and a canary Deployment of one pod
 (bench/common.py `create_fleet`); a fresh controller process is started with N rollouts in its
 config. Each rollout has 3 metrics (a 502 ratio, a 429 ratio compared against stable, a
-rate-limit gauge: 7 PromQL queries per evaluation) every 10 s and a 2 h hold at 50 %, so all
-stay in progress. Light traffic (5 req/s) goes to the first Service; the others are idle, so
-their analysis is inconclusive and holds (onInconclusive: hold), which costs the same queries.
+rate-limit gauge) every 10 s and a 2 h hold at 50 %, so all stay in progress. Light traffic
+(5 req/s) goes to the first Service; the others are idle, so their analysis is inconclusive and
+holds (onInconclusive: hold), which costs the same queries.
+
+What Prometheus is asked: the fleet's rollouts share one template in one namespace, so they
+evaluate on one grid and the controller sends one per-pod query per distinct source per tick
+for all of them (`controller/shell/providers/prometheus.py`, `controller/core/analysis/
+grouping.py`): 4 per interval (502s, 429s, requests, limiter gauge) whatever N, where each
+rollout used to send 7 of its own per evaluation. The bench computes that plan from the fleet's
+config with the controller's own compiler (`bench/scale_report.py` `query_plan`), prints it, and
+checks the measured queries per interval against it.
 
 Once every rollout has reached its step (or the ramp timeout passed: --timeout, at least
 0.3 s per rollout), the bench measures over --measure seconds: controller CPU (utime+stime from
@@ -16,7 +24,11 @@ queries it during the window), the Prometheus server's own CPU and the bench pro
 sandbox: API server, simulated pods, traffic) from /proc, evaluations per interval per rollout
 and their latency (median, p95) from the controller's "analysis evaluated" log lines. Then it
 fits how each grows with N (least squares slope, and the log-log exponent). --profile records
-py-spy flame graphs (SVG and collapsed stacks) of the largest N after its measurement window.
+py-spy flame graphs (SVG and collapsed stacks) of the largest N after its measurement window
+(py-spy stops the process it samples: do not sample the bench process during a timed run).
+Once the fleet is ready, the bench process freezes it out of its garbage collector
+(bench/gcpause.py; --no-gc-freeze not), and prints its full collections: at 2000 Services each
+stopped the sandbox for seconds, long enough for every controller's Lease renewal to time out.
 
 --shards K runs K replicas of `ptc run --shards K` (distinct identities, the same config and
 sandbox) instead of one controller (bench/scale_controllers.py). It waits until every shard's
@@ -25,6 +37,10 @@ from there (rollouts of shards taken earlier may already be on their way) and me
 It prints per-replica figures (CPU cores, peak RSS, evaluations and their share and latency,
 metric errors) and totals: CPU, RSS, queries and evaluations summed, latency pooled; the
 0.25-core and 200 MB targets are checked against the busiest replica.
+
+The targets it checks (issue 14): at the largest N, < 0.25 core, < 200 MB peak RSS, every
+rollout at its step, 1.0 evaluations per interval per rollout with no error verdicts; queries
+per interval as planned, with a log-log exponent < 0.3 over the sizes.
 
 Usage: python bench/scale.py [--quick] [--sizes 10,100,500,2000] [--shards K] [--measure S]
        [--ramp S] [--profile]
@@ -51,32 +67,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PROFILES,
-    FleetMember,
     LoadSampler,
     bench_sandbox,
     cpu_seconds,
-    create_fleet,
-    linear_fit,
-    loglog_exponent,
     machine,
     profile,
     prometheus_query_total,
-    state_of,
-    table,
     top_frames,
-    wait_fleet_ready,
 )
+from bench.fleet import FleetMember, create_fleet, state_of, wait_fleet_ready
+from bench.gcpause import GcPauses, freeze
 from bench.scale_controllers import analysis_health, read_analysis, readyz_lag, start_controllers
+from bench.scale_report import fleet_plan, report
 
 INTERVAL = 10.0
-QUERIES_PER_EVALUATION = 7  # 502 ratio: value+count; 429 ratio: 2 per side; gauge: 1
 
 
 def reached(state: dict[str, Any] | None) -> bool:
     return (
         state is not None
         and state.get("phase") in ("progressing", "holding")
-        and state.get("stepReachedAt") is not None
+        and state.get("hold") is not None
     )
 
 
@@ -221,18 +232,25 @@ async def run(args: argparse.Namespace) -> int:
     # A whole number of analysis intervals: the N runners tick together, so a window of 4.5
     # intervals holds 4 or 5 evaluations of each and the per-minute figures jump by 20 %.
     args.measure = math.ceil(args.measure / INTERVAL) * INTERVAL
-    print(f"machine: {machine()}")
-    print(
-        f"setup: sizes {sizes}, analysis every {INTERVAL:g}s with 3 metrics "
-        f"({QUERIES_PER_EVALUATION} queries), scrape {args.scrape:g}s, measure {args.measure:g}s"
-        + (f", {args.shards} replicas of `ptc run --shards {args.shards}`" if args.shards else "")
-        + (f", ptc run {args.run_args}" if args.run_args else "")
-    )
     loads = LoadSampler()
     loads.start()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ptc-bench-scale-") as tmp:
         work = Path(args.workdir or tmp)
+        plan = fleet_plan(Path(tmp))
+        print(f"machine: {machine()}")
+        print(f"command: python bench/scale.py {shlex.join(args.argv)}")
+        print(
+            f"setup: sizes {sizes}, analysis every {INTERVAL:g}s with 3 metrics "
+            f"({plan.describe()}), scrape {args.scrape:g}s, measure {args.measure:g}s"
+            + (
+                f", {args.shards} replicas of `ptc run --shards {args.shards}`"
+                if args.shards
+                else ""
+            )
+            + (f", ptc run {args.run_args}" if args.run_args else ""),
+            flush=True,
+        )
         async with (
             bench_sandbox(
                 work / "sandbox", scrape_interval=args.scrape, traffic_rate=5.0, ready_delay=0.3
@@ -252,7 +270,15 @@ async def run(args: argparse.Namespace) -> int:
                 except TimeoutError as exc:
                     print(f"N={n}: {exc}; stopping here")
                     break
-                row = await measure_size(args, sandbox, session, work, members, t0)
+                if not args.no_gc_freeze:
+                    print(f"N={n}: sandbox gc.freeze(): {freeze()} objects", flush=True)
+                pauses = GcPauses()
+                pauses.start()
+                try:
+                    row = await measure_size(args, sandbox, session, work, members, t0)
+                finally:
+                    pauses.stop()
+                print(f"N={n}: sandbox process from spawn to the end: {pauses.summary()}")
                 rows.append(row)
                 print(
                     f"N={n}: fleet {row['setup_s']:.0f}s, ready {row['ready_s']:.2f}s, "
@@ -268,168 +294,9 @@ async def run(args: argparse.Namespace) -> int:
     load_line = await loads.stop()
     if not rows:
         return 1
-    report(rows)
+    report(rows, plan)
     print(load_line)
     return 0
-
-
-def report(rows: list[dict[str, Any]]) -> None:
-    print()
-    print(
-        table(
-            (
-                "N",
-                "in step",
-                "/readyz s",
-                "ramp s",
-                "CPU s/min",
-                "cores",
-                "peak RSS MB",
-                "prom q/min",
-                "q/interval",
-                "q/interval/rollout",
-                "evals/interval/rollout",
-                "eval median s",
-                "eval p95 s",
-                "metric errors",
-                "prometheus cores",
-                "sandbox cores",
-            ),
-            [
-                (
-                    int(r["n"]),
-                    int(r["reached"]),
-                    r["ready_s"],
-                    r["ramp_s"],
-                    r["cpu_per_min"],
-                    r["cores"],
-                    r["hwm_mb"],
-                    r["q_per_min"],
-                    r["q_per_interval"],
-                    r["q_per_interval"] / r["n"],
-                    r["evals_per_interval"],
-                    r["eval_median_s"],
-                    r["eval_p95_s"],
-                    int(r["metric_errors"]),
-                    r["prom_cores"],
-                    r["sandbox_cores"],
-                )
-                for r in rows
-            ],
-        )
-    )
-    if len(rows) >= 2:
-        print()
-        fits = []
-        for key, label in (
-            ("cpu_per_min", "CPU s/min"),
-            ("hwm_mb", "peak RSS MB"),
-            ("q_per_interval", "queries/interval"),
-            ("ramp_s", "ramp s"),
-            ("eval_median_s", "eval median s"),
-            ("prom_cores", "prometheus cores"),
-        ):
-            pairs = [(r["n"], r[key]) for r in rows if not math.isnan(r[key])]
-            if len(pairs) < 2:
-                continue
-            xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
-            slope, intercept = linear_fit(xs, ys)
-            fits.append((label, slope, intercept, loglog_exponent(xs, ys)))
-        print(table(("figure", "slope per rollout", "intercept", "log-log exponent"), fits))
-    replica_report(rows)
-    last = rows[-1]
-    # Sharded: the per-process targets hold for the busiest replica (totals are above).
-    replicas = last.get("replicas") or [last]
-    each = " per replica (max)" if "replicas" in last else ""
-    top_cores = max(r["cores"] for r in replicas)
-    top_hwm = max(r["hwm_mb"] for r in replicas)
-    exponent = loglog_exponent([r["n"] for r in rows], [r["q_per_interval"] for r in rows])
-    # Fewer evaluations or queries than scheduled means the controller could not keep up:
-    # a flat query count is then a ceiling, not sharing.
-    saturated = any(r["evals_per_interval"] < 0.8 or r["metric_errors"] > 0 for r in rows)
-    print()
-    print(
-        table(
-            ("target", "measured", "met"),
-            [
-                (
-                    f"N={int(last['n'])}: < 0.25 core{each}",
-                    f"{top_cores:.3f} cores",
-                    _ok(top_cores < 0.25),
-                ),
-                (
-                    f"N={int(last['n'])}: < 200 MB RSS{each}",
-                    f"{top_hwm:.1f} MB",
-                    _ok(top_hwm < 200),
-                ),
-                (
-                    f"N={int(last['n'])}: every rollout in step",
-                    f"{int(last['reached'])}/{int(last['n'])}",
-                    _ok(last["reached"] == last["n"]),
-                ),
-                (
-                    "queries/interval sub-linear in N (shared template)",
-                    f"exponent {exponent:.2f}"
-                    + (" (saturated: analysis behind)" if saturated else ""),
-                    _ok(exponent < 0.9 and not saturated),
-                ),
-            ],
-        )
-    )
-
-
-def replica_report(rows: list[dict[str, Any]]) -> None:
-    """Sharded runs: each replica's CPU, peak RSS and analysis, then the totals."""
-    for r in rows:
-        if "replicas" not in r:
-            continue
-        n, each = int(r["n"]), r["replicas"]
-        print()
-        led = f"every shard led {r['led_s']:.1f}s after spawn"
-        print(f"N={n} on {len(each)} sharded replicas ({led}):")
-        lines = [
-            (
-                x["identity"],
-                x["rollouts"],
-                x["cores"],
-                x["hwm_mb"],
-                int(x["evaluations"]),
-                x["evaluations"] / r["evaluations"] if r["evaluations"] else math.nan,
-                x["eval_median_s"],
-                x["eval_p95_s"],
-                int(x["metric_errors"]),
-            )
-            for x in each
-        ]
-        lines.append(
-            (
-                "total",
-                n,
-                r["cores"],
-                r["hwm_mb"],
-                int(r["evaluations"]),
-                1.0,
-                r["eval_median_s"],
-                r["eval_p95_s"],
-                int(r["metric_errors"]),
-            )
-        )
-        headers = (
-            "replica",
-            "rollouts when spread",
-            "cores",
-            "peak RSS MB",
-            "evaluations",
-            "share",
-            "eval median s",
-            "eval p95 s",
-            "metric errors",
-        )
-        print(table(headers, lines))
-
-
-def _ok(flag: bool) -> str:
-    return "yes" if flag else "NO"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -473,10 +340,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="per phase, s (300; at least 0.3 s/rollout)"
     )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="leave the fleet in the sandbox's garbage collector (bench/gcpause.py)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the largest N")
     parser.add_argument("--profile-seconds", type=int, default=20)
     parser.add_argument("--workdir", help="keep the sandbox, configs and logs here")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.shards < 0:
         parser.error("--shards: 0 (one controller) or more")
     if args.quick:

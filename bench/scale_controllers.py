@@ -22,16 +22,15 @@ from typing import Any
 import aiohttp
 
 from bench.common import (
-    FleetMember,
     controller_kubeconfig,
     controller_process,
     cpu_seconds,
-    fleet_spec,
     median,
     memory_kb,
     percentile,
     write_config,
 )
+from bench.fleet import FleetMember, fleet_spec
 from controller.core.sharding import shard_lease_name, shard_of
 from tests.e2e.harness import ControllerProcess
 

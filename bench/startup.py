@@ -27,22 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     PROFILES,
     REPO,
-    FleetMember,
     LoadSampler,
     bench_sandbox,
     controller_kubeconfig,
     controller_process,
-    create_fleet,
-    fleet_spec,
     machine,
     median,
     profile,
     spread,
     table,
     top_frames,
-    wait_fleet_ready,
     write_config,
 )
+from bench.fleet import FleetMember, create_fleet, fleet_spec, wait_fleet_ready
 
 
 def import_times(module: str, repeats: int) -> tuple[list[float], list[float]]:

@@ -32,14 +32,11 @@ from bench.common import (
     bench_sandbox,
     controller_kubeconfig,
     controller_process,
-    create_fleet,
-    fleet_spec,
     machine,
-    state_of,
     table,
-    wait_fleet_ready,
     write_config,
 )
+from bench.fleet import create_fleet, fleet_spec, state_of, wait_fleet_ready
 from controller.sandbox.world import Sandbox
 from tests.e2e import harness
 
@@ -61,7 +58,7 @@ def claimed_by(writer: str):  # type: ignore[no-untyped-def]
 
 
 def at_first_step(s: dict | None) -> bool:  # type: ignore[type-arg]
-    return s is not None and s.get("writer") == "ptc-old" and s.get("stepReachedAt") is not None
+    return s is not None and s.get("writer") == "ptc-old" and s.get("hold") is not None
 
 
 VARIANTS = {

@@ -84,11 +84,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class FileSDTargets:
-    """Keeps a file_sd JSON file in step with the running pods of a runtime."""
+    """Keeps a file_sd JSON file in step with the running pods of a runtime.
+
+    Each pod's entry is serialised once, when it starts; the file is rewritten from those
+    pieces on every change (rebuilding every entry each time was O(pods) per pod event: a
+    third of the sandbox's CPU in the scale bench's ramp, `bench/results/sandbox_cost.txt`).
+    """
 
     def __init__(self, path: Path, runtime: SimulatedPodRuntime | None = None) -> None:
         self.path = Path(path)
         self._runtime = runtime
+        self._entries: dict[tuple[str, str], str] = {}
         if runtime is not None:
             runtime.add_listener(self._on_event)
             self.write(runtime.pods())
@@ -97,18 +103,32 @@ class FileSDTargets:
 
     def write(self, pods: Iterable[PodEndpoint]) -> None:
         """Rewrite the file with exactly these pods as targets."""
-        groups = [target_group(p) for p in sorted(pods, key=lambda p: (p.namespace, p.name))]
-        write_atomic(self.path, json.dumps(groups, indent=1) + "\n")
+        self._entries = {(p.namespace, p.name): _entry(p) for p in pods}
+        self._flush()
+
+    def _flush(self) -> None:
+        entries = [self._entries[key] for key in sorted(self._entries)]
+        write_atomic(self.path, "[" + ",\n".join(entries) + "]\n")
 
     def _on_event(self, event: PodEvent) -> None:
-        if self._runtime is not None:
-            self.write(self._runtime.pods())
+        if self._runtime is None:
+            return
+        key = (event.pod.namespace, event.pod.name)
+        if event.kind == "started":  # a restarted process: "stopped", then "started"
+            self._entries[key] = _entry(event.pod)
+        else:
+            self._entries.pop(key, None)
+        self._flush()
 
     def detach(self) -> None:
         """Stop following the runtime (the file keeps its last content)."""
         if self._runtime is not None:
             self._runtime.remove_listener(self._on_event)
             self._runtime = None
+
+
+def _entry(pod: PodEndpoint) -> str:
+    return json.dumps(target_group(pod), separators=(",", ":"))
 
 
 def _duration(seconds: float) -> str:

@@ -7,11 +7,12 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from controller.sandbox.faults import FaultProfile, FaultProfiles, Latency
-from controller.sandbox.podserver import SimulatedPodRuntime
+from controller.sandbox.podserver import PodEndpoint, PodEvent, PodListener, SimulatedPodRuntime
 from controller.sandbox.prometheus import (
     FileSDTargets,
     PrometheusError,
@@ -21,6 +22,7 @@ from controller.sandbox.prometheus import (
     Sample,
     prometheus_config,
     sanitize_label_name,
+    target_group,
     write_prometheus_config,
 )
 from controller.sandbox.traffic import TrafficGenerator
@@ -64,6 +66,65 @@ async def test_file_sd_follows_pods_as_they_come_and_go(tmp_path: Path) -> None:
         await runtime.start_pod(make_pod("later"), "d")
         assert json.loads(sd_file.read_text()) == []
     assert [p.name for p in sd_file.parent.iterdir()] == ["targets.json"]  # no temp leftovers
+
+
+class _Runtime:
+    """What FileSDTargets reads of a pod runtime: its pods and their start/stop events."""
+
+    def __init__(self) -> None:
+        self.running: dict[tuple[str, str], PodEndpoint] = {}
+        self.listeners: list[PodListener] = []
+
+    def pods(self) -> list[PodEndpoint]:
+        return list(self.running.values())
+
+    def add_listener(self, listener: PodListener) -> None:
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: PodListener) -> None:
+        self.listeners.remove(listener)
+
+    def fire(self, kind: Literal["started", "stopped"], pod: PodEndpoint) -> None:
+        if kind == "started":
+            self.running[(pod.namespace, pod.name)] = pod
+        else:
+            del self.running[(pod.namespace, pod.name)]
+        for listener in self.listeners:
+            listener(PodEvent(kind, pod))
+
+
+def _endpoint(i: int, process: int = 1) -> PodEndpoint:
+    name = f"app-{i:04d}-5d8f-abcde"
+    labels = {"app": f"app-{i:04d}", "pod-template-hash": "5d8f"}
+    pod = make_pod(name, labels=labels)
+    return PodEndpoint(
+        "fleet", name, f"app-{i:04d}", f"127.64.0.{i % 250}", 8080, labels, None, pod, process
+    )  # type: ignore[arg-type]
+
+
+def test_file_sd_builds_each_pods_entry_once_however_many_pods_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fleet's ramp starts thousands of pods; rebuilding every entry on each start made the
+    # sandbox's file_sd O(pods) per pod. The file must still list exactly the running pods.
+    runtime = _Runtime()
+    targets = FileSDTargets(tmp_path / "targets.json", runtime)  # type: ignore[arg-type]
+    built: list[str] = []
+
+    def counted(pod: PodEndpoint) -> dict[str, object]:
+        built.append(pod.name)
+        return target_group(pod)
+
+    monkeypatch.setattr("controller.sandbox.prometheus.target_group", counted)
+    for i in range(300):
+        runtime.fire("started", _endpoint(i))
+    runtime.fire("stopped", _endpoint(7))
+    runtime.fire("stopped", _endpoint(9))
+    runtime.fire("started", _endpoint(9, process=2))  # a restarted process: stopped, started
+    assert len(built) == 301
+    want = [target_group(p) for p in sorted(runtime.pods(), key=lambda p: (p.namespace, p.name))]
+    assert json.loads(targets.path.read_text()) == want
+    assert len(want) == 299
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")

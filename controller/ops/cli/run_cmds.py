@@ -28,6 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controller.shell.kube import KubeError
     from controller.shell.log import configure_logging
     from controller.shell.options import DaemonOptions
+    from controller.shell.shards import lease_timings
 
     try:
         loaded = _load(args.config)
@@ -48,9 +49,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     _print_problems(loaded.warnings, sys.stderr)
     try:
-        lease_duration = parse_duration(args.lease_duration)
-        renew_deadline = parse_duration(args.renew_deadline)
-        retry_period = parse_duration(args.retry_period)
+        lease_duration, renew_deadline, retry_period = lease_timings(
+            args.shards,
+            *(
+                None if flag is None else parse_duration(flag)
+                for flag in (args.lease_duration, args.renew_deadline, args.retry_period)
+            ),
+        )
     except ValueError as exc:
         raise UsageError(f"leader election: {exc}") from None
     if not 0 <= args.shards <= MAX_SHARDS:
@@ -183,19 +188,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--lease-duration",
-        default="15s",
         metavar="DURATION",
-        help="how long a standby waits on a silent leader (15s, whole seconds)",
+        help="how long a standby waits on a silent leader (15s; 30s with --shards over 1 "
+        "unless a timing is set; whole seconds)",
     )
     p.add_argument(
         "--renew-deadline",
-        default="10s",
         metavar="DURATION",
-        help="a leader that cannot renew for this long stops writing (10s)",
+        help="a leader that cannot renew for this long stops writing (10s; 20s with --shards "
+        "over 1 unless a timing is set)",
     )
     p.add_argument(
         "--retry-period",
-        default="2s",
         metavar="DURATION",
         help="how often the Lease is renewed or tried (2s)",
     )
