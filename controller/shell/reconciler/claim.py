@@ -45,7 +45,9 @@ def claim_mark(writer: str, at: datetime) -> str:
     return f"{writer}/{at.isoformat(timespec='milliseconds')}"
 
 
-async def claim_objects(kube: Kube, spec: Rollout, target: str, mark: str) -> list[DeploymentInfo]:
+async def claim_objects(
+    kube: Kube, spec: Rollout, revision: str, mark: str
+) -> list[DeploymentInfo]:
     """Steps 1 and 2 above; the Deployments as claimed (their new resourceVersions)."""
     claimed = []
     for name in (spec.stable.deployment, spec.canary.deployment):
@@ -54,7 +56,7 @@ async def claim_objects(kube: Kube, spec: Rollout, target: str, mark: str) -> li
                 await kube.annotate_deployment(spec.namespace, name, {CLAIM_ANNOTATION: mark})
             )
     try:
-        await history.claim(kube, spec.namespace, spec.service, target, {CLAIM_ANNOTATION: mark})
+        await history.claim(kube, spec.namespace, spec.service, revision, {CLAIM_ANNOTATION: mark})
     except NotLeader:
         raise
     except KubeError as exc:
