@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,7 +25,7 @@ from controller.core.sharding import shard_of
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
-from tests.e2e.harness import FAST, no_analysis, state_view
+from tests.e2e.harness import FAST, controller_process, no_analysis, state_view
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -116,37 +115,13 @@ async def poll(
 async def controller(
     sandbox: Sandbox, config: Path, log: Path, identity: str
 ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """One sharded `ptc run` through the shared harness (SIGKILLed at the end, if still running)."""
     assert sandbox.kubeconfig is not None
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "controller.ops.cli",
-            "run",
-            "--config",
-            str(config),
-            "--kubeconfig",
-            str(sandbox.kubeconfig),
-            *LEASE,
-            "--shards",
-            str(SHARDS),
-            "--leader-namespace",
-            LEASE_NS,
-            "--listen",
-            "127.0.0.1:0",
-            "--identity",
-            identity,
-            "--log-format",
-            "json",
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    args = (*LEASE, "--shards", str(SHARDS), "--leader-namespace", LEASE_NS)
+    async with controller_process(
+        config, sandbox.kubeconfig, log, identity=identity, args=args, port=0, stop_grace=None
+    ) as ctl:
+        yield ctl.proc
 
 
 async def test_a_killed_replicas_shards_go_on_under_the_others(tmp_path: Path) -> None:
