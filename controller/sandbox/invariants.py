@@ -14,12 +14,12 @@ seen, and `first_violation` is set at the first one so a test can fail at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.core.state import StateError, decode_state
 from controller.sandbox.world import Sandbox
 from controller.tasks import cancel_and_wait
 
@@ -112,10 +112,7 @@ class InvariantMonitor:
         except Exception:
             return
         selector: dict[str, str] = (svc.get("spec") or {}).get("selector") or {}
-        phase = None
-        raw = (svc["metadata"].get("annotations") or {}).get(STATE_ANNOTATION)
-        if raw:
-            phase = json.loads(raw).get("phase")
+        phase = _phase((svc["metadata"].get("annotations") or {}).get(STATE_ANNOTATION))
         pods = api.list("pods", self.namespace)
         behind = [
             p
@@ -141,3 +138,14 @@ class InvariantMonitor:
         )
         if foreign and phase in TRAFFIC_PHASES:
             self._violate("only stable and canary pods get traffic", f"foreign pods: {foreign}")
+
+
+def _phase(raw: str | None) -> str | None:
+    """The phase in a state annotation, as ptc reads it (any state version); None when there is
+    no state or it cannot be read (then only the phase-independent invariants are checked)."""
+    if not raw:
+        return None
+    try:
+        return decode_state(raw).phase.value
+    except StateError:
+        return None

@@ -7,13 +7,13 @@ token, and runs the controller with the rendered config.yaml until a rollout com
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 from kr8s._api import Api as _KrApi
 
 from controller.core.config import load_config
+from controller.core.state import Phase, read_state
 from controller.sandbox.apiaccess import Rule
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
@@ -30,6 +30,9 @@ from tests.packaging.chartcases import (
     Triple,
     config_of,
 )
+
+# Where the test stops waiting (and then checks the rollout completed).
+ENDS = (Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED, Phase.PAUSED)
 
 
 def rbac_grants(r: Rendered) -> dict[str, set[Triple]]:
@@ -205,15 +208,15 @@ async def test_controller_completes_a_rollout_with_only_the_rendered_rbac(
                 while True:
                     svc = api.get("services", "zai-proxy", "devpod")
                     raw = (svc["metadata"].get("annotations") or {}).get("ptc.dev/state")
-                    state = json.loads(raw) if raw else {}
-                    if state.get("phase") in ("completed", "rolled-back", "failed", "paused"):
+                    state = read_state({"ptc.dev/state": raw}) if raw else None
+                    if state is not None and state.phase in ENDS:
                         break
                     assert not task.done(), "controller stopped early"
                     await asyncio.sleep(0.1)
         finally:
             controller.stop()
             await asyncio.wait_for(task, timeout=30)
-        assert state["phase"] == "completed", state
+        assert state is not None and state.phase is Phase.COMPLETED, state
         assert svc["spec"]["selector"] == {"app": "zai-proxy", "version": "v2"}
         names = {d["metadata"]["name"] for d in api.list("deployments", "devpod")}
         assert ("zai-proxy" not in names) == (case == "e2e-delete"), names

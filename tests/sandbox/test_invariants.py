@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.core.state import decode_state, encode_state
 from controller.sandbox.invariants import InvariantMonitor
 from controller.sandbox.scenarios import zai_proxy_scenario
 from controller.sandbox.world import Sandbox, SandboxOptions
@@ -35,7 +36,9 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
 
 def set_phase(sandbox: Sandbox, phase: str) -> None:
     svc = sandbox.api.get("Service", SERVICE, NS)
-    svc["metadata"].setdefault("annotations", {})["ptc.dev/state"] = json.dumps({"phase": phase})
+    # The state as ptc writes it today (a v1 annotation migrated and encoded again: v2).
+    v1 = json.dumps({"v": 1, "phase": phase, "target": "t"})
+    svc["metadata"].setdefault("annotations", {})["ptc.dev/state"] = encode_state(decode_state(v1))
     sandbox.api.update(svc)
 
 
