@@ -55,6 +55,10 @@ class LeaseApi(Protocol):
         ...
 
 
+# One Lease's timings (lease duration, renew deadline, retry period): client-go's defaults.
+LEASE_TIMINGS = (timedelta(seconds=15), timedelta(seconds=10), timedelta(seconds=2))
+
+
 @dataclass(frozen=True, kw_only=True)
 class LeaderSettings:
     """Which Lease to contend for, as whom, and the election timings.
@@ -69,9 +73,9 @@ class LeaderSettings:
     namespace: str
     name: str = "ptc-leader"
     identity: str
-    lease_duration: timedelta = timedelta(seconds=15)
-    renew_deadline: timedelta = timedelta(seconds=10)
-    retry_period: timedelta = timedelta(seconds=2)
+    lease_duration: timedelta = LEASE_TIMINGS[0]
+    renew_deadline: timedelta = LEASE_TIMINGS[1]
+    retry_period: timedelta = LEASE_TIMINGS[2]
 
     def __post_init__(self) -> None:
         for label, text in (

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from controller.core.config.model import Rollout
-from controller.shell.lease import LeaderSettings
+from controller.shell.lease import LEASE_TIMINGS, LeaderSettings
 from controller.shell.shards import ShardSettings
 
 
@@ -26,9 +26,9 @@ class DaemonOptions:
     leader_elect: bool = True
     leader_namespace: str | None = None  # default: $POD_NAMESPACE, else the first rollout's
     lease_name: str = "ptc-leader"
-    lease_duration: timedelta = timedelta(seconds=15)
-    renew_deadline: timedelta = timedelta(seconds=10)
-    retry_period: timedelta = timedelta(seconds=2)
+    lease_duration: timedelta = LEASE_TIMINGS[0]
+    renew_deadline: timedelta = LEASE_TIMINGS[1]
+    retry_period: timedelta = LEASE_TIMINGS[2]
     alerts_token_file: str | None = None  # the Alertmanager receiver's bearer token (off: None)
     shards: int = 0  # 0: one Lease for all rollouts; S: one Lease per shard (README "Sharding")
 

@@ -35,7 +35,7 @@ from controller.core.sharding import MEMBER_KEY, ShardPlan, ShardView, plan_shar
 from controller.shell.history import HistoryKube
 from controller.shell.kube import Conflict, KubeError, NotFound
 from controller.shell.leader import JITTER, LeaderElector
-from controller.shell.lease import LeaderSettings, LeaseApi
+from controller.shell.lease import LEASE_TIMINGS, LeaderSettings, LeaseApi
 
 log = structlog.get_logger("ptc.shards")
 
@@ -48,7 +48,6 @@ FORGET_AFTER = 3  # lease durations without a beat, then a member's key is remov
 # and all shard Leases were lost (each loss stops and restarts a shard's reconcilers, whose
 # claims are more writes to the same loaded server). 20 s rides out such stalls; the price is
 # that a dead replica's shards move within 30 s instead of 15 s (README "Sharding").
-LEASE_TIMINGS = (timedelta(seconds=15), timedelta(seconds=10), timedelta(seconds=2))
 SHARDED_LEASE_TIMINGS = (timedelta(seconds=30), timedelta(seconds=20), timedelta(seconds=2))
 
 
@@ -81,9 +80,9 @@ class ShardSettings:
     lease_name: str
     shards: int
     identity: str
-    lease_duration: timedelta = timedelta(seconds=15)
-    renew_deadline: timedelta = timedelta(seconds=10)
-    retry_period: timedelta = timedelta(seconds=2)
+    lease_duration: timedelta = LEASE_TIMINGS[0]
+    renew_deadline: timedelta = LEASE_TIMINGS[1]
+    retry_period: timedelta = LEASE_TIMINGS[2]
 
     def __post_init__(self) -> None:
         if self.shards < 1:
