@@ -42,6 +42,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from aiohttp import web
 from controller.sandbox import apierrors as errors
 from controller.sandbox import discovery
 from controller.sandbox.apiaccess import Authorizer, Faults, Grant, RequestKey, Rule
-from controller.sandbox.audit import WRITE_VERBS, Arrival, Audit, WriteGate
+from controller.sandbox.audit import WRITE_VERBS, Arrival, Audit, WriteGate, precondition
 from controller.sandbox.echo import EchoOrdering
 from controller.sandbox.kinds import RESOURCE_TYPES, ResourceType
 from controller.sandbox.kubeconfig import write_kubeconfig
@@ -288,7 +289,8 @@ class ApiServer:
         held = False
         try:
             await self._admit(grant, info, resource)
-            await request.read()  # fully received (aiohttp keeps the body for the handler)
+            # fully received (aiohttp keeps the body for the handler)
+            arrival = replace(arrival, condition=precondition(info.verb, await request.read()))
             held = await self.gate.pass_through(arrival)
             request[_AUDIT] = (arrival, held)
             return await handler(request, info)

@@ -4,7 +4,9 @@ Like a real API server's audit log at the ``ResponseComplete`` stage: every muta
 (create, update, patch, delete) is recorded once the server has decided it, with who sent it,
 what it addressed, the answer's code, and ``seq`` — the order of decisions, so "did this write
 land after that one" never depends on clock resolution. A write that committed also carries the
-store's resourceVersion after it.
+store's resourceVersion after it, and every write the precondition it carried (``condition``: the
+``metadata.resourceVersion`` of an update or patch, the ``preconditions`` of a delete), so a test
+can tell a conditional write from a blind one.
 
 :class:`WriteGate` lets a test stop a write *after its body was fully received* and before it is
 applied, learn that it arrived, do something (freeze the sender, let another controller act),
@@ -17,6 +19,7 @@ held here is the same as one its sender was frozen just before sending.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ class AuditEntry:
     code: int
     resource_version: int | None  # the store's, after a write that committed
     held: bool = False  # it waited at the gate
+    condition: str | None = None  # its precondition, see precondition()
 
     @property
     def applied(self) -> bool:
@@ -54,6 +58,29 @@ class Arrival:
     resource: str
     namespace: str
     name: str | None
+    condition: str | None = None  # its precondition, once its body was read
+
+
+def precondition(verb: str, body: bytes) -> str | None:
+    """The precondition a write's body carries: ``resourceVersion=N`` (update, patch: the
+    body's ``metadata.resourceVersion``; delete: ``preconditions``), ``uid=U`` (delete), or
+    None for a blind write (and for a create, or a body that is not a JSON object)."""
+    try:
+        doc = json.loads(body) if body.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if verb == "delete":
+        fields = doc.get("preconditions")
+    elif verb in ("update", "patch"):
+        fields = doc.get("metadata")
+    else:
+        return None
+    if not isinstance(fields, dict):
+        return None
+    found = [f"{k}={fields[k]}" for k in ("uid", "resourceVersion") if fields.get(k)]
+    return ",".join(found) or None
 
 
 @dataclass
@@ -133,6 +160,7 @@ class Audit:
             code=code,
             resource_version=resource_version,
             held=held,
+            condition=arrival.condition,
         )
         self.entries.append(entry)
         return entry
@@ -148,4 +176,4 @@ class Audit:
         ]
 
 
-__all__ = ["WRITE_VERBS", "Arrival", "Audit", "AuditEntry", "Held", "WriteGate"]
+__all__ = ["WRITE_VERBS", "Arrival", "Audit", "AuditEntry", "Held", "WriteGate", "precondition"]

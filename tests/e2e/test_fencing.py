@@ -1,15 +1,17 @@
-"""A leader frozen (SIGSTOP) mid-write lands nothing after the standby took the Lease (issue 12).
+"""A leader frozen (SIGSTOP) mid-write lands nothing after the standby took over (issue 12).
 
 Two `ptc run` processes share a rollout. Each round, the sandbox API server holds the leader's
 next write to the rollout's objects once it has fully arrived (the write gate); the test then
 freezes the leader, waits until the standby has taken the Lease and written something itself,
 resumes the old leader and lets the held write go on — the server applies it as a real one
 would, whether or not its client still waits. Rounds alternate the roles, at seeded writes
-across the rollout. From the server's write audit (who, what, the commit order): no write of a
-deposed leader is applied between its successor's Lease acquisition and its own next one; the
-rollout completes with each step reached once, in order. The negative control runs the same
-with a controller whose leadership never ends (tests/e2e/unfenced_ptc.py) and sees its late
-write.
+across the rollout. From the server's write audit (who, what, on which precondition, the commit
+order): no write of a deposed leader is applied once its successor has claimed the object (until
+it takes the Lease back; see late_writes for what "claimed" means and why a write landing
+between the Lease and the claim is safe); every write that acts on the rollout carried a
+precondition; the rollout completes with each step reached once, in order. The negative
+control runs the same with a controller whose leadership never ends (tests/e2e/unfenced_ptc.py)
+and sees its late write.
 
 The "late" rounds hold a write whose object the successor has not written but for its claim: a
 scale of the canary, and a history ConfigMap write. The successor's next write after its claim
@@ -97,13 +99,17 @@ def claimed(audit: Audit, successor: str, took: AuditEntry) -> int | None:
 
 
 def late_writes(audit: Audit, users: tuple[str, str]) -> list[AuditEntry]:
-    """Writes that must not land: a deposed leader's, applied while another held the Lease.
+    """Writes that must not land: a deposed leader's, applied after its successor claimed them.
 
-    A Service patch, from its successor's Lease acquisition on (the successor's first write to
-    it, its claim, moves its resourceVersion). A write of any other object of the rollout (a
-    scale, the history ConfigMap), from the successor's first write to that object or the end
-    of its claim on, whichever is first: Kubernetes has no precondition across objects, so the
-    claim writes to each one (see the README's "Fencing").
+    An object of the rollout is claimed from the successor's first write to it after it took the
+    Lease, or from the end of its claim (its Service write, the claim's last), whichever is
+    first: Kubernetes has no precondition across objects, so the claim writes to each one (see
+    the README's "Fencing"). A deposed write applied between the successor's Lease and its claim
+    is not late: it was sent in its term (the process froze between its last fence check and
+    the send) and is ordered before anything the successor does, which decides on it as on a
+    write made just before a crash — the successor's state claim is conditional like every
+    write that acts (:func:`blind_writes`), so one prepared before a deposed state write landed
+    is refused and made again on what that wrote.
     """
     late: list[AuditEntry] = []
     for deposed, took, until in deposed_terms(audit, users):
@@ -112,16 +118,36 @@ def late_writes(audit: Audit, users: tuple[str, str]) -> list[AuditEntry]:
         for e in audit.writes(user=deposed, resources=ROLLOUT_OBJECTS):
             if not e.applied or not took.seq < e.seq < until:
                 continue
-            if e.resource == "services" or (done is not None and done < e.seq):
-                late.append(e)
-                continue
             successor_wrote_it = any(
                 w.applied and obj(w) == obj(e) and took.seq < w.seq < e.seq
                 for w in audit.writes(user=successor, resources=ROLLOUT_OBJECTS)
             )
-            if successor_wrote_it:
+            if successor_wrote_it or (done is not None and done < e.seq):
                 late.append(e)
     return sorted(set(late), key=lambda e: e.seq)
+
+
+# The writes that act on a rollout or record it, each made on the version its writer saw. The
+# claim's annotations (a patch of the Deployment or the ConfigMap itself) are blind on purpose:
+# they move the resourceVersion whatever the object holds; a create fails if the object exists.
+CONDITIONAL = frozenset(
+    {
+        ("patch", "services"),
+        ("patch", "deployments/scale"),
+        ("update", "deployments/scale"),
+        ("update", "configmaps"),
+        ("delete", "deployments"),
+    }
+)
+
+
+def blind_writes(audit: Audit, users: tuple[str, str]) -> list[AuditEntry]:
+    """The controllers' writes of the kinds above that carried no precondition."""
+    return [
+        e
+        for e in audit.entries
+        if e.user in users and (e.verb, e.resource) in CONDITIONAL and e.condition is None
+    ]
 
 
 async def poll(world: World, check: object, timeout: float, what: str) -> None:
@@ -282,6 +308,7 @@ async def test_a_frozen_leader_lands_no_write_after_the_standby_took_over(
     held = [(r.held.verb, r.held.resource, r.entry.code) for r in done]
     late = late_writes(audit, USERS)
     assert not late, f"deposed leaders' writes applied: {late}; held writes: {held}"
+    assert not blind_writes(audit, USERS), blind_writes(audit, USERS)
     assert all(not r.entry.applied for r in done), held  # each refused by its precondition
     resources = Counter(r.held.resource for r in done)
     assert resources == {"services": 1, "deployments/scale": 2, "configmaps": 1}, held
@@ -354,15 +381,19 @@ async def freeze_at(
 async def test_a_leader_frozen_at_random_moments_writes_nothing_once_deposed(
     tmp_path: Path,
 ) -> None:
-    """No gate: the leader is frozen at seeded moments among its own writes, so what stops it
-    after SIGCONT is its own fence (its time left), not a precondition."""
+    """No gate: the leader is frozen at seeded moments among its own writes. What stops it after
+    SIGCONT is its own fence (its time left, read before each attempt and again right before
+    the send), or, when it froze after that last check, the successor's claim: a write that
+    lands before the claim is decided on by the successor (every write is conditional)."""
     rng = random.Random(1202)
     async with two_controllers(tmp_path) as (world, procs, leader):
         for _ in range(3):
             leader = await freeze_at(world, procs, leader, rng.uniform(0.0, 0.2))
         state = await world.wait_phase("completed", timeout=120)
-    late = late_writes(world.sandbox.api.audit, USERS)
+    audit = world.sandbox.api.audit
+    late = late_writes(audit, USERS)
     assert not late, f"deposed leaders' writes applied: {late}"
+    assert not blind_writes(audit, USERS), blind_writes(audit, USERS)
     order = [h["step"] for h in state["history"] if h["decision"] == "step-reached"]
     assert order == [0, 1, 2], order
     assert not world.monitor.violations, world.monitor.violations

@@ -3,11 +3,14 @@ scale carries a resourceVersion precondition so a write decided on a stale view 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from controller.core.priority import Urgency
 from controller.sandbox.apiserver import ApiServer
 from controller.sandbox.workload import Workload
 from controller.shell.kube import Conflict, Kube, NotFound, NotLeader
@@ -49,11 +52,35 @@ async def test_a_write_is_not_sent_once_leadership_ran_out(
     assert api_server.get("Deployment", "web", NS)["spec"]["replicas"] == 3
 
 
+async def test_a_write_queued_for_a_connection_slot_is_not_sent_once_leadership_ran_out(
+    api_server: ApiServer, fenced: Kube
+) -> None:
+    """The fence is read again once the request holds its slot, right before it is sent: a
+    write that waited behind others (a controller that is behind) does not go out late."""
+    leader = [True]
+    fenced.fence = lambda: 5.0 if leader[0] else 0.0
+    slots = fenced._transport.slots
+    async with contextlib.AsyncExitStack() as busy:
+        for _ in range(slots.policy.capacity):
+            await busy.enter_async_context(slots.slot(Urgency.ROLLBACK))
+        write = asyncio.create_task(fenced.scale(NS, "web", 3))
+        for _ in range(100):  # it passed its first check and waits for a slot
+            if slots.waiting():
+                break
+            await asyncio.sleep(0.01)
+        assert slots.waiting(), "the write should be queued at the gate"
+        leader[0] = False
+    with pytest.raises(NotLeader, match="not sent"):
+        await write
+    assert scales(api_server) == 0
+    assert api_server.get("Deployment", "web", NS)["spec"]["replicas"] == 1
+
+
 async def test_a_retry_is_not_sent_after_leadership_ran_out(
     api_server: ApiServer, fenced: Kube
 ) -> None:
-    budget = iter([5.0, 0.0])  # leader for the first attempt, deposed before the retry
-    fenced.fence = lambda: next(budget)
+    # leader until the first attempt went out, deposed before the retry
+    fenced.fence = lambda: 5.0 if scales(api_server) == 0 else 0.0
     api_server.set_faults(error_rate=1.0, resources={"deployments/scale"})
     with pytest.raises(NotLeader):
         await fenced.scale(NS, "web", 3)

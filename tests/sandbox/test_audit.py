@@ -12,6 +12,7 @@ import pytest
 
 from controller.sandbox.apiaccess import rule
 from controller.sandbox.apiserver import ApiServer
+from controller.sandbox.audit import precondition
 from tests.sandbox.conftest import service
 
 SERVICES = "/api/v1/namespaces/default/services"
@@ -56,6 +57,39 @@ async def test_every_decided_write_is_audited_with_its_sender_code_and_order(
     assert entries[0].resource_version < entries[1].resource_version
     assert entries[2].resource_version is None
     assert [e.seq for e in api_server.audit.writes(user="ctl-a")] == [1, 3]
+    # what each write was conditioned on: a create on nothing, each patch on the version it saw
+    assert [e.condition for e in entries] == [None] + [f"resourceVersion={rv}"] * 2
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "condition"),
+    [
+        ("patch", {"metadata": {"resourceVersion": "7", "annotations": {}}}, "resourceVersion=7"),
+        ("patch", {"metadata": {"annotations": {"a": "b"}}}, None),  # a blind patch
+        ("patch", {"spec": {"replicas": 3}}, None),
+        ("update", {"metadata": {"resourceVersion": "9"}, "spec": {}}, "resourceVersion=9"),
+        ("update", {"metadata": {"uid": "u-1"}}, "uid=u-1"),
+        ("delete", {"kind": "DeleteOptions", "preconditions": {"uid": "u-1"}}, "uid=u-1"),
+        (
+            "delete",
+            {"preconditions": {"uid": "u-1", "resourceVersion": "3"}},
+            "uid=u-1,resourceVersion=3",
+        ),
+        ("delete", {"propagationPolicy": "Background"}, None),
+        ("create", {"metadata": {"name": "x"}}, None),
+        ("patch", [{"op": "replace", "path": "/spec/replicas", "value": 1}], None),  # JSON patch
+        ("patch", {"metadata": "not an object"}, None),
+    ],
+)
+def test_a_writes_precondition_is_read_from_its_body(
+    verb: str, body: object, condition: str | None
+) -> None:
+    assert precondition(verb, json.dumps(body).encode()) == condition
+
+
+@pytest.mark.parametrize("raw", [b"", b"   ", b"{not json", b"\xff\xfe"])
+def test_a_body_that_is_not_json_has_no_precondition(raw: bytes) -> None:
+    assert precondition("patch", raw) is None
 
 
 async def test_a_held_write_is_applied_on_release_although_its_client_gave_up(

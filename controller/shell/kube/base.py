@@ -9,6 +9,7 @@ only while the fence says this process may still write.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -22,7 +23,8 @@ from controller.shell.kube.resources import Resource
 from controller.shell.kube.transport import Obj, Transport, describe
 
 Fence = Callable[[], float | None]
-"""Seconds this process may still write (None or <= 0: it may not), read before each attempt."""
+"""Seconds this process may still write (None or <= 0: it may not), read before each attempt
+and again right before it is sent."""
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -65,26 +67,35 @@ class KubeBase:
         fence = self.fence if fenced and method in WRITES else None
         what = describe(method, resource, namespace, name, subresource)
 
-        async def attempt() -> Obj:
-            request = self._transport.request(
-                method,
-                resource,
-                namespace,
-                name,
-                subresource,
-                params=params,
-                body=body,
-                content_type=content_type,
-            )
-            if fence is None:
-                return await request
+        def still_leader() -> float:
+            """The time this process may still write; NotLeader (nothing sent) when none."""
+            assert fence is not None
             left = fence()
             if left is None or left <= 0:
-                request.close()  # never started: nothing was sent
                 raise NotLeader(f"{what}: not sent, this process is no longer the leader")
+            return left
+
+        send = functools.partial(
+            self._transport.request,
+            method,
+            resource,
+            namespace,
+            name,
+            subresource,
+            params=params,
+            body=body,
+            content_type=content_type,
+        )
+
+        async def attempt() -> Obj:
+            if fence is None:
+                return await send()
+            # Checked here, and again once the request holds its connection slot, right before
+            # it is sent (the wait for a slot is long when the controller is behind).
+            left = still_leader()
             try:
                 async with asyncio.timeout(left):
-                    return await request
+                    return await send(ready=still_leader)
             except TimeoutError:
                 # The transport's own timeout raises Unavailable, so this one is ours.
                 raise NotLeader(

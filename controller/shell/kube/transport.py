@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -93,8 +93,13 @@ class Transport:
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        ready: Callable[[], object] | None = None,
     ) -> Obj:
-        """One HTTP request; the decoded JSON answer, or a KubeError."""
+        """One HTTP request; the decoded JSON answer, or a KubeError.
+
+        ``ready`` is called once the request holds its slot, right before it is sent; what it
+        raises (a KubeError: the fence's NotLeader) stops the request unsent.
+        """
         what = describe(method, resource, namespace, name, subresource)
         kwargs: dict[str, Any] = {"timeout": httpx.Timeout(self.timeout)}
         if params:
@@ -104,18 +109,19 @@ class Transport:
         if content_type is not None:
             kwargs["headers"] = {"Content-Type": content_type}
         try:
-            async with (
-                asyncio.timeout(self.timeout),
-                self.slots.slot(),
-                self._api.call_api(
+            async with asyncio.timeout(self.timeout), self.slots.slot():
+                if ready is not None:
+                    ready()
+                async with self._api.call_api(
                     method,
                     version=resource.api_version,
                     namespace=namespace,
                     url=resource.path(name, subresource),
                     **kwargs,
-                ) as response,
-            ):
-                data = response.json()
+                ) as response:
+                    data = response.json()
+        except KubeError:
+            raise
         except Exception as e:
             raise translate(e, what) from e
         if not isinstance(data, dict):
