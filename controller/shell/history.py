@@ -3,7 +3,7 @@
 The state annotation keeps only the last few decisions (see `controller.core.state`); this is where
 the rest goes: ConfigMap ``ptc-history-<service>`` in the Service's namespace, key ``history``,
 a JSON list of decision records, oldest first, bounded to `LIMIT` records and `BYTES` bytes
-(the API server's limit for a ConfigMap is 1 MiB); key ``target``, the rollout target the records
+(the API server's limit for a ConfigMap is 1 MiB); key ``target``, the rollout revision the records
 belong to; key ``version``, the format's version (absent in ConfigMaps from before it existed,
 which are version 1). It is written best-effort after the state:
 a failed write is logged and never holds up the rollout (the decisions are also in the Events
@@ -124,9 +124,9 @@ def check_version(data: Mapping[str, str]) -> None:
 
 
 async def read(
-    kube: HistoryKube, namespace: str, service: str, target: str
+    kube: HistoryKube, namespace: str, service: str, revision: str
 ) -> tuple[DecisionRecord, ...]:
-    """The recorded history of rollout `target` (empty when there is none).
+    """The recorded history of rollout revision `revision` (empty when there is none).
 
     KubeError or StateError when it cannot be read.
     """
@@ -134,14 +134,14 @@ async def read(
         data, _ = await kube.get_configmap(namespace, configmap_name(service))
     except NotFound:
         return ()
-    if data.get(TARGET_KEY) != target:
+    if data.get(TARGET_KEY) != revision:
         return ()  # an earlier rollout's, not yet replaced
     check_version(data)
     return decode(data.get(KEY, "[]"))
 
 
 async def claim(
-    kube: HistoryKube, namespace: str, service: str, target: str, annotations: dict[str, str]
+    kube: HistoryKube, namespace: str, service: str, revision: str, annotations: dict[str, str]
 ) -> None:
     """Move the history ConfigMap's resourceVersion (a new leader's claim; see reconciler.claim).
 
@@ -157,7 +157,7 @@ async def claim(
             return
         except NotFound:
             pass
-        empty = {TARGET_KEY: target, VERSION_KEY: str(VERSION), KEY: "[]"}
+        empty = {TARGET_KEY: revision, VERSION_KEY: str(VERSION), KEY: "[]"}
         try:
             await kube.write_configmap(
                 namespace,
@@ -181,18 +181,18 @@ class HistoryWriter:
         self._namespace = namespace
         self._name = configmap_name(service)
         self._pending: list[DecisionRecord] = []
-        self._target = ""
+        self._revision = ""
         self._task: asyncio.Task[None] | None = None
         self.failures = 0  # writes given up on (for tests and status)
 
-    def add(self, target: str, records: Iterable[DecisionRecord]) -> None:
-        """Queue `records` of rollout `target` for the ConfigMap; returns at once.
+    def add(self, revision: str, records: Iterable[DecisionRecord]) -> None:
+        """Queue `records` of rollout revision `revision` for the ConfigMap; returns at once.
 
-        A new target starts a new history (as the state does), replacing the last one's.
+        A new revision starts a new history (as the state does), replacing the last one's.
         """
-        if target != self._target:
+        if revision != self._revision:
             self._pending.clear()
-            self._target = target
+            self._revision = revision
         self._pending.extend(records)
         if self._pending and (self._task is None or self._task.done()):
             # Best-effort bookkeeping: routine, whatever the urgency of the write that added
@@ -215,19 +215,19 @@ class HistoryWriter:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            await self._write(self._target, batch)
+            await self._write(self._revision, batch)
 
-    async def _write(self, target: str, batch: list[DecisionRecord]) -> None:
+    async def _write(self, revision: str, batch: list[DecisionRecord]) -> None:
         for _ in range(3):  # a Conflict is another writer (an old leader): re-read and merge
             try:
                 try:
                     data, version = await self._kube.get_configmap(self._namespace, self._name)
-                    same = data.get(TARGET_KEY) == target
+                    same = data.get(TARGET_KEY) == revision
                     existing = _decoded(data.get(KEY, "[]")) if same else ()
                 except NotFound:
                     existing, version = (), None
                 body = {
-                    TARGET_KEY: target,
+                    TARGET_KEY: revision,
                     VERSION_KEY: str(VERSION),
                     KEY: encode(merge(existing, batch)),
                 }
