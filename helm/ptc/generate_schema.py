@@ -94,6 +94,21 @@ def chart_values() -> dict[str, Any]:
             }
         ),
         "rbac": strict({"create": BOOLEAN, "clusterWide": BOOLEAN}),
+        "claimGuard": strict(
+            {
+                "enabled": BOOLEAN,
+                # Kubernetes refuses a binding with none, a repeated one, or Deny with Warn.
+                "validationActions": {
+                    "type": "array",
+                    "items": {"enum": ["Deny", "Warn", "Audit"]},
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "not": {
+                        "allOf": [{"contains": {"const": "Deny"}}, {"contains": {"const": "Warn"}}]
+                    },
+                },
+            }
+        ),
         "podAnnotations": STRING_MAP,
         "podLabels": STRING_MAP,
         "podSecurityContext": OBJECT,

@@ -17,12 +17,14 @@ import kubernetes_validate
 import yaml
 
 from controller.shell.kube.permissions import triples
-from tests.packaging.helmrender import CHART_DIR, Job, Rendered, render_many
+from tests.packaging.helmrender import CHART_DIR, KINDS_BEFORE_1_30, Job, Rendered, render_many
 
 ROOT = Path(__file__).resolve().parents[2]
 ZAI = yaml.safe_load((ROOT / "config" / "zai-proxy.yaml").read_text())
 MINIMAL = yaml.safe_load((ROOT / "config" / "minimal.yaml").read_text())
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+# Kinds that exist only from a Kubernetes version on (validated from there).
+SINCE = {"ValidatingAdmissionPolicy": "1.30.0", "ValidatingAdmissionPolicyBinding": "1.30.0"}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
 UID = 65532
 
@@ -145,8 +147,38 @@ SCENARIOS: dict[str, Job] = {
             },
         },
     ),
+    # The claim guard: per-namespace Roles (zai-proxy's devpod, plus team-a), and cluster-wide
+    # RBAC for a ServiceAccount named in the values.
+    "claim-guard": Job(
+        "ptc",
+        "ptc-system",
+        {
+            "rollouts": ZAI["rollouts"],
+            "watchNamespaces": ["team-a"],
+            "claimGuard": {"enabled": True},
+        },
+    ),
+    "claim-guard-cluster-wide": Job(
+        "edge",
+        "platform",
+        {
+            "rbac": {"clusterWide": True},
+            "serviceAccount": {"name": "rollouts-bot"},
+            "defaults": {"namespace": "apps"},
+            "rollouts": MINIMAL["rollouts"],
+            "claimGuard": {"enabled": True, "validationActions": ["Warn", "Audit"]},
+        },
+    ),
 }
 GOOD = list(SCENARIOS)
+# Installs expected to fail, with what Helm's error must say.
+REFUSED: dict[str, tuple[Job, str]] = {
+    "claim-guard-before-1.30": (
+        Job("ptc", "ptc", {"claimGuard": {"enabled": True}}, kinds=KINDS_BEFORE_1_30),
+        "claimGuard.enabled needs ValidatingAdmissionPolicy admissionregistration.k8s.io/v1 "
+        "(Kubernetes >= 1.30)",
+    ),
+}
 
 # Values the chart's schema must refuse, with what Helm's message must point at.
 BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
@@ -182,17 +214,27 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         },
         "/alertmanager/alertmanagerConfig/matchers/0/matchType",
     ),
+    "claim-guard-deny-and-warn": (
+        {"claimGuard": {"enabled": True, "validationActions": ["Deny", "Warn"]}},
+        "/claimGuard/validationActions",
+    ),
+    "claim-guard-no-action": (
+        {"claimGuard": {"enabled": True, "validationActions": []}},
+        "/claimGuard/validationActions",
+    ),
 }
 
 
-def mutated_chart(workdir: Path, name: str, old: str, new: str) -> Path:
-    """A copy of the chart with one edit in _helpers.tpl (to prove the RBAC test bites)."""
+def mutated_chart(
+    workdir: Path, name: str, old: str, new: str, template: str = "_helpers.tpl"
+) -> Path:
+    """A copy of the chart with one edit in a template (to prove a chart test bites)."""
     chart = workdir / name / "ptc"
     shutil.copytree(CHART_DIR, chart)
-    helpers = chart / "templates" / "_helpers.tpl"
-    text = helpers.read_text()
+    path = chart / "templates" / template
+    text = path.read_text()
     assert old in text
-    helpers.write_text(text.replace(old, new, 1))
+    path.write_text(text.replace(old, new, 1))
     return chart
 
 
@@ -206,12 +248,48 @@ MUTATIONS = {
     ),
 }
 
+# Edits of templates/claimguard.yaml that test_chart_claim_guard.py must notice.
+GUARD_MUTATIONS = {
+    "spec-unchecked": ('"object.spec == oldObject.spec"', '"true"'),
+    "labels-unchecked": (
+        "(has(object.metadata.labels) ?",
+        "true || (has(object.metadata.labels) ?",
+    ),
+    "added-annotation-allowed": (
+        "&& variables.newAnnotations.all(k, k == 'ptc.dev/claim' || k in variables.oldAnnotations)",
+        "",
+    ),
+    "changed-annotation-allowed": (
+        "&& variables.newAnnotations[k] == variables.oldAnnotations[k]",
+        "",
+    ),
+    "other-claim-key": ("k == 'ptc.dev/claim' ||", "k == 'ptc.dev/claimed' ||"),
+    "absent-old-annotations-read": (
+        '"has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {}"',
+        '"oldObject.metadata.annotations"',
+    ),
+    "absent-new-annotations-read": (
+        '"has(object.metadata.annotations) ? object.metadata.annotations : {}"',
+        '"object.metadata.annotations"',
+    ),
+    "owner-unchecked": (
+        "(has(object.metadata.ownerReferences) ?",
+        "true || (has(object.metadata.ownerReferences) ?",
+    ),
+    "finalizers-unchecked": (
+        "(has(object.metadata.finalizers) ?",
+        "true || (has(object.metadata.finalizers) ?",
+    ),
+    "wrong-user": ('"request.userInfo.username == %s"', '"request.userInfo.username != %s"'),
+}
+
 
 @dataclass
 class ChartRun:
     """Everything one Helm worker produced."""
 
-    results: dict[str, Rendered]  # by case name: SCENARIOS, "bad:<name>", "mutant:<name>"
+    # by case name: SCENARIOS, REFUSED, "bad:<name>", "mutant:<name>", "guard-mutant:<name>"
+    results: dict[str, Rendered]
     lint: dict[str, Any] | None
     archive: list[str]  # member names of the `helm package` archive
 
@@ -219,11 +297,18 @@ class ChartRun:
 def run_chart(workdir: Path) -> ChartRun:
     """Install every scenario, refused value set and mutated chart; lint; package."""
     jobs = dict(SCENARIOS)
+    jobs |= {name: job for name, (job, _) in REFUSED.items()}
     for name, (values, _) in BAD_VALUES.items():
         jobs[f"bad:{name}"] = Job("ptc", "ptc", values)
     for name, (old, new) in MUTATIONS.items():
         chart = mutated_chart(workdir, name, old, new)
         jobs[f"mutant:{name}"] = Job("ptc", "ptc", SCENARIOS["zai-proxy"].values, chart)
+    for name, (old, new) in GUARD_MUTATIONS.items():
+        chart = mutated_chart(workdir, f"guard-{name}", old, new, "claimguard.yaml")
+        guarded = SCENARIOS["claim-guard"]
+        jobs[f"guard-mutant:{name}"] = Job(
+            guarded.release, guarded.namespace, guarded.values, chart
+        )
     package = workdir / "package"
     package.mkdir()
     results, lint = asyncio.run(

@@ -72,7 +72,24 @@ KINDS = (
     Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
     Kind("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule"),
     Kind("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs", "AlertmanagerConfig"),
+    # Kubernetes >= 1.30 (GA): the chart's optional claim guard
+    Kind(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        namespaced=False,
+    ),
+    Kind(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        namespaced=False,
+    ),
 )
+# What a cluster before Kubernetes 1.30 serves: no admissionregistration.k8s.io/v1 policies.
+KINDS_BEFORE_1_30 = tuple(k for k in KINDS if k.group != "admissionregistration.k8s.io")
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
@@ -90,7 +107,8 @@ def _status(code: int, reason: str, message: str) -> web.Response:
 class RecordingApiServer:
     """Just enough of a Kubernetes API for ``helm install``; keeps what Helm creates."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: tuple[Kind, ...] = KINDS) -> None:
+        self.kinds = kinds
         self.objects: dict[tuple[str, str, str, str], Obj] = {}  # (gv, plural, ns, name)
         self.created: list[Obj] = []  # in the order Helm sent them
         self.unexpected: list[str] = []  # requests this server has no answer for
@@ -192,7 +210,7 @@ class RecordingApiServer:
         if parts == ["api"]:
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         if parts == ["apis"]:
-            groups = sorted({(k.group, k.version) for k in KINDS if k.group})
+            groups = sorted({(k.group, k.version) for k in self.kinds if k.group})
             return {
                 "kind": "APIGroupList",
                 "apiVersion": "v1",
@@ -212,7 +230,7 @@ class RecordingApiServer:
             gv = f"{parts[1]}/{parts[2]}"
         if gv is None:
             return None
-        kinds = [k for k in KINDS if k.group_version == gv]
+        kinds = [k for k in self.kinds if k.group_version == gv]
         if not kinds:
             return None
         return {
@@ -231,8 +249,7 @@ class RecordingApiServer:
             ],
         }
 
-    @staticmethod
-    def _resolve(parts: list[str]) -> tuple[Kind, str, str | None] | None:
+    def _resolve(self, parts: list[str]) -> tuple[Kind, str, str | None] | None:
         """(kind, namespace, name) for a resource URL, or None."""
         if parts[:2] == ["api", "v1"]:
             gv, rest = "v1", parts[2:]
@@ -245,7 +262,7 @@ class RecordingApiServer:
             namespace, rest = rest[1], rest[2:]
         if not rest or len(rest) > 2:
             return None
-        for kind in KINDS:
+        for kind in self.kinds:
             if kind.group_version == gv and kind.plural == rest[0]:
                 if kind.namespaced != bool(namespace):
                     return None
@@ -261,6 +278,7 @@ class Job:
     namespace: str
     values: Obj = field(default_factory=dict)
     chart: Path | None = None  # default: the chart render_many was given
+    kinds: tuple[Kind, ...] = KINDS  # what the recording server serves
 
 
 @dataclass
@@ -304,7 +322,7 @@ async def render_many(
 
     Also lints the chart (the result, or None) and with `package_to` packages it there.
     """
-    servers = [RecordingApiServer() for _ in jobs]
+    servers = [RecordingApiServer(job.kinds) for job in jobs]
     for server in servers:
         await server.start()
     try:

@@ -31,7 +31,9 @@ from tests.packaging.chartcases import (
     CRD_KINDS,
     GOOD,
     K8S_VERSIONS,
+    REFUSED,
     ROOT,
+    SINCE,
     UID,
     ChartRun,
     Rendered,
@@ -106,6 +108,13 @@ def test_package_ships_the_chart_files_and_not_the_generator(chart_run: ChartRun
     assert not [n for n in packaged if n.endswith(".py") or "__pycache__" in n], packaged
 
 
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_chart_refuses_what_the_cluster_cannot_serve(chart_run: ChartRun, name: str) -> None:
+    result: Rendered = chart_run.results[name]
+    assert result.error is not None and REFUSED[name][1] in result.error, result.error
+    assert not result.objects
+
+
 @pytest.mark.parametrize("name", list(BAD_VALUES))
 def test_values_schema_refuses_bad_config(chart_run: ChartRun, name: str) -> None:
     result: Rendered = chart_run.results[f"bad:{name}"]
@@ -123,7 +132,13 @@ def test_objects_pass_strict_kubernetes_validation(scenario: Rendered, version: 
     for obj in scenario.objects:
         if obj["kind"] in CRD_KINDS:
             continue
-        kubernetes_validate.validate(obj, version, strict=True)
+        # a kind newer than `version` is checked against the first version that has it
+        at = max(version, SINCE.get(obj["kind"], version), key=_version_key)
+        kubernetes_validate.validate(obj, at, strict=True)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def test_created_objects_are_the_manifest(scenario: Rendered) -> None:
