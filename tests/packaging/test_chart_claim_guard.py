@@ -322,6 +322,7 @@ def test_a_denied_claim_is_an_api_request_refused_problem(
     assert isinstance(error, Forbidden)
     plan = after_api_error(error, failures=1)
     assert plan.problem is not None and policy["metadata"]["name"] in plan.problem
+    assert "admission policy" in plan.problem and "grant the permission" not in plan.problem
     assert plan.delay == 30.0
 
 

@@ -30,6 +30,28 @@ def test_errors_no_retry_fixes_are_a_problem_retried_slowly(error: type[Exceptio
     assert plans[0].problem == plans[1].problem
 
 
+@pytest.mark.parametrize(
+    ("message", "hint"),
+    [
+        ('deployments.apps "web" is forbidden: User "x" cannot patch resource', "grant the"),
+        (
+            'deployments.apps "web" is forbidden: ValidatingAdmissionPolicy '
+            "'ptc-claim-guard.ops' with binding 'ptc-claim-guard.ops' denied request: "
+            "ptc may change only ...",
+            "admission policy or webhook refused it",
+        ),
+        (
+            'admission webhook "policy.example.com" denied the request: no updates',
+            "admission policy or webhook refused it",
+        ),
+    ],
+)
+def test_a_refusal_by_admission_is_not_told_to_grant_a_permission(message: str, hint: str) -> None:
+    problem = after_api_error(Forbidden(message, status=403), failures=1).problem
+    assert problem is not None and hint in problem and message in problem
+    assert ("grant the permission" in problem) == (hint == "grant the")
+
+
 def test_losing_leadership_is_no_failure() -> None:
     plan = after_api_error(NotLeader("not sent"), 7)
     assert (plan.counts_as_failure, plan.problem) == (False, None)

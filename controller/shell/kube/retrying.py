@@ -28,6 +28,12 @@ class AfterError:
     counts_as_failure: bool = True
 
 
+def admission_refused(message: str) -> bool:
+    """Whether a 403 came from admission (a ValidatingAdmissionPolicy or a webhook), not RBAC:
+    granting a permission would not help. The API server's own wording is the only sign."""
+    return "ValidatingAdmissionPolicy" in message or "admission webhook" in message
+
+
 def after_api_error(exc: KubeError, failures: int) -> AfterError:
     """The requeue for the `failures`-th API error in a row (1-based); jitter is the caller's."""
     if isinstance(exc, NotLeader):
@@ -42,6 +48,12 @@ def after_api_error(exc: KubeError, failures: int) -> AfterError:
             "NotFound": "the object is gone",
             "Gone": "the object's version is too old",
         }.get(what, "")
+        if isinstance(exc, Forbidden) and admission_refused(exc.message):
+            fix = (
+                "an admission policy or webhook refused it (named above): exempt ptc's "
+                "ServiceAccount or let the change through (the chart's claim guard admits only "
+                "the ptc.dev/claim annotation)"
+            )
         return AfterError(
             min(first * 2 ** (failures - 1), cap),
             f"the API server refused a request ({what}): {exc.message}; {fix} — ptc tries "
