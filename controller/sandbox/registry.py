@@ -12,7 +12,9 @@ and ``scale`` subresources) on top of :class:`~controller.sandbox.store.Store`, 
   a no-op write leaves the object and its resourceVersion untouched (no watch event);
 - patch: merge / JSON / strategic merge applied to the stored object, then the update path; a
   ``metadata.resourceVersion`` in the patch is the same precondition as on PUT;
-- delete: Status or the object (by kind), graceful deletion for Pods.
+- delete: Status or the object (by kind), graceful deletion for Pods;
+- empty ``labels``, ``annotations``, ``finalizers``, ``ownerReferences`` are not stored (Go's
+  omitempty): an object whose last annotation was removed has no ``annotations`` key.
 
 The HTTP layer (:mod:`controller.sandbox.apiserver`) and the workload simulator both write
 through this class, so the simulator's writes obey the same rules as the controller's. Beside
@@ -73,6 +75,19 @@ def rfc3339(t: datetime) -> str:
 def random_suffix(rng: random.Random, n: int = 5) -> str:
     """A name suffix like the real name generator's."""
     return "".join(rng.choice(NAME_ALPHABET) for _ in range(n))
+
+
+# ObjectMeta fields a real API server stores and returns only when non-empty (Go's omitempty):
+# removing an object's last annotation leaves no `annotations` key, not `annotations: {}`.
+_OMITTED_WHEN_EMPTY = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
+def _omit_empty_meta(obj: Obj) -> None:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in _OMITTED_WHEN_EMPTY:
+            if key in meta and meta[key] in ({}, [], None):
+                del meta[key]
 
 
 def _strip_rv(obj: Obj) -> Obj:
@@ -184,6 +199,7 @@ class Registry:
         else:
             meta.pop("generation", None)
         self._prepare_create(rt, obj)
+        _omit_empty_meta(obj)
         if rt.defaulter:
             rt.defaulter(obj)
         errs = validate(rt, obj)
@@ -274,6 +290,7 @@ class Registry:
                 for ip_field in ("clusterIP", "clusterIPs"):
                     if not new["spec"].get(ip_field) and old_spec.get(ip_field):
                         new["spec"][ip_field] = old_spec[ip_field]
+        _omit_empty_meta(new)
         if rt.defaulter:
             rt.defaulter(new)
         errs = validate(rt, new, old)

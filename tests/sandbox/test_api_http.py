@@ -273,6 +273,36 @@ async def test_noop_patch_and_put_change_nothing(http: aiohttp.ClientSession) ->
     assert (status, after) == (200, created)
 
 
+async def test_empty_metadata_maps_and_lists_are_not_stored_like_the_real_server(
+    http: aiohttp.ClientSession,
+) -> None:
+    # Go's omitempty: a real API server returns no `annotations` key once the last one is gone
+    # (and none for an empty map or list sent on create), so readers must not expect `{}`.
+    body = deployment("web")
+    body["metadata"].update(annotations={}, finalizers=[], ownerReferences=[])
+    _, created = await call(http, "POST", DEPLOYMENTS, body)
+    for key in ("annotations", "finalizers", "ownerReferences"):
+        assert key not in created["metadata"], created["metadata"]
+    patch = {"metadata": {"annotations": {"ptc.dev/claim": "ctl-a/1"}}}
+    status, claimed = await call(http, "PATCH", f"{DEPLOYMENTS}/web", patch, MERGE)
+    assert status == 200 and claimed["metadata"]["annotations"] == {"ptc.dev/claim": "ctl-a/1"}
+    gone = {"metadata": {"annotations": {"ptc.dev/claim": None}}}
+    status, after = await call(http, "PATCH", f"{DEPLOYMENTS}/web", gone, MERGE)
+    assert status == 200 and "annotations" not in after["metadata"], after["metadata"]
+    assert after["metadata"]["resourceVersion"] != claimed["metadata"]["resourceVersion"]
+    labelled = service("api")
+    labelled["metadata"]["labels"] = {"team": "x"}
+    await call(http, "POST", SERVICES, labelled)
+    status, after = await call(
+        http,
+        "PATCH",
+        f"{SERVICES}/api",
+        [{"op": "replace", "path": "/metadata/labels", "value": {}}],
+        JSONP,
+    )
+    assert status == 200 and "labels" not in after["metadata"], after["metadata"]
+
+
 async def test_deployment_generation_rules(http: aiohttp.ClientSession) -> None:
     _, dep = await call(http, "POST", DEPLOYMENTS, deployment("web"))
     assert dep["metadata"]["generation"] == 1
