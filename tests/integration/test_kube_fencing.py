@@ -76,6 +76,21 @@ async def test_a_write_queued_for_a_connection_slot_is_not_sent_once_leadership_
     assert api_server.get("Deployment", "web", NS)["spec"]["replicas"] == 1
 
 
+async def test_a_write_still_queued_when_leadership_runs_out_says_it_was_not_sent(
+    api_server: ApiServer, fenced: Kube
+) -> None:
+    # Unlike a write cut short in flight ("may or may not have been applied"): this one never
+    # left the process, and the log line must not leave the SRE guessing.
+    fenced.fence = lambda: 0.3
+    slots = fenced._transport.slots
+    async with contextlib.AsyncExitStack() as busy:
+        for _ in range(slots.policy.capacity):
+            await busy.enter_async_context(slots.slot(Urgency.ROLLBACK))
+        with pytest.raises(NotLeader, match="not sent, leadership ran out while it waited"):
+            await fenced.scale(NS, "web", 3)
+    assert scales(api_server) == 0
+
+
 async def test_a_retry_is_not_sent_after_leadership_ran_out(
     api_server: ApiServer, fenced: Kube
 ) -> None:

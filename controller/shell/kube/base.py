@@ -93,11 +93,23 @@ class KubeBase:
             # Checked here, and again once the request holds its connection slot, right before
             # it is sent (the wait for a slot is long when the controller is behind).
             left = still_leader()
+            sending = False
+
+            def ready() -> None:
+                nonlocal sending
+                still_leader()
+                sending = True
+
             try:
                 async with asyncio.timeout(left):
-                    return await send(ready=still_leader)
+                    return await send(ready=ready)
             except TimeoutError:
                 # The transport's own timeout raises Unavailable, so this one is ours.
+                if not sending:
+                    raise NotLeader(
+                        f"{what}: not sent, leadership ran out while it waited for a connection "
+                        f"slot ({left:.1f}s left when it queued)"
+                    ) from None
                 raise NotLeader(
                     f"{what}: cut short when leadership ran out ({left:.1f}s left at send); "
                     "it may or may not have been applied"
