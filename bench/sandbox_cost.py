@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine
 from controller.sandbox.apiserver import ApiServer
-from controller.sandbox.podserver import PodEndpoint, PodEvent, PodListener
+from controller.sandbox.podserver import PodEndpoint, PodEvent, PodRoster
 from controller.sandbox.prometheus import FileSDTargets
 from controller.sandbox.scenarios import deployment
 from controller.sandbox.workload import NullPodRuntime, Workload
@@ -52,22 +52,12 @@ async def settle(condition: Callable[[], bool], limit: float = 900.0) -> None:
 NO_PROXY: Any = None  # the targets file reads only names, labels and the address
 
 
-class PublishingRuntime(NullPodRuntime):
+class PublishingRuntime(PodRoster, NullPodRuntime):
     """A null runtime whose pods reach the file_sd targets as the real runtime's do."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.endpoints: dict[tuple[str, str], PodEndpoint] = {}
-        self.listeners: list[PodListener] = []
-
-    def pods(self) -> list[PodEndpoint]:
-        return list(self.endpoints.values())
-
-    def add_listener(self, listener: PodListener) -> None:
-        self.listeners.append(listener)
-
-    def remove_listener(self, listener: PodListener) -> None:
-        self.listeners.remove(listener)
+        PodRoster.__init__(self)
+        NullPodRuntime.__init__(self)
 
     async def start_pod(self, pod: dict[str, Any], deployment: str) -> str:
         ip = await super().start_pod(pod, deployment)
@@ -82,19 +72,15 @@ class PublishingRuntime(NullPodRuntime):
             NO_PROXY,
             pod,
         )
-        self.endpoints[(meta["namespace"], meta["name"])] = endpoint
+        self._by_name[(meta["namespace"], meta["name"])] = endpoint
         self._notify(PodEvent("started", endpoint))
         return ip
 
     async def stop_pod(self, namespace: str, name: str) -> None:
         await super().stop_pod(namespace, name)
-        endpoint = self.endpoints.pop((namespace, name), None)
+        endpoint = self._by_name.pop((namespace, name), None)
         if endpoint is not None:
             self._notify(PodEvent("stopped", endpoint))
-
-    def _notify(self, event: PodEvent) -> None:
-        for listener in self.listeners:
-            listener(event)
 
 
 def all_ready(api: ApiServer, names: list[str]) -> Callable[[], bool]:

@@ -78,7 +78,43 @@ class PodRuntimeError(RuntimeError):
     """The runtime could not start a pod (e.g. no free address after several attempts)."""
 
 
-class SimulatedPodRuntime:
+class PodRoster:
+    """Running pods by (namespace, name), in start order, and who is told of each start and stop.
+
+    What the file_sd targets (:mod:`controller.sandbox.filesd`) read of a pod runtime; the
+    simulated runtime below keeps its pods here, and so do the bench's and the tests' stand-ins.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[tuple[str, str], PodEndpoint] = {}
+        self._listeners: list[PodListener] = []
+
+    def endpoint(self, namespace: str, name: str) -> PodEndpoint | None:
+        """A running pod by name."""
+        return self._by_name.get((namespace, name))
+
+    def pods(self) -> list[PodEndpoint]:
+        """All running pods, in start order."""
+        return list(self._by_name.values())
+
+    def add_listener(self, listener: PodListener) -> None:
+        """Call `listener` synchronously whenever a pod starts or stops."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: PodListener) -> None:
+        """Stop calling `listener`."""
+        self._listeners.remove(listener)
+
+    def _notify(self, event: PodEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                # A broken observer (e.g. a full disk for file_sd) must not stop pod lifecycle.
+                log.exception("pod listener failed for %s %s", event.kind, event.pod.name)
+
+
+class SimulatedPodRuntime(PodRoster):
     """Starts and stops simulated zai-proxy pods; implements the sandbox `PodRuntime`."""
 
     def __init__(
@@ -91,6 +127,7 @@ class SimulatedPodRuntime:
         network: str = DEFAULT_POD_NETWORK,
         shutdown_timeout: float = 1.0,
     ) -> None:
+        super().__init__()
         self.faults = faults or FaultProfiles()
         self.tuning = tuning
         self.state_files = StateFiles()
@@ -104,10 +141,8 @@ class SimulatedPodRuntime:
         self._runner: web.AppRunner | None = None
         self._sites: dict[str, web.TCPSite] = {}  # by ip
         self._by_ip: dict[str, PodEndpoint] = {}
-        self._by_name: dict[tuple[str, str], PodEndpoint] = {}
         self._gone: dict[str, PodEndpoint] = {}  # by ip, oldest first
         self._started: dict[tuple[str, str], int] = {}  # pods started per Deployment
-        self._listeners: list[PodListener] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -253,22 +288,6 @@ class SimulatedPodRuntime:
         """The pod serving at `ip`, or the last one that did (recently stopped pods)."""
         return self._by_ip.get(ip) or self._gone.get(ip)
 
-    def endpoint(self, namespace: str, name: str) -> PodEndpoint | None:
-        """A running pod by name."""
-        return self._by_name.get((namespace, name))
-
-    def pods(self) -> list[PodEndpoint]:
-        """All running pods, in start order."""
-        return list(self._by_name.values())
-
-    def add_listener(self, listener: PodListener) -> None:
-        """Call `listener` synchronously whenever a pod starts or stops."""
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: PodListener) -> None:
-        """Stop calling `listener`."""
-        self._listeners.remove(listener)
-
     # -- internals -------------------------------------------------------------------------
 
     def _pod_seed(self, namespace: str, deployment: str) -> int:
@@ -310,14 +329,6 @@ class SimulatedPodRuntime:
             f"no free loopback address for port {port} in {self._network} after "
             f"{_BIND_ATTEMPTS} attempts (last error: {last_error})"
         )
-
-    def _notify(self, event: PodEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                # A broken observer (e.g. a full disk for file_sd) must not stop pod lifecycle.
-                log.exception("pod listener failed for %s %s", event.kind, event.pod.name)
 
     def _serving(self, request: web.Request) -> SimulatedZaiProxy:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None

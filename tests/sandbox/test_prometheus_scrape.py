@@ -12,7 +12,7 @@ from typing import Literal
 import pytest
 
 from controller.sandbox.faults import FaultProfile, FaultProfiles, Latency
-from controller.sandbox.podserver import PodEndpoint, PodEvent, PodListener, SimulatedPodRuntime
+from controller.sandbox.podserver import PodEndpoint, PodEvent, PodRoster, SimulatedPodRuntime
 from controller.sandbox.prometheus import (
     FileSDTargets,
     PrometheusError,
@@ -68,29 +68,15 @@ async def test_file_sd_follows_pods_as_they_come_and_go(tmp_path: Path) -> None:
     assert [p.name for p in sd_file.parent.iterdir()] == ["targets.json"]  # no temp leftovers
 
 
-class _Runtime:
+class _Runtime(PodRoster):
     """What FileSDTargets reads of a pod runtime: its pods and their start/stop events."""
-
-    def __init__(self) -> None:
-        self.running: dict[tuple[str, str], PodEndpoint] = {}
-        self.listeners: list[PodListener] = []
-
-    def pods(self) -> list[PodEndpoint]:
-        return list(self.running.values())
-
-    def add_listener(self, listener: PodListener) -> None:
-        self.listeners.append(listener)
-
-    def remove_listener(self, listener: PodListener) -> None:
-        self.listeners.remove(listener)
 
     def fire(self, kind: Literal["started", "stopped"], pod: PodEndpoint) -> None:
         if kind == "started":
-            self.running[(pod.namespace, pod.name)] = pod
+            self._by_name[(pod.namespace, pod.name)] = pod
         else:
-            del self.running[(pod.namespace, pod.name)]
-        for listener in self.listeners:
-            listener(PodEvent(kind, pod))
+            del self._by_name[(pod.namespace, pod.name)]
+        self._notify(PodEvent(kind, pod))
 
 
 def _endpoint(i: int, process: int = 1) -> PodEndpoint:
