@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -100,7 +100,7 @@ async def measure(n: int, file_sd: bool) -> tuple[float, float]:
     await workload.start()
     tmp = tempfile.TemporaryDirectory(prefix="ptc-sandbox-cost-")
     if isinstance(runtime, PublishingRuntime):
-        FileSDTargets(Path(tmp.name) / "targets.json", cast(Any, runtime))
+        FileSDTargets(Path(tmp.name) / "targets.json", runtime)
     try:
         c0 = cpu()
         for i in range(n):

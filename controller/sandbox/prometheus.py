@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from controller.sandbox.podserver import PodEndpoint, PodEvent, SimulatedPodRuntime
+from controller.sandbox.podserver import PodEndpoint, PodEvent, PodRoster, SimulatedPodRuntime
 
 INSTALL_HINT = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
@@ -91,7 +91,7 @@ class FileSDTargets:
     third of the sandbox's CPU in the scale bench's ramp, `bench/results/sandbox_cost.txt`).
     """
 
-    def __init__(self, path: Path, runtime: SimulatedPodRuntime | None = None) -> None:
+    def __init__(self, path: Path, runtime: PodRoster | None = None) -> None:
         self.path = Path(path)
         self._runtime = runtime
         self._entries: dict[tuple[str, str], str] = {}

@@ -94,7 +94,7 @@ def test_file_sd_builds_each_pods_entry_once_however_many_pods_run(
     # A fleet's ramp starts thousands of pods; rebuilding every entry on each start made the
     # sandbox's file_sd O(pods) per pod. The file must still list exactly the running pods.
     runtime = _Runtime()
-    targets = FileSDTargets(tmp_path / "targets.json", runtime)  # type: ignore[arg-type]
+    targets = FileSDTargets(tmp_path / "targets.json", runtime)
     built: list[str] = []
 
     def counted(pod: PodEndpoint) -> dict[str, object]:
